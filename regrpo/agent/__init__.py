@@ -1,0 +1,27 @@
+"""The agent runtime: the loop (``Agent``), policies (model engines), action parsing and reflection."""
+
+from regrpo.agent.loop import Agent, Result, answers_match
+from regrpo.agent.model_files import DEFAULT_MODEL, OFFLINE_MODELS
+from regrpo.agent.policy import ChatMessage, Policy
+from regrpo.agent.scripted import ScriptedPolicy
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "OFFLINE_MODELS",
+    "Agent",
+    "ChatMessage",
+    "LocalPolicy",
+    "Policy",
+    "Result",
+    "ScriptedPolicy",
+    "answers_match",
+]
+
+
+def __getattr__(name: str) -> object:
+    # LocalPolicy imports torch and transformers (seconds): load it only when asked for.
+    if name == "LocalPolicy":
+        from regrpo.agent.local import LocalPolicy
+
+        return LocalPolicy
+    raise AttributeError(f"module 'regrpo.agent' has no attribute {name!r}")

