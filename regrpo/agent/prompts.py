@@ -1,7 +1,13 @@
 """Every text the runtime shows the model: the system prompt, the task, observations, reflection requests.
 
 Kept in one module so the prompt the agent runs with and the prompts the learning module trains on
-come from the same functions. Tool descriptions are each tool's JSON Schema, compacted.
+come from the same functions.
+
+Tools are shown as one signature line each, derived from their JSON Schema
+(``crop(image: string, box: [integer x4])``), not as the raw schema: on the 2-core CPU the raw
+schemas of the ten built-in tools made a 1,525-token system prompt whose prefill alone took 6.5 s per
+step with SmolLM2-135M, and a small model follows a short, regular listing no worse. The full schema
+stays available as ``Tool.parameters_schema()`` (the HTTP API hands it to OpenAI-style clients).
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from regrpo.tools import ImageInfo, Tool
 from regrpo.traces.schema import Action, Observation, ToolCall
 
 __all__ = [
+    "describe_images",
     "observation_text",
     "reflection_request",
     "render_system_prompt",
     "render_task",
+    "tool_signature",
 ]
 
 _ERROR_TYPES = ", ".join(e.value for e in ErrorType)
@@ -40,13 +48,36 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _schema_type(schema: dict[str, Any]) -> str:
+    """A short type for one JSON Schema property: ``string``, ``[integer x4]``, ``"a"|"b"``, ..."""
+    if "enum" in schema:
+        return "|".join(_compact(v) for v in schema["enum"])
+    if "anyOf" in schema:
+        return "|".join(_schema_type(s) for s in schema["anyOf"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        item = _schema_type(schema.get("items", {}))
+        size = schema.get("minItems")
+        return f"[{item} x{size}]" if size is not None and size == schema.get("maxItems") else f"[{item}, ...]"
+    return str(kind)
+
+
+def tool_signature(tool: Tool) -> str:
+    """``name(arg: type, opt: type = default): description``, from the tool's JSON Schema."""
+    schema = tool.parameters_schema()
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        default = "" if name in required else f" = {_compact(prop.get('default'))}"
+        params.append(f"{name}: {_schema_type(prop)}{default}")
+    return f"{tool.name}({', '.join(params)}): {tool.description}"
+
+
 def render_system_prompt(tools: Sequence[Tool], instructions: str | None = None) -> str:
-    """The system prompt: role, the tools with their JSON Schemas, the action format, an example."""
-    lines = ["You are an agent that solves tasks step by step by calling tools.", "", "Tools:", "<tools>"]
-    for tool in tools:
-        spec = {"name": tool.name, "description": tool.description, "parameters": tool.parameters_schema()}
-        lines.append(_compact(spec))
-    lines += ["</tools>", "", _FORMAT]
+    """The system prompt: role, one signature line per tool, the action format, an example."""
+    lines = ["You are an agent that solves tasks step by step by calling tools.", "", "Tools:"]
+    lines += [f"- {tool_signature(tool)}" for tool in tools]
+    lines += ["", _FORMAT]
     if instructions:
         lines += ["", instructions.strip()]
     return "\n".join(lines)
