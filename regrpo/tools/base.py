@@ -71,12 +71,19 @@ def _docstring_parts(doc: str) -> tuple[str, dict[str, str]]:
     match = _ARGS_SECTION.search(doc)
     described: dict[str, str] = {}
     if match:
+        arg_indent, last = 0, None
         for line in doc[match.end() :].splitlines():
-            arg = _ARG_LINE.match(line)
-            if arg:
-                described[arg.group(1)] = arg.group(2).strip()
-            elif line.strip() and not line.startswith(" "):
+            if not line.strip():
+                continue
+            indent = len(line) - len(line.lstrip())
+            if indent == 0:
                 break  # the next section ("Returns:") ends the argument list
+            arg = _ARG_LINE.match(line)
+            if arg and (last is None or indent <= arg_indent):
+                arg_indent, last = indent, arg.group(1)
+                described[last] = arg.group(2).strip()
+            elif last is not None and indent > arg_indent:
+                described[last] += " " + line.strip()  # a Google-style continuation line
     return summary, described
 
 
@@ -94,7 +101,7 @@ class FunctionTool:
         if not callable(function):
             raise ToolDefinitionError(f"@tool needs a function, got {type(function).__name__}")
         self.function = function
-        self.name = name or function.__name__
+        self.name = name or getattr(function, "__name__", "")  # callable objects may have no name
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", self.name):
             raise ToolDefinitionError(
                 f"tool name {self.name!r} is not an identifier; pass name='like_this' to @tool"

@@ -60,7 +60,7 @@ def _from_array(array: np.ndarray) -> np.ndarray:
         )
     if array.shape[0] * array.shape[1] > MAX_PIXELS:
         raise ImageError(f"image shape {array.shape} is over the {MAX_PIXELS:,}-pixel limit")
-    return np.ascontiguousarray(array[:, :, :3])
+    return np.array(array[:, :, :3], order="C")  # a copy: the caller may keep editing its array
 
 
 def _open(data: io.BytesIO | Path, what: str) -> np.ndarray:

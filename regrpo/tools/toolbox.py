@@ -1,7 +1,7 @@
 """``Toolbox``: the tools one agent may call, and the one safe way to call them.
 
-A call goes: look the tool up → validate the arguments against its schema → run it in a worker
-thread under a deadline, retrying only :class:`TransientToolError` (tenacity, exponential back-off)
+A call goes: look the tool up → validate the arguments against its schema → run it in its own
+daemon thread under a deadline, retrying only :class:`TransientToolError` (tenacity, exponential back-off)
 → check the result is JSON → report a :class:`ToolOutcome`. Every failure on the way becomes an
 outcome with an :class:`~regrpo.errors.ErrorType`, never an exception: a bad call is the model's
 mistake, and the loop shows it to the model. A tool thread that overruns its deadline is abandoned,
@@ -11,7 +11,9 @@ not killed (Python cannot kill threads); the outcome says ``Timeout``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +58,39 @@ def _to_json_value(value: Any) -> Any:
         raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
     return json.loads(json.dumps(value, default=default, allow_nan=False))
+
+
+async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Await ``function(*args)`` run on a new daemon thread, which a deadline can abandon.
+
+    Not ``asyncio.to_thread``: the loop's default executor is joined when ``asyncio.run`` ends and at
+    interpreter exit, so one tool stuck past its deadline would hang the whole episode and the process.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    run = contextvars.copy_context().run
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # abandoned: the deadline passed or the call was cancelled
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def target() -> None:
+        result, error = None, None
+        try:
+            result = run(function, *args)
+        except BaseException as exc:  # handed to the awaiting coroutine, as to_thread does
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed; nobody waits for this result any more
+            pass
+
+    threading.Thread(target=target, name="regrpo-tool", daemon=True).start()
+    return await future
 
 
 @dataclass
@@ -111,7 +146,7 @@ class Toolbox:
         async def attempt() -> Any:
             nonlocal attempts
             attempts += 1
-            return await asyncio.to_thread(tool.invoke, valid, context)
+            return await _in_daemon_thread(tool.invoke, valid, context)
 
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(TransientToolError),

@@ -21,7 +21,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -142,20 +142,26 @@ class TraceStore:
             except sqlite3.Error as exc:
                 raise TraceStoreError(f"cannot read trace store {self.path!r}: {exc}") from exc
 
+    def _decode(self, decoder: msgspec.msgpack.Decoder[Any], body: bytes, trace_id: str) -> Any:
+        try:
+            return decoder.decode(body)
+        except msgspec.DecodeError as exc:  # a corrupt row, or one a different schema wrote
+            raise TraceStoreError(f"cannot decode episode {trace_id!r} in {self.path}: {exc}") from exc
+
     def get_header(self, trace_id: str) -> Episode:
         rows = self._rows("SELECT header FROM episodes WHERE trace_id = ?", (trace_id,))
         if not rows:
             raise TraceNotFoundError(f"no episode with trace id {trace_id!r} in {self.path}")
-        return _episode_decoder.decode(rows[0][0])
+        return self._decode(_episode_decoder, rows[0][0], trace_id)
 
     def get(self, trace_id: str) -> Episode:
         """The whole episode: header, messages, steps and feedback."""
         episode = self.get_header(trace_id)
-        episode.messages = [_message_decoder.decode(b) for (b,) in self._rows(
+        episode.messages = [self._decode(_message_decoder, b, trace_id) for (b,) in self._rows(
             "SELECT body FROM messages WHERE trace_id = ? ORDER BY idx", (trace_id,))]
-        episode.steps = [_step_decoder.decode(b) for (b,) in self._rows(
+        episode.steps = [self._decode(_step_decoder, b, trace_id) for (b,) in self._rows(
             "SELECT body FROM steps WHERE trace_id = ? ORDER BY idx", (trace_id,))]
-        episode.feedback = [_feedback_decoder.decode(b) for (b,) in self._rows(
+        episode.feedback = [self._decode(_feedback_decoder, b, trace_id) for (b,) in self._rows(
             "SELECT body FROM feedback WHERE trace_id = ? ORDER BY id", (trace_id,))]
         return episode
 

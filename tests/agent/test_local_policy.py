@@ -1,0 +1,94 @@
+"""The real SmolLM2-135M policy: batched sampling, log-probs equal to a fresh forward pass, adapters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regrpo.agent.actions import ACTION_STOP_STRINGS
+from regrpo.errors import AdapterError, ModelNotFoundError
+
+pytestmark = pytest.mark.slow
+
+CHAT = [{"role": "system", "content": "Reply with <answer>...</answer>."},
+        {"role": "user", "content": "Name a colour."}]
+
+
+def forward_logprobs(policy, messages, token_ids):
+    """log π(token | prefix) for each generated token, from one full forward pass (no KV cache)."""
+    prompt = policy.encode_chat(messages)
+    ids = torch.tensor([prompt + token_ids], device=policy.device)
+    with torch.inference_mode():
+        logits = policy.model(ids).logits[0, len(prompt) - 1 : -1].float()
+    return logits.log_softmax(-1).gather(-1, torch.tensor(token_ids)[:, None]).squeeze(-1)
+
+
+def test_batched_sampling_returns_n_distinct_completions_with_logprobs(smollm):
+    torch.manual_seed(0)
+    completions = smollm.generate(CHAT, n=4, temperature=1.0, max_new_tokens=24)
+    assert len(completions) == 4
+    assert len({tuple(c.token_ids) for c in completions}) > 1  # sampled, not copies
+    for c in completions:
+        assert 0 < len(c.token_ids) == len(c.logprobs) <= 24
+        assert all(lp <= 0 for lp in c.logprobs)
+        assert c.prompt_tokens == len(smollm.encode_chat(CHAT))
+        assert c.text == smollm.tokenizer.decode(c.token_ids, skip_special_tokens=True)
+
+
+def test_logprobs_match_a_fresh_forward_pass(smollm):
+    torch.manual_seed(1)
+    for completion in smollm.generate(CHAT, n=3, temperature=1.0, max_new_tokens=32):
+        expected = forward_logprobs(smollm, CHAT, completion.token_ids)
+        assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4), \
+            (torch.tensor(completion.logprobs) - expected).abs().max()
+
+
+def test_greedy_is_deterministic_and_stops_after_a_stop_string(smollm):
+    chat = [{"role": "user", "content": "Write <answer>blue</answer> and nothing else."}]
+    first = smollm.generate(chat, max_new_tokens=40, stop=ACTION_STOP_STRINGS)[0]
+    second = smollm.generate(chat, max_new_tokens=40, stop=ACTION_STOP_STRINGS)[0]
+    assert first.token_ids == second.token_ids
+    if "</answer>" in first.text:  # the model chose to close the tag: nothing may follow it
+        assert first.text.rstrip().endswith("</answer>") and first.finish_reason == "stop"
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    from regrpo.agent.local import LocalPolicy
+
+    with pytest.raises(ModelNotFoundError, match="unknown model"):
+        LocalPolicy("org/some-hub-model")
+    with pytest.raises(ModelNotFoundError, match="config.json"):
+        LocalPolicy(tmp_path)
+
+
+def test_lora_adapter_load_activate_deactivate_unload(tmp_path, smollm):
+    from peft import LoraConfig, get_peft_model
+
+    from regrpo.agent.local import LocalPolicy
+
+    policy = LocalPolicy()  # its own copy: adapters change the model object
+    lora = get_peft_model(policy.model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"],
+                                                   init_lora_weights=False))  # random B: changes outputs
+    lora.save_pretrained(tmp_path / "adapter")
+    policy = LocalPolicy()
+    base = policy.generate(CHAT, max_new_tokens=8)[0]
+
+    policy.load_adapter("v1", str(tmp_path / "adapter"))
+    assert policy.adapters == ["v1"] and policy.active_adapter is None
+    assert policy.generate(CHAT, max_new_tokens=8)[0].logprobs == pytest.approx(base.logprobs, abs=1e-5)
+
+    policy.activate_adapter("v1")
+    tuned = forward_logprobs(policy, CHAT, base.token_ids)
+    assert not torch.allclose(tuned, torch.tensor(base.logprobs), atol=1e-3)
+
+    policy.activate_adapter(None)
+    assert forward_logprobs(policy, CHAT, base.token_ids).tolist() == pytest.approx(base.logprobs, abs=1e-4)
+
+    with pytest.raises(AdapterError, match="already loaded"):
+        policy.load_adapter("v1", str(tmp_path / "adapter"))
+    with pytest.raises(AdapterError, match="not a PEFT adapter"):
+        policy.load_adapter("v2", str(tmp_path))
+    with pytest.raises(AdapterError, match="no adapter named"):
+        policy.activate_adapter("v9")
+    policy.unload_adapter("v1")
+    assert policy.adapters == []

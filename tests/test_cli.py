@@ -1,0 +1,69 @@
+"""The ``regrpo`` command line, run as a user runs it: a subprocess with the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regrpo.traces import TraceStore
+
+
+def regrpo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "regrpo.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_run_on_a_real_image_with_the_real_model(tmp_path):
+    image = np.full((120, 200, 3), 255, dtype=np.uint8)
+    image[30:90, 50:150] = (30, 90, 200)
+    Image.fromarray(image).save(tmp_path / "box.png")
+    store = tmp_path / "traces.sqlite"
+    done = regrpo("run", "Rotate img_0 by 90 degrees. What is its new width?", "--image",
+                  str(tmp_path / "box.png"), "--store", str(store), "--max-steps", "2", "--max-new-tokens", "32")
+    assert done.returncode == 0, done.stderr
+    assert "step 0" in done.stdout and "status=" in done.stdout  # each step shown live, then the summary
+    (episode,) = TraceStore(store).episodes()
+    assert episode.status in ("answered", "max_steps")  # the weak base model need not be right
+    assert episode.model == "SmolLM2-135M-Instruct"
+    assert [(i.width, i.height) for i in episode.images] == [(200, 120)]
+    assert all(len(s.completion.token_ids) == len(s.completion.logprobs) > 0 for s in episode.steps)
+
+
+@pytest.mark.slow
+def test_run_json_prints_the_episode(tmp_path):
+    done = regrpo("run", "What is 17*23?", "--store", str(tmp_path / "t.sqlite"), "--max-steps", "1",
+                  "--max-new-tokens", "16", "--json")
+    assert done.returncode == 0, done.stderr
+    episode = json.loads(done.stdout)
+    assert episode["task"] == "What is 17*23?" and len(episode["steps"]) == 1
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    done = regrpo("run", "look", "--image", str(tmp_path / "missing.png"), "--store", str(tmp_path / "t.sqlite"),
+                  "--model", str(tmp_path / "no-model"))
+    assert done.returncode == 2
+    assert "error:" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_models_lists_the_offline_default():
+    done = regrpo("models")
+    assert done.returncode == 0
+    assert "SmolLM2-135M-Instruct" in done.stdout and "(default)" in done.stdout
+
+
+def test_export_writes_json_lines(tmp_path):
+    from regrpo import Agent, ScriptedPolicy
+
+    store_path = tmp_path / "t.sqlite"
+    with TraceStore(store_path) as store:
+        Agent(ScriptedPolicy(["<answer>1</answer>"], cycle=True), store=store).run_many(["a", "b"])
+    done = regrpo("export", str(tmp_path / "out.jsonl"), "--store", str(store_path))
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["task"] for line in lines) == ["a", "b"]
