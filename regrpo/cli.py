@@ -145,9 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", parents=[agent], help="run the agent on the demo tasks and score it")
-    demo.add_argument("--tasks", type=int, default=6)
+    demo.add_argument("--tasks", type=int, default=4)
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(handler=cmd_demo, max_steps=4, max_new_tokens=96)
+    demo.set_defaults(handler=cmd_demo, max_steps=3, max_new_tokens=64)
 
     models = commands.add_parser("models", parents=[common], help="list the models available offline")
     models.set_defaults(handler=cmd_models)

@@ -5,11 +5,20 @@ Log-probs: each generated token's log-probability is taken from the model's *raw
 RL loss needs, and ``tests/agent/test_local_policy.py`` checks it equals a fresh forward pass over
 the same tokens. ``n > 1`` samples share one batched ``generate`` call (the prompt is repeated n
 times, so no padding is needed).
+
+Prefix cache: every step of every episode starts with the same system prompt (about 600 tokens with
+the built-in tools), and on a 2-core CPU prefilling it cost more than decoding a short action. So the
+policy keeps the KV cache of the last few system prompts it saw and hands a copy to ``generate``,
+which then only prefills the rest. Measured on this CPU: one step 16.3 s → 11.3 s, a group of three
+samples 41.3 s → 14.6 s, logits equal within 4e-5 (docs/performance.md). The cache is keyed by the
+prefix's token ids and dropped whenever the active adapter changes (LoRA changes the keys and values).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +69,7 @@ class LocalPolicy:
         self.active_adapter: str | None = None
         self._adapters: set[str] = set()
         self._lock = threading.Lock()  # one generate or adapter switch at a time on the shared model
+        self._prefix_cache: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     def _end_of_turn_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -76,6 +86,34 @@ class LocalPolicy:
             as_chat(messages), add_generation_prompt=True, tokenize=True, return_dict=True
         )
         return list(encoded["input_ids"])
+
+    def _system_prefix(self, messages: Sequence[ChatMessage], prompt: list[int]) -> list[int]:
+        """Token ids of the leading system message, when they are a strict prefix of the prompt."""
+        chat = as_chat(messages)
+        if len(chat) < 2 or chat[0]["role"] != "system":
+            return []
+        encoded = self.tokenizer.apply_chat_template(chat[:1], tokenize=True, return_dict=True)
+        prefix = list(encoded["input_ids"])
+        return prefix if len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix else []
+
+    def _cached_prefix(self, prefix: list[int], n: int) -> object | None:
+        """A private copy of the KV cache of ``prefix``, repeated for a batch of ``n`` (call under the lock)."""
+        from transformers import DynamicCache
+
+        if not prefix:
+            return None
+        key = tuple(prefix)
+        if key not in self._prefix_cache:
+            cache = DynamicCache(config=self.model.config)
+            self.model(torch.tensor([prefix], device=self.device), past_key_values=cache, use_cache=True)
+            self._prefix_cache[key] = cache
+            while len(self._prefix_cache) > 4:
+                self._prefix_cache.popitem(last=False)
+        self._prefix_cache.move_to_end(key)
+        cache = copy.deepcopy(self._prefix_cache[key])
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        return cache
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -98,11 +136,13 @@ class LocalPolicy:
         input_ids = torch.tensor([prompt] * n, device=self.device)  # (n, prompt_len)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} \
             if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        prefix = self._system_prefix(messages, prompt)
         with self._lock, torch.inference_mode():
             try:
                 out = self.model.generate(
                     input_ids=input_ids,
                     attention_mask=torch.ones_like(input_ids),
+                    past_key_values=self._cached_prefix(prefix, n),
                     max_new_tokens=max_new_tokens,
                     stop_strings=list(stop) or None,
                     tokenizer=self.tokenizer if stop else None,
@@ -155,6 +195,7 @@ class LocalPolicy:
                 raise AdapterError(f"cannot load adapter {name!r} from {path!r}: {exc}") from exc
             self.model.eval()
             self._adapters.add(name)
+            self._prefix_cache.clear()
 
     def activate_adapter(self, name: str | None) -> None:
         if name is not None and name not in self._adapters:
@@ -168,6 +209,7 @@ class LocalPolicy:
                 self.model.set_adapter(name)
                 self.model.base_model.enable_adapter_layers()
             self.active_adapter = name
+            self._prefix_cache.clear()
 
     def unload_adapter(self, name: str) -> None:
         if name not in self._adapters:
@@ -177,6 +219,7 @@ class LocalPolicy:
         with self._lock:
             self.model.delete_adapter(name)
             self._adapters.discard(name)
+            self._prefix_cache.clear()
 
     @property
     def adapters(self) -> list[str]:
