@@ -14,11 +14,12 @@ same methods (DESIGN.md, "Scale past one machine").
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
-import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -78,26 +79,31 @@ class TraceStore:
             raise TraceStoreError(f"sync must be 'normal' or 'full', got {sync!r}")
         self.path = str(path)
         self._lock = threading.Lock()
+        in_memory = self.path == ":memory:"
         try:
-            if self.path != ":memory:":
+            if not in_memory:
                 Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                Path(self.path).expanduser() if self.path != ":memory:" else ":memory:",
-                check_same_thread=False,
-                isolation_level=None,  # autocommit; we open transactions explicitly
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-            self._db.execute("PRAGMA busy_timeout=10000")
+            # autocommit: every write below is its own transaction, committed when execute returns
+            self._db = sqlite3.connect(":memory:" if in_memory else Path(self.path).expanduser(),
+                                       check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise TraceStoreError(f"cannot open trace store {self.path!r}: {exc}") from exc
+        try:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, SCHEMA_VERSION):  # checked before anything is changed in the file
                 raise TraceStoreError(
                     f"{self.path} has trace schema version {version}; this regrpo reads version "
                     f"{SCHEMA_VERSION}. Use a new file or the regrpo version that wrote it."
                 )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, TraceStoreError) as exc:
+            self._db.close()
+            if isinstance(exc, TraceStoreError):
+                raise
             raise TraceStoreError(f"cannot open trace store {self.path!r}: {exc}") from exc
 
     # -- writing (used by TraceLogger) -------------------------------------------------------------
@@ -210,17 +216,21 @@ class TraceStore:
     ) -> int:
         """Write matching episodes as JSON lines (written to a temp file, then renamed); returns the count."""
         target = Path(path).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
         count = 0
-        fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+        # not mkstemp: its 0600 mode would stick to the export; "x" mode respects the umask
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
-            with os.fdopen(fd, "wb") as out:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as out:
                 for episode in self.episodes(since=since, failures_only=failures_only):
                     out.write(msgspec.json.encode(episode) + b"\n")
                     count += 1
             os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise TraceStoreError(f"cannot write the export to {str(target)!r}: {exc}") from exc
             raise
         return count
 

@@ -311,3 +311,17 @@ def test_an_answer_step_needs_no_observation(store: TraceStore) -> None:
     step = store.get("quick").steps[0]
     assert step.action == Answer("3") and step.observation is None and not step.failed
     assert store.trace_ids(failures_only=True) == []
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(tmp_path):
+    from regrpo.errors import TraceStoreError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with TraceStore(":memory:") as store, pytest.raises(TraceStoreError, match="cannot write the export"):
+        store.export_jsonl(blocker / "out.jsonl")
+
+
+def test_export_is_readable_by_others(tmp_path, store):
+    store.export_jsonl(tmp_path / "out.jsonl")
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o044  # not mkstemp's 0600
