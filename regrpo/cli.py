@@ -76,20 +76,21 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     tasks = demo_tasks(args.tasks, seed=args.seed)
     agent = _agent(args, console)
     table = Table(title=f"regrpo demo · {agent.policy.model_name} · {len(tasks)} tasks")
-    for column in ("task", "status", "steps", "tool calls", "failures", "reflections", "answer", "expected", "ok"):
-        table.add_column(column)
+    for column in ("#", "kind", "status", "steps", "tools", "fails", "refl.", "answer", "expected", "ok"):
+        table.add_column(column, overflow="ellipsis", no_wrap=True)
     solved, started = 0, time.perf_counter()
     totals = {"steps": 0, "tool_calls": 0, "tool_failures": 0, "reflections": 0}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("episodes", total=len(tasks))
-        for task in tasks:
+        for number, task in enumerate(tasks):
+            progress.console.print(f"[dim]{number}: {task.question}[/]")
             result = agent.run(task.question, task.images)
             reward = agent.feedback(result.trace_id, answer=task.answer).reward
             solved += reward == 1.0
             for key in totals:
                 totals[key] += getattr(result.usage, key)
-            table.add_row(task.question[:48], result.status, str(result.usage.steps),
+            table.add_row(str(number), task.category, result.status, str(result.usage.steps),
                           str(result.usage.tool_calls), str(result.usage.tool_failures),
                           str(result.usage.reflections), (result.answer or "—")[:16], task.answer,
                           "✓" if reward == 1.0 else "✗")
@@ -161,7 +162,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(stderr=bool(getattr(args, "json", False)))
+    to_stderr = bool(getattr(args, "json", False))
+    stream = sys.stderr if to_stderr else sys.stdout
+    # rich assumes 80 columns when output is piped (CI logs, `| tee`): tables would be cut to pieces
+    console = Console(stderr=to_stderr, width=None if stream.isatty() else 120)
     try:
         return args.handler(args, console)
     except RegrpoError as exc:
