@@ -41,6 +41,7 @@ class LocalPolicy:
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
         dtype: Weights' dtype (default: bfloat16 on CUDA, float32 on CPU).
         cache_dir: Where offline models are de-quantised once (default ``~/.cache/regrpo``).
+        prefix_cache: Reuse the KV cache of the system prompt across calls (see the module docstring).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class LocalPolicy:
         device: str | None = None,
         dtype: torch.dtype | None = None,
         cache_dir: Path | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +71,7 @@ class LocalPolicy:
         self.active_adapter: str | None = None
         self._adapters: set[str] = set()
         self._lock = threading.Lock()  # one generate or adapter switch at a time on the shared model
+        self.prefix_cache = prefix_cache
         self._prefix_cache: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     def _end_of_turn_ids(self) -> set[int]:
@@ -90,7 +93,7 @@ class LocalPolicy:
     def _system_prefix(self, messages: Sequence[ChatMessage], prompt: list[int]) -> list[int]:
         """Token ids of the leading system message, when they are a strict prefix of the prompt."""
         chat = as_chat(messages)
-        if len(chat) < 2 or chat[0]["role"] != "system":
+        if not self.prefix_cache or len(chat) < 2 or chat[0]["role"] != "system":
             return []
         encoded = self.tokenizer.apply_chat_template(chat[:1], tokenize=True, return_dict=True)
         prefix = list(encoded["input_ids"])

@@ -248,6 +248,28 @@ class Agent:
             return (await agenerate(as_chat(messages), **kwargs))[0]
         return (await asyncio.to_thread(self.policy.generate, as_chat(messages), **kwargs))[0]
 
+    def _read_reflection(self, text: str, requested: str | None, observation: str
+                         ) -> tuple[Reflection | None, str | None, int]:
+        """``(reflection, problem, reflection_tokens)`` of a turn; nothing when none was asked for."""
+        if not requested:
+            return None, None, 0
+        reflection, problem = parse_reflection(text, observation)
+        body, _ = split_reflection(text)
+        return reflection, problem, self.policy.count_tokens(body) if body is not None else 0
+
+    async def _execute(self, action: Any, context: ToolContext) -> tuple[Observation | None, float]:
+        """Run a tool call (or record an unparseable turn); ``(None, 0)`` for an answer."""
+        if isinstance(action, Unparseable):
+            return _observation(ok=False, error_type=ErrorType.UNPARSEABLE_ACTION,
+                                error_message=action.reason), 0.0
+        if isinstance(action, ToolCall):
+            outcome = await self.toolbox.call(action.name, action.arguments, context)
+            return _observation(
+                ok=outcome.ok, output=outcome.output, error_type=outcome.error_type,
+                error_message=outcome.message, new_images=list(outcome.new_images), attempts=outcome.attempts,
+            ), outcome.seconds
+        return None, 0.0
+
     async def _loop(self, log: TraceLogger, images: ImageStore, on_step: StepCallback | None
                     ) -> tuple[Literal["answered", "max_steps"], str | None]:
         usage = log.episode.usage
@@ -262,28 +284,10 @@ class Agent:
             generate_s = time.perf_counter() - started
             log.message(Message("assistant", completion.text))
 
-            # reflection (when asked) and the action
-            reflection, problem, reflection_tokens = None, None, 0
-            if requested:
-                reflection, problem = parse_reflection(completion.text, last_observation)
-                body, _ = split_reflection(completion.text)
-                reflection_tokens = self.policy.count_tokens(body) if body is not None else 0
+            reflection, problem, reflection_tokens = self._read_reflection(completion.text, requested,
+                                                                           last_observation)
             action = parse_action(completion.text)
-
-            # execute
-            tool_s = 0.0
-            observation: Observation | None = None
-            if isinstance(action, Unparseable):
-                observation = _observation(ok=False, error_type=ErrorType.UNPARSEABLE_ACTION,
-                                           error_message=action.reason)
-            elif isinstance(action, ToolCall):
-                outcome = await self.toolbox.call(action.name, action.arguments, context)
-                tool_s = outcome.seconds
-                observation = _observation(
-                    ok=outcome.ok, output=outcome.output, error_type=outcome.error_type,
-                    error_message=outcome.message, new_images=list(outcome.new_images),
-                    attempts=outcome.attempts,
-                )
+            observation, tool_s = await self._execute(action, context)
 
             # decide on a reflection for the next turn, and show the observation
             confidence = sequence_confidence(completion.logprobs)
