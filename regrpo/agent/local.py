@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,8 +61,9 @@ class LocalPolicy:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device)
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_dir)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
+            self.model: Any = loaded.to(self.device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model from {self.model_dir}: {exc}") from exc
         self.model.eval()
@@ -72,7 +74,7 @@ class LocalPolicy:
         self._adapters: set[str] = set()
         self._lock = threading.Lock()  # one generate or adapter switch at a time on the shared model
         self.prefix_cache = prefix_cache
-        self._prefix_cache: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # token ids -> DynamicCache
 
     def _end_of_turn_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -85,21 +87,26 @@ class LocalPolicy:
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
         """Token ids of the chat plus the assistant header: exactly the prompt ``generate`` feeds the model."""
+        return self._template_ids(as_chat(messages), generation_prompt=True)
+
+    def _template_ids(self, chat: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(
-            as_chat(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+            chat, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True
         )
         return list(encoded["input_ids"])
+
+    def _decode(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
     def _system_prefix(self, messages: Sequence[ChatMessage], prompt: list[int]) -> list[int]:
         """Token ids of the leading system message, when they are a strict prefix of the prompt."""
         chat = as_chat(messages)
         if not self.prefix_cache or len(chat) < 2 or chat[0]["role"] != "system":
             return []
-        encoded = self.tokenizer.apply_chat_template(chat[:1], tokenize=True, return_dict=True)
-        prefix = list(encoded["input_ids"])
+        prefix = self._template_ids(chat[:1], generation_prompt=False)
         return prefix if len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix else []
 
-    def _cached_prefix(self, prefix: list[int], n: int) -> object | None:
+    def _cached_prefix(self, prefix: list[int], n: int) -> Any:
         """A private copy of the KV cache of ``prefix``, repeated for a batch of ``n`` (call under the lock)."""
         from transformers import DynamicCache
 
@@ -168,15 +175,15 @@ class LocalPolicy:
         """Cut one row at its end: the end-of-turn token (kept) or the padding after a stop string."""
         end = next((p for p, token in enumerate(tokens) if token in self._end_ids), None)
         if end is not None:
-            before = self.tokenizer.decode(tokens[:end], skip_special_tokens=True).rstrip()
+            before = self._decode(tokens[:end]).rstrip()
             # A row that stopped on a stop string is padded with pad (== end-of-turn here): not a token
             # the model chose, so it is dropped; a real end-of-turn is kept for the RL loss.
             keep = end if any(before.endswith(s) for s in stop) else end + 1
             tokens, logprobs = tokens[:keep], logprobs[:keep]
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text = self._decode(tokens)
         stopped = end is not None or any(text.rstrip().endswith(s) for s in stop)
-        return Completion(text=text, token_ids=tokens, logprobs=logprobs, finish_reason="stop" if stopped else "length",
-                          prompt_tokens=prompt_tokens)
+        return Completion(text=text, token_ids=tokens, logprobs=logprobs,
+                          finish_reason="stop" if stopped else "length", prompt_tokens=prompt_tokens)
 
     # -- LoRA adapters ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ observations and the loop goes on; bad input from the caller raises a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import threading
 import time
@@ -34,6 +35,7 @@ from regrpo.paths import default_trace_path
 from regrpo.tools import ImageInput, ImageStore, Tool, ToolContext, Toolbox, default_tools
 from regrpo.traces import (
     Answer,
+    Completion,
     Episode,
     Feedback,
     ImageRecord,
@@ -125,7 +127,7 @@ class Agent:
         self.temperature = temperature
         self.reflect = reflect
         self.confidence_trigger = confidence_trigger
-        self.system_prompt = render_system_prompt(self.toolbox.tools, instructions)
+        self.system_prompt = render_system_prompt(self.toolbox.members, instructions)
 
     # -- entry points -----------------------------------------------------------------------------
 
@@ -240,13 +242,17 @@ class Agent:
         log.message(Message("user", render_task(task.strip(), store.infos())))
         return store
 
-    async def _generate(self, messages: list[Message]) -> Any:
-        kwargs = dict(n=1, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
-                      stop=ACTION_STOP_STRINGS)
+    async def _generate(self, messages: list[Message]) -> Completion:
+        chat = as_chat(messages)
         agenerate = getattr(self.policy, "agenerate", None)
         if agenerate is not None:
-            return (await agenerate(as_chat(messages), **kwargs))[0]
-        return (await asyncio.to_thread(self.policy.generate, as_chat(messages), **kwargs))[0]
+            completions = await agenerate(chat, n=1, temperature=self.temperature,
+                                          max_new_tokens=self.max_new_tokens, stop=ACTION_STOP_STRINGS)
+        else:
+            completions = await asyncio.to_thread(
+                functools.partial(self.policy.generate, chat, n=1, temperature=self.temperature,
+                                  max_new_tokens=self.max_new_tokens, stop=ACTION_STOP_STRINGS))
+        return completions[0]
 
     def _read_reflection(self, text: str, requested: str | None, observation: str
                          ) -> tuple[Reflection | None, str | None, int]:

@@ -101,13 +101,13 @@ class FunctionTool:
         if not callable(function):
             raise ToolDefinitionError(f"@tool needs a function, got {type(function).__name__}")
         self.function = function
-        self.name = name or getattr(function, "__name__", "")  # callable objects may have no name
+        self.name: str = name or str(getattr(function, "__name__", ""))  # callables may have no name
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", self.name):
             raise ToolDefinitionError(
                 f"tool name {self.name!r} is not an identifier; pass name='like_this' to @tool"
             )
         summary, described = _docstring_parts(function.__doc__ or "")
-        self.description = description or summary
+        self.description: str = description or summary
         if not self.description:
             raise ToolDefinitionError(
                 f"tool {self.name!r} has no description: give the function a docstring "

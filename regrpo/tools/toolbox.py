@@ -115,11 +115,15 @@ class Toolbox:
             raise ToolDefinitionError(f"max_attempts must be at least 1, got {self.max_attempts}")
         self._by_name = {}
         for item in self.tools:
-            resolved = item if isinstance(item, Tool) else FunctionTool(item)
+            resolved: Tool = item if isinstance(item, Tool) else FunctionTool(item)
             if resolved.name in self._by_name:
                 raise ToolDefinitionError(f"two tools are named {resolved.name!r}; tool names must be unique")
             self._by_name[resolved.name] = resolved
-        self.tools = tuple(self._by_name.values())
+
+    @property
+    def members(self) -> list[Tool]:
+        """The tools, resolved and in registration order."""
+        return list(self._by_name.values())
 
     @property
     def names(self) -> list[str]:
@@ -156,6 +160,7 @@ class Toolbox:
         )
         timeout_s = tool.timeout_s or self.default_timeout_s
         error_type, message, output = None, "", None
+        raw: Any = None
         try:
             raw = await asyncio.wait_for(retrying(attempt), timeout_s)
         except TimeoutError:
