@@ -67,3 +67,14 @@ def test_export_writes_json_lines(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["task"] for line in lines) == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_demo_runs_scores_and_records_rewards(tmp_path):
+    store = tmp_path / "demo.sqlite"
+    done = regrpo("demo", "--tasks", "2", "--max-steps", "1", "--max-new-tokens", "16", "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    assert "solved" in done.stdout and "expected" in done.stdout  # the summary line and table
+    episodes = list(TraceStore(store).episodes())
+    assert len(episodes) == 2
+    assert all(e.reward in (0.0, 1.0) and e.feedback[-1].answer for e in episodes)  # scored via feedback
