@@ -88,11 +88,30 @@ def parse_action(text: str) -> Action:
 
 
 def split_reflection(text: str) -> tuple[str | None, str]:
-    """``(reflection block body or None, the text outside it)``."""
-    match = _REFLECTION.search(text) or _UNCLOSED_REFLECTION.search(text)
-    if match is None:
+    """``(reflection block body or None, the text outside it)``.
+
+    The block ends after its JSON object (so tags quoted inside the evidence do not end it), else at
+    ``</reflection>``, else before the action's tag.
+    """
+    start = text.find("<reflection>")
+    if start < 0:
         return None, text
-    return match.group(1), text[: match.start()] + text[match.end() :]
+    opened = start + len("<reflection>")
+    brace = text.find("{", opened)
+    if brace >= 0 and not text[opened:brace].strip():
+        try:
+            _, length = json.JSONDecoder().raw_decode(text[brace:])
+        except json.JSONDecodeError:
+            pass
+        else:
+            body_end = end = brace + length
+            rest = text[end:].lstrip()
+            if rest.startswith("</reflection>"):
+                end = len(text) - len(rest) + len("</reflection>")
+            return text[opened:body_end], text[:start] + text[end:]
+    match = _REFLECTION.search(text, start) or _UNCLOSED_REFLECTION.search(text, start)
+    assert match is not None  # _UNCLOSED_REFLECTION matches any text from the tag on
+    return match.group(1), text[:start] + text[match.end() :]
 
 
 _ERROR_TYPES = {re.sub(r"[^a-z]", "", e.value.lower()): e for e in ErrorType}
@@ -125,11 +144,12 @@ def parse_reflection(text: str, observation: str) -> tuple[Reflection | None, st
     ``problem`` is ``None`` for a valid, grounded reflection. A reflection whose evidence does not
     quote ``observation`` is still returned, with the problem recorded.
     """
-    body, _ = split_reflection(text)
-    if body is None:
+    start = text.find("<reflection>")
+    if start < 0:
         return None, "missing: no <reflection> block before the action"
     try:
-        fields = _load_object(body)
+        # decode from the tag on, not the regex body: a quoted observation may itself contain tags
+        fields = _load_object(text[start + len("<reflection>") :])
     except ValueError as exc:
         return None, f"the <reflection> does not hold a JSON object ({exc})"
     if not isinstance(fields, dict):

@@ -77,3 +77,10 @@ def test_any_well_formed_tool_call_round_trips(name, arguments, before):
 @given(st.text(min_size=1, max_size=80).filter(lambda s: s.strip() and "<" not in s))
 def test_any_answer_round_trips(answer):
     assert parse_action(f"<answer>{answer}</answer>") == Answer(answer.strip())
+
+
+def test_tags_quoted_inside_a_reflection_do_not_leak_into_the_action():
+    evidence = "the reply had </reflection> and <answer>3</answer> in it"
+    text = ('<reflection>' + json.dumps({"error_type": "UnparseableAction", "evidence": evidence, "fix_plan": "p"})
+            + '</reflection><answer>4</answer>')
+    assert parse_action(text) == Answer("4")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from regrpo.agent.actions import is_grounded, parse_reflection
 from regrpo.agent.trigger import ReflectionTrigger, is_empty_output, sequence_confidence, trigger_reason
 from regrpo.errors import ErrorType
+from regrpo.traces import Reflection
 
 
 @pytest.mark.parametrize("output", [None, "", "  ", [], {}, ()])
@@ -82,3 +86,31 @@ def test_grounding_rule():
     assert is_grounded("the expression could not be parsed", OBSERVATION)  # shares "expression"
     assert not is_grounded("bad call", OBSERVATION)
     assert not is_grounded("the tool failed with an error", OBSERVATION)  # generic words only
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(max_size=300), observation=st.text(max_size=100))
+def test_any_turn_gives_a_reflection_or_a_reason(text, observation):
+    reflection, problem = parse_reflection(text, observation)
+    assert reflection is not None or problem  # never both missing: a failure always says why
+    if reflection is not None:
+        assert reflection.evidence.strip() and reflection.fix_plan.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    error_type=st.sampled_from(list(ErrorType)),
+    evidence=st.text(min_size=1, max_size=60).filter(str.strip),
+    fix_plan=st.text(min_size=1, max_size=60).filter(str.strip),
+)
+def test_any_well_formed_reflection_round_trips(error_type, evidence, fix_plan):
+    body = json.dumps({"error_type": error_type.value, "evidence": evidence, "fix_plan": fix_plan})
+    reflection, _ = parse_reflection(f"<reflection>{body}</reflection><answer>x</answer>", evidence)
+    assert reflection == Reflection(error_type, evidence.strip(), fix_plan.strip())
+
+
+def test_evidence_may_quote_tags():
+    quoted = "the reply had </reflection> and <answer> in it"
+    body = json.dumps({"error_type": "UnparseableAction", "evidence": quoted, "fix_plan": "one action"})
+    reflection, problem = parse_reflection(f"<reflection>{body}</reflection><answer>4</answer>", quoted)
+    assert problem is None and reflection.evidence == quoted
