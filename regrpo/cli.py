@@ -51,6 +51,8 @@ def _describe(step: Step) -> str:
     if step.reflection is not None:
         r = step.reflection
         line = f"step {step.index}  [magenta]reflection[/] {r.error_type}: {r.fix_plan!r}\n        {what}"
+    elif step.reflection_requested:
+        line = f"step {step.index}  [magenta]no valid reflection[/] ({step.reflection_problem})\n        {what}"
     obs = step.observation
     if obs is not None:
         shown = obs.error_message if not obs.ok else json.dumps(obs.output)
