@@ -263,6 +263,19 @@ class Agent:
         body, _ = split_reflection(text)
         return reflection, problem, self.policy.count_tokens(body) if body is not None else 0
 
+    def _action_logprobs(self, completion: Completion) -> list[float]:
+        """Log-probs of the action's tokens: those after a reflection block, counted from the end.
+
+        The reference trigger scores u_i on the action alone; a reflection's tokens would inflate it.
+        The split is by token count of the text outside the block (exact up to tokens that straddle it).
+        """
+        body, outside = split_reflection(completion.text)
+        if body is None:
+            return completion.logprobs
+        action_tokens = self.policy.count_tokens(outside)
+        return completion.logprobs[-action_tokens:] if 0 < action_tokens < len(completion.logprobs) \
+            else completion.logprobs
+
     async def _execute(self, action: Any, context: ToolContext) -> tuple[Observation | None, float]:
         """Run a tool call (or record an unparseable turn); ``(None, 0)`` for an answer."""
         if isinstance(action, Unparseable):
@@ -296,7 +309,7 @@ class Agent:
             observation, tool_s = await self._execute(action, context)
 
             # decide on a reflection for the next turn, and show the observation
-            confidence = sequence_confidence(completion.logprobs)
+            confidence = sequence_confidence(self._action_logprobs(completion))
             next_reason = None
             if observation is not None:
                 next_reason = trigger.decide(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import threading
 
 import numpy as np
@@ -278,3 +279,24 @@ def test_every_step_records_the_adapter_that_produced_it(store):
     base = store.get(agent.run("q").trace_id)
     assert (tuned.adapter, [s.adapter for s in tuned.steps]) == ("v1", ["v1"])
     assert (base.adapter, [s.adapter for s in base.steps]) == (None, [None])
+
+
+def test_confidence_scores_the_action_not_the_reflection(store):
+    from regrpo.traces import Completion
+
+    reflect = ('<reflection>{"error_type": "ArgInvalid", "evidence": "cannot parse expression", '
+               '"fix_plan": "fix it"}</reflection><answer>x</answer>')
+
+    class Confident(ScriptedPolicy):
+        """Scripted replies with log-probs: the reflection is certain (0.0), the action unsure (-2.0)."""
+
+        def generate(self, messages, **kwargs):
+            (completion,) = super().generate(messages, **kwargs)
+            words = self.count_tokens(completion.text)
+            action_words = self.count_tokens(completion.text.split("</reflection>")[-1])
+            logprobs = [0.0] * (words - action_words) + [-2.0] * action_words
+            return [Completion(completion.text, token_ids=list(range(words)), logprobs=logprobs)]
+
+    result = Agent(Confident([BAD_CALL, reflect]), store=store).run("q")
+    assert result.steps[1].reflection is not None
+    assert result.steps[1].confidence == pytest.approx(math.exp(-2.0))
