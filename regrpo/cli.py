@@ -135,22 +135,30 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default=str(default_trace_path()), help="trace store (SQLite file)")
     common.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="model cache folder")
-    agent = argparse.ArgumentParser(add_help=False, parents=[common])
-    agent.add_argument("--model", default="SmolLM2-135M-Instruct", help="offline model name or HF folder")
-    agent.add_argument("--max-steps", type=int, default=6)
-    agent.add_argument("--max-new-tokens", type=int, default=128)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", parents=[agent], help="run the agent on one task, showing each step")
+    def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParser:
+        # a fresh parent per command: argparse shares a parent's actions, so set_defaults on one
+        # command would change the other's defaults
+        options = argparse.ArgumentParser(add_help=False, parents=[common])
+        options.add_argument("--model", default="SmolLM2-135M-Instruct",
+                             help="offline model name or HF folder")
+        options.add_argument("--max-steps", type=int, default=max_steps)
+        options.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+        return options
+
+    run = commands.add_parser("run", parents=[agent_options(6, 128)],
+                              help="run the agent on one task, showing each step")
     run.add_argument("task")
     run.add_argument("--image", action="append", help="an image file (repeatable)")
     run.add_argument("--json", action="store_true", help="print the whole episode as JSON")
     run.set_defaults(handler=cmd_run)
 
-    demo = commands.add_parser("demo", parents=[agent], help="run the agent on the demo tasks and score it")
+    demo = commands.add_parser("demo", parents=[agent_options(3, 64)],
+                               help="run the agent on the demo tasks and score it")
     demo.add_argument("--tasks", type=int, default=4)
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(handler=cmd_demo, max_steps=3, max_new_tokens=64)
+    demo.set_defaults(handler=cmd_demo)
 
     models = commands.add_parser("models", parents=[common], help="list the models available offline")
     models.set_defaults(handler=cmd_models)

@@ -78,3 +78,12 @@ def test_demo_runs_scores_and_records_rewards(tmp_path):
     episodes = list(TraceStore(store).episodes())
     assert len(episodes) == 2
     assert all(e.reward in (0.0, 1.0) and e.feedback[-1].answer for e in episodes)  # scored via feedback
+
+
+def test_run_and_demo_keep_their_own_defaults():
+    from regrpo.cli import _parser
+
+    run = _parser().parse_args(["run", "task"])
+    demo = _parser().parse_args(["demo"])
+    assert (run.max_steps, run.max_new_tokens) == (6, 128)
+    assert (demo.max_steps, demo.max_new_tokens) == (3, 64)
