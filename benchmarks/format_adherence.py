@@ -26,8 +26,10 @@ from regrpo.tools import ImageStore, default_tools
 
 FEW_SHOT = [
     {"role": "user", "content": "What is 12 * 7 + 1?"},
-    {"role": "assistant",
-     "content": '<tool_call>{"name": "calculator", "arguments": {"expression": "12 * 7 + 1"}}</tool_call>'},
+    {
+        "role": "assistant",
+        "content": '<tool_call>{"name": "calculator", "arguments": {"expression": "12 * 7 + 1"}}</tool_call>',
+    },
     {"role": "user", "content": "<tool_response>85</tool_response>"},
     {"role": "assistant", "content": "<answer>85</answer>"},
 ]
@@ -44,7 +46,10 @@ def main() -> None:
     system = render_system_prompt(default_tools())
     variants = {
         "A: example inside the system prompt (shipped)": [{"role": "system", "content": system}],
-        "B: example as chat turns": [{"role": "system", "content": system.split("\n\nExample:")[0]}, *FEW_SHOT],
+        "B: example as chat turns": [
+            {"role": "system", "content": system.split("\n\nExample:")[0]},
+            *FEW_SHOT,
+        ],
     }
     print("| variant | tool calls | answers | unparseable | seconds |\n|---|---:|---:|---:|---:|")
     for name, prefix in variants.items():
@@ -55,12 +60,15 @@ def main() -> None:
             for image in task.images:
                 images.add(image)
             chat = [*prefix, {"role": "user", "content": render_task(task.question, images.infos())}]
-            for completion in policy.generate(chat, n=args.samples, temperature=0.7, max_new_tokens=48,
-                                              stop=ACTION_STOP_STRINGS):
+            for completion in policy.generate(
+                chat, n=args.samples, temperature=0.7, max_new_tokens=48, stop=ACTION_STOP_STRINGS
+            ):
                 counts[type(parse_action(completion.text)).__name__] += 1
         total = args.tasks * args.samples
-        print(f"| {name} | {counts['ToolCall']}/{total} | {counts['Answer']}/{total} | "
-              f"{counts['Unparseable']}/{total} | {time.perf_counter() - started:.0f} |")
+        print(
+            f"| {name} | {counts['ToolCall']}/{total} | {counts['Answer']}/{total} | "
+            f"{counts['Unparseable']}/{total} | {time.perf_counter() - started:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ def decode_ms_per_token(policy: LocalPolicy, dtype: torch.dtype, repeats: int) -
     ids = torch.tensor([policy.encode_chat([{"role": "user", "content": "Tell me a story."}])])
 
     def run(tokens: int) -> Callable[[], object]:
-        return lambda: model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                      max_new_tokens=tokens, min_new_tokens=tokens)
+        return lambda: model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+        )
 
     with torch.inference_mode():
         run(2)()  # warm-up
@@ -51,11 +56,17 @@ def decode_ms_per_token(policy: LocalPolicy, dtype: torch.dtype, repeats: int) -
 
 def raw_schema_prompt() -> str:
     tools = default_tools()
-    specs = [json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters_schema()},
-                        separators=(",", ":")) for t in tools]
+    specs = [
+        json.dumps(
+            {"name": t.name, "description": t.description, "parameters": t.parameters_schema()},
+            separators=(",", ":"),
+        )
+        for t in tools
+    ]
     return render_system_prompt(tools).replace(
         "\n".join(line for line in render_system_prompt(tools).splitlines() if line.startswith("- ")),
-        "<tools>\n" + "\n".join(specs) + "\n</tools>")
+        "<tools>\n" + "\n".join(specs) + "\n</tools>",
+    )
 
 
 def main() -> None:
@@ -66,7 +77,13 @@ def main() -> None:
 
     started = time.perf_counter()
     policy = LocalPolicy(prefix_cache=False)
-    rows.append(("load LocalPolicy() (cache present; importing transformers included)", f"{time.perf_counter() - started:.1f} s", ""))
+    rows.append(
+        (
+            "load LocalPolicy() (cache present; importing transformers included)",
+            f"{time.perf_counter() - started:.1f} s",
+            "",
+        )
+    )
 
     fp32 = decode_ms_per_token(policy, torch.float32, args.repeats)
     bf16 = decode_ms_per_token(policy, torch.bfloat16, args.repeats)
@@ -74,20 +91,30 @@ def main() -> None:
     rows.append(("decode, bfloat16, batch 1", f"{bf16:.0f} ms/token", f"{bf16 / fp32:.2f} × float32"))
 
     task = {"role": "user", "content": "What is 17*23?"}
-    prompts = {"signature lines (shipped)": render_system_prompt(default_tools()), "raw JSON schemas": raw_schema_prompt()}
+    prompts = {
+        "signature lines (shipped)": render_system_prompt(default_tools()),
+        "raw JSON schemas": raw_schema_prompt(),
+    }
     prefill = {}
     for name, system in prompts.items():
         chat = [{"role": "system", "content": system}, task]
         tokens = len(policy.encode_chat(chat))
-        prefill[name] = median_seconds(lambda: policy.generate(chat, max_new_tokens=1), args.repeats)
+        prefill[name] = median_seconds(
+            lambda chat=chat: policy.generate(chat, max_new_tokens=1), args.repeats
+        )
         rows.append((f"system prompt, {name}", f"{tokens} tokens, {prefill[name]:.2f} s to first token", ""))
-    rows[-1] = (*rows[-1][:2], f"{prefill['raw JSON schemas'] / prefill['signature lines (shipped)']:.1f} × shipped")
+    rows[-1] = (
+        *rows[-1][:2],
+        f"{prefill['raw JSON schemas'] / prefill['signature lines (shipped)']:.1f} × shipped",
+    )
 
     chat = [{"role": "system", "content": prompts["signature lines (shipped)"]}, task]
     for n in (1, 4):
-        def step() -> object:
-            return policy.generate(chat, n=n, temperature=1.0 if n > 1 else 0.0, max_new_tokens=32,
-                                   stop=ACTION_STOP_STRINGS)
+
+        def step(n: int = n) -> object:
+            return policy.generate(
+                chat, n=n, temperature=1.0 if n > 1 else 0.0, max_new_tokens=32, stop=ACTION_STOP_STRINGS
+            )
 
         policy.prefix_cache = False
         without = median_seconds(step, args.repeats)
@@ -95,8 +122,13 @@ def main() -> None:
         step()  # fills the cache
         with_cache = median_seconds(step, args.repeats)
         rows.append((f"step, n={n}, ≤32 new tokens, no prefix cache", f"{without:.2f} s", "1 ×"))
-        rows.append((f"step, n={n}, ≤32 new tokens, system-prompt KV cache", f"{with_cache:.2f} s",
-                     f"{with_cache / without:.2f} ×"))
+        rows.append(
+            (
+                f"step, n={n}, ≤32 new tokens, system-prompt KV cache",
+                f"{with_cache:.2f} s",
+                f"{with_cache / without:.2f} ×",
+            )
+        )
 
     torch.manual_seed(0)
     completion = policy.generate(chat, n=1, temperature=1.0, max_new_tokens=32)[0]
@@ -107,7 +139,7 @@ def main() -> None:
     gap = (fresh - torch.tensor(completion.logprobs)).abs().max().item()
     rows.append(("log-probs from generate (cached prefix) vs fresh forward pass", f"max |Δ| {gap:.1e}", ""))
 
-    print(f"| measurement | value | ratio |\n|---|---|---|")
+    print("| measurement | value | ratio |\n|---|---|---|")
     for row in rows:
         print(f"| {' | '.join(row)} |")
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")

@@ -131,9 +131,11 @@ async def toolbox_call_s(agent: Agent, calls: int, repeats: int) -> tuple[float,
     """(a valid calculator call, a call refused by validation) in seconds; only the first hops threads."""
     context = ToolContext(images=ImageStore())
     good = await amedian_per_call_s(
-        lambda: agent.toolbox.call("calculator", {"expression": "17 * 23"}, context), calls, repeats)
+        lambda: agent.toolbox.call("calculator", {"expression": "17 * 23"}, context), calls, repeats
+    )
     bad = await amedian_per_call_s(
-        lambda: agent.toolbox.call("calculator", {"expression": 17}, context), calls, repeats)
+        lambda: agent.toolbox.call("calculator", {"expression": 17}, context), calls, repeats
+    )
     return good, bad
 
 
@@ -141,8 +143,9 @@ def step_write_s(store: TraceStore, step: Step, calls: int, repeats: int) -> flo
     """Median seconds of one ``TraceLogger.step`` (one committed INSERT of a msgpack row)."""
     samples = []
     for _ in range(repeats):
-        log = TraceLogger(store, Episode(trace_id=uuid.uuid4().hex, task=TASK, started_at=time.time(),
-                                         model="scripted"))
+        log = TraceLogger(
+            store, Episode(trace_id=uuid.uuid4().hex, task=TASK, started_at=time.time(), model="scripted")
+        )
         steps = [msgspec.structs.replace(step, index=i) for i in range(calls)]  # distinct rows
         started = time.perf_counter()
         for s in steps:
@@ -174,13 +177,16 @@ def model_step(system_prompt: str, max_new_tokens: int, runs: int, *, prefill: b
     from regrpo.agent.local import LocalPolicy
 
     policy = LocalPolicy()
-    messages = [{"role": "system", "content": system_prompt},
-                {"role": "user", "content": render_task(MODEL_TASK, [])}]
+    messages = [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": render_task(MODEL_TASK, [])},
+    ]
 
     def sample(tokens: int) -> tuple[float, Completion]:
         started = time.perf_counter()
-        completion = policy.generate(messages, n=1, temperature=0.0, max_new_tokens=tokens,
-                                     stop=ACTION_STOP_STRINGS)[0]
+        completion = policy.generate(
+            messages, n=1, temperature=0.0, max_new_tokens=tokens, stop=ACTION_STOP_STRINGS
+        )[0]
         return time.perf_counter() - started, completion
 
     sample(max_new_tokens)  # warm-up: lazy init in torch and transformers
@@ -202,8 +208,9 @@ def model_step(system_prompt: str, max_new_tokens: int, runs: int, *, prefill: b
 
 def replay(store: TraceStore, recorded: Episode) -> str:
     """Write ``recorded`` again as the loop does (header, messages, steps, finish); returns the new id."""
-    episode = msgspec.structs.replace(recorded, trace_id=uuid.uuid4().hex, messages=[], steps=[],
-                                      status="running", feedback=[])
+    episode = msgspec.structs.replace(
+        recorded, trace_id=uuid.uuid4().hex, messages=[], steps=[], status="running", feedback=[]
+    )
     log = TraceLogger(store, episode)
     log.update_header()
     for message in recorded.messages:
@@ -214,8 +221,9 @@ def replay(store: TraceStore, recorded: Episode) -> str:
     return episode.trace_id
 
 
-def write_throughput(store: TraceStore, recorded: Episode, episodes: int, repeats: int
-                     ) -> tuple[float, list[str]]:
+def write_throughput(
+    store: TraceStore, recorded: Episode, episodes: int, repeats: int
+) -> tuple[float, list[str]]:
     """(median steps/s replaying ``episodes`` episodes, the trace ids written)."""
     ids: list[str] = []
     per_episode_s = median_per_call_s(lambda: ids.append(replay(store, recorded)), episodes, repeats)
@@ -283,8 +291,11 @@ def measure(args: argparse.Namespace, folder: Path) -> Measured:
         run_s = run_step_s(agents["normal"], max(n // 4, 5), r)
         tool_s, refused_s = asyncio.run(toolbox_call_s(agents["normal"], 20 * n, r))
         parse_s = median_per_call_s(lambda: parse_action(SCRIPT[0]), 50 * n, r)
-        reflect_s = median_per_call_s(lambda: (parse_reflection(SCRIPT[2], "division by zero in '391/0'"),
-                                               parse_action(SCRIPT[2])), 50 * n, r)
+        reflect_s = median_per_call_s(
+            lambda: (parse_reflection(SCRIPT[2], "division by zero in '391/0'"), parse_action(SCRIPT[2])),
+            50 * n,
+            r,
+        )
         recorded = agents["normal"].store.get(agents["normal"].store.trace_ids(limit=1)[0])
         write_s = {sync: step_write_s(store("steps", sync), recorded.steps[2], 5 * n, r) for sync in syncs}
 
@@ -293,13 +304,29 @@ def measure(args: argparse.Namespace, folder: Path) -> Measured:
         read_per_s = read_throughput(store("replay", "normal"), replayed["normal"][1][:n], r)
 
         # b. the baseline: one real model step
-        model = None if args.no_model else model_step(
-            agents["normal"].system_prompt, args.max_new_tokens, args.model_runs, prefill=not args.quick)
+        model = (
+            None
+            if args.no_model
+            else model_step(
+                agents["normal"].system_prompt, args.max_new_tokens, args.model_runs, prefill=not args.quick
+            )
+        )
     finally:
         for each in opened:
             each.close()
-    return Measured(step_s, run_s, tool_s, refused_s, parse_s, reflect_s, write_s,
-                    {sync: per_s for sync, (per_s, _) in replayed.items()}, read_per_s, recorded, model)
+    return Measured(
+        step_s,
+        run_s,
+        tool_s,
+        refused_s,
+        parse_s,
+        reflect_s,
+        write_s,
+        {sync: per_s for sync, (per_s, _) in replayed.items()},
+        read_per_s,
+        recorded,
+        model,
+    )
 
 
 def rows_of(got: Measured) -> list[Row]:
@@ -307,38 +334,89 @@ def rows_of(got: Measured) -> list[Row]:
     m = got.model.step_s if got.model else None
     normal, full = got.step_s["normal"], got.step_s["full"]
     rows = [
-        Row("runtime overhead per step, `Agent.arun`, sync=normal", normal * 1e6, "µs",
-            times(normal, m, "M")),
-        Row("runtime overhead per step, `Agent.arun`, sync=full", full * 1e6, "µs",
-            ratios(times(full, m, "M"), times(full, normal, "normal"))),
-        Row("runtime overhead per step, sync `Agent.run` (new event loop per episode)", got.run_step_s * 1e6,
-            "µs", ratios(times(got.run_step_s, m, "M"), times(got.run_step_s, normal, "arun"))),
+        Row(
+            "runtime overhead per step, `Agent.arun`, sync=normal", normal * 1e6, "µs", times(normal, m, "M")
+        ),
+        Row(
+            "runtime overhead per step, `Agent.arun`, sync=full",
+            full * 1e6,
+            "µs",
+            ratios(times(full, m, "M"), times(full, normal, "normal")),
+        ),
+        Row(
+            "runtime overhead per step, sync `Agent.run` (new event loop per episode)",
+            got.run_step_s * 1e6,
+            "µs",
+            ratios(times(got.run_step_s, m, "M"), times(got.run_step_s, normal, "arun")),
+        ),
         Row("`parse_action`, tool-call turn", got.parse_s * 1e6, "µs", times(got.parse_s, m, "M")),
-        Row("`parse_reflection` + `parse_action`, reflection turn", got.reflect_s * 1e6, "µs",
-            times(got.reflect_s, m, "M")),
-        Row("`Toolbox.call` calculator (validate, worker thread, JSON check)", got.tool_s * 1e6, "µs",
-            times(got.tool_s, m, "M")),
-        Row("`Toolbox.call` refused by validation (no thread)", got.refused_s * 1e6, "µs",
-            times(got.refused_s, m, "M")),
-        Row("`TraceLogger.step`, one step, sync=normal", got.write_s["normal"] * 1e6, "µs",
-            times(got.write_s["normal"], m, "M")),
-        Row("`TraceLogger.step`, one step, sync=full", got.write_s["full"] * 1e6, "µs",
-            ratios(times(got.write_s["full"], m, "M"),
-                   times(got.write_s["full"], got.write_s["normal"], "normal"))),
+        Row(
+            "`parse_reflection` + `parse_action`, reflection turn",
+            got.reflect_s * 1e6,
+            "µs",
+            times(got.reflect_s, m, "M"),
+        ),
+        Row(
+            "`Toolbox.call` calculator (validate, worker thread, JSON check)",
+            got.tool_s * 1e6,
+            "µs",
+            times(got.tool_s, m, "M"),
+        ),
+        Row(
+            "`Toolbox.call` refused by validation (no thread)",
+            got.refused_s * 1e6,
+            "µs",
+            times(got.refused_s, m, "M"),
+        ),
+        Row(
+            "`TraceLogger.step`, one step, sync=normal",
+            got.write_s["normal"] * 1e6,
+            "µs",
+            times(got.write_s["normal"], m, "M"),
+        ),
+        Row(
+            "`TraceLogger.step`, one step, sync=full",
+            got.write_s["full"] * 1e6,
+            "µs",
+            ratios(
+                times(got.write_s["full"], m, "M"),
+                times(got.write_s["full"], got.write_s["normal"], "normal"),
+            ),
+        ),
     ]
     if got.model:
-        rows.append(Row(f"**M**: one SmolLM2-135M step ({got.model.prompt_tokens} prompt + "
-                        f"{got.model.generated_tokens} generated tokens)", got.model.step_s * 1e3, "ms",
-                        "1 × M"))
+        rows.append(
+            Row(
+                f"**M**: one SmolLM2-135M step ({got.model.prompt_tokens} prompt + "
+                f"{got.model.generated_tokens} generated tokens)",
+                got.model.step_s * 1e3,
+                "ms",
+                "1 × M",
+            )
+        )
     if got.model and got.model.prefill_s is not None:
-        rows.append(Row("SmolLM2-135M prefill alone (same prompt, 1 new token)", got.model.prefill_s * 1e3,
-                        "ms", times(got.model.prefill_s, m, "M")))
+        rows.append(
+            Row(
+                "SmolLM2-135M prefill alone (same prompt, 1 new token)",
+                got.model.prefill_s * 1e3,
+                "ms",
+                times(got.model.prefill_s, m, "M"),
+            )
+        )
     writes = got.replay_steps_per_s
     return rows + [
-        Row(f"trace store writes, whole episodes ({len(got.recorded.steps)} steps, "
-            f"{len(got.recorded.messages)} messages), sync=normal", writes["normal"], "steps/s"),
-        Row("trace store writes, whole episodes, sync=full", writes["full"], "steps/s",
-            times(writes["full"], writes["normal"], "normal")),
+        Row(
+            f"trace store writes, whole episodes ({len(got.recorded.steps)} steps, "
+            f"{len(got.recorded.messages)} messages), sync=normal",
+            writes["normal"],
+            "steps/s",
+        ),
+        Row(
+            "trace store writes, whole episodes, sync=full",
+            writes["full"],
+            "steps/s",
+            times(writes["full"], writes["normal"], "normal"),
+        ),
         Row("trace store reads, `TraceStore.get`", got.read_episodes_per_s, "episodes/s"),
     ]
 
@@ -375,27 +453,43 @@ def others_share(busy_before: float | None, own_before: float, wall_s: float) ->
 def machine_line(others: str) -> str:
     import torch  # already loaded by LocalPolicy unless --no-model
 
-    return (f"Machine: {platform.system()} {platform.machine()}, os.cpu_count()={os.cpu_count()}, "
-            f"torch threads={torch.get_num_threads()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, SQLite {sqlite3.sqlite_version}; other processes used "
-            f"{others} of the CPUs during the run")
+    return (
+        f"Machine: {platform.system()} {platform.machine()}, os.cpu_count()={os.cpu_count()}, "
+        f"torch threads={torch.get_num_threads()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, SQLite {sqlite3.sqlite_version}; other processes used "
+        f"{others} of the CPUs during the run"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--episodes", type=int, default=200,
-                        help="scripted episodes per repeat (default 200)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="repeats; each number is their median (default 5)")
-    parser.add_argument("--quick", action="store_true",
-                        help="20 episodes, 3 repeats, 1 model run, no prefill row (under 30 s)")
+    parser.add_argument(
+        "--episodes", type=int, default=200, help="scripted episodes per repeat (default 200)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="repeats; each number is their median (default 5)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="20 episodes, 3 repeats, 1 model run, no prefill row (under 30 s)",
+    )
     parser.add_argument("--no-model", action="store_true", help="skip the SmolLM2 step (no ratios to M)")
-    parser.add_argument("--model-runs", type=int, default=5,
-                        help="timed SmolLM2 steps after a warm-up (default 5)")
-    parser.add_argument("--max-new-tokens", type=int, default=256,
-                        help="token budget of the model step (default 256, the agent's default)")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="folder for the temporary stores (default: the system's temp folder)")
+    parser.add_argument(
+        "--model-runs", type=int, default=5, help="timed SmolLM2 steps after a warm-up (default 5)"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=256,
+        help="token budget of the model step (default 256, the agent's default)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the temporary stores (default: the system's temp folder)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes, args.repeats, args.model_runs = 20, 3, 1
@@ -412,9 +506,11 @@ def main(argv: list[str] | None = None) -> None:
     wall_s = time.perf_counter() - started
     print(table(rows_of(got)))
     print()
-    print(f"Medians of {args.repeats} repeats; {args.episodes} scripted episodes of {STEPS_PER_EPISODE} "
-          "steps per repeat. Ratios: M = one SmolLM2-135M step (greedy, the loop's stop strings), "
-          "normal = the same measurement with sync=normal.")
+    print(
+        f"Medians of {args.repeats} repeats; {args.episodes} scripted episodes of {STEPS_PER_EPISODE} "
+        "steps per repeat. Ratios: M = one SmolLM2-135M step (greedy, the loop's stop strings), "
+        "normal = the same measurement with sync=normal."
+    )
     if got.model:
         print(f"SmolLM2 step: median of {args.model_runs} after a warm-up; it replied {got.model.text!r}.")
     print(machine_line(others_share(busy_before, own_before, wall_s)))

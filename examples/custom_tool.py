@@ -31,10 +31,16 @@ def mean_brightness(image: str, ctx: ToolContext) -> float:
 print("schema:", mean_brightness.parameters_schema())
 
 picture = np.full((64, 96, 3), 200, dtype=np.uint8)  # numpy arrays, PIL images, paths and bytes all work
-agent = Agent(tools=[*default_tools(), mean_brightness],
-              store=TraceStore(Path(tempfile.mkdtemp()) / "traces.sqlite"), max_steps=2, max_new_tokens=64)
+agent = Agent(
+    tools=[*default_tools(), mean_brightness],
+    store=TraceStore(Path(tempfile.mkdtemp()) / "traces.sqlite"),
+    max_steps=2,
+    max_new_tokens=64,
+)
 result = agent.run("How bright is img_0?", picture)
 print(f"answer={result.answer!r} status={result.status}")
 for step in result.steps:
     observation = step.observation
-    print(f"  step {step.index}: {step.action!r} -> {observation.content[:100] if observation else '(answer)'}")
+    print(
+        f"  step {step.index}: {step.action!r} -> {observation.content[:100] if observation else '(answer)'}"
+    )

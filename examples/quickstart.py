@@ -17,8 +17,10 @@ agent = Agent(store=store, max_steps=3, max_new_tokens=64)
 result = agent.run("What is 17*23?")
 print(f"answer={result.answer!r} status={result.status} steps={result.usage.steps}")
 for step in result.steps:
-    print(f"  step {step.index}: {type(step.action).__name__} "
-          f"(confidence {step.confidence:.2f}, {len(step.completion.token_ids)} tokens)")
+    print(
+        f"  step {step.index}: {type(step.action).__name__} "
+        f"(confidence {step.confidence:.2f}, {len(step.completion.token_ids)} tokens)"
+    )
 
 # The episode is already durable: read it back, with every prompt, token id and log-prob.
 episode = store.get(result.trace_id)

@@ -18,7 +18,7 @@ script = [
     '<reflection>{"error_type": "ArgInvalid", "evidence": "cannot parse expression 17*/23", '
     '"fix_plan": "remove the stray slash"}</reflection>'
     '<tool_call>{"name": "calculator", "arguments": {"expression": "17*23"}}</tool_call>',
-    '<answer>391</answer>',
+    "<answer>391</answer>",
 ]
 store = TraceStore(Path(tempfile.mkdtemp()) / "traces.sqlite")
 result = Agent(ScriptedPolicy(script), store=store).run("What is 17*23?")

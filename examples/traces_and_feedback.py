@@ -22,7 +22,9 @@ def reply(messages):
     a, b = task.removeprefix("What is ").removesuffix("?").split("*")
     if len(messages) == 2:
         typo = "*/" if int(a) % 2 else "*"
-        return f'<tool_call>{{"name": "calculator", "arguments": {{"expression": "{a}{typo}{b}"}}}}</tool_call>'
+        return (
+            f'<tool_call>{{"name": "calculator", "arguments": {{"expression": "{a}{typo}{b}"}}}}</tool_call>'
+        )
     last = messages[-1]["content"]
     if "Error" in last:
         return f'<tool_call>{{"name": "calculator", "arguments": {{"expression": "{a}*{b}"}}}}</tool_call>'
@@ -33,11 +35,13 @@ started = time.time()
 agent = Agent(ScriptedPolicy([reply], cycle=True), store=store, reflect=False)
 tasks = [(a, b) for a in range(11, 17) for b in (3, 7)]
 results = agent.run_many([f"What is {a}*{b}?" for a, b in tasks], concurrency=4)
-for (a, b), result in zip(tasks, results):
+for (a, b), result in zip(tasks, results, strict=True):
     agent.feedback(result.trace_id, answer=str(a * b))
 
 failures = list(store.episodes(failures_only=True, since=started))
-print(f"{len(results)} episodes, {len(failures)} with a tool failure, "
-      f"total reward {sum(e.reward for e in store.episodes(since=started))}/{len(results)}")
+print(
+    f"{len(results)} episodes, {len(failures)} with a tool failure, "
+    f"total reward {sum(e.reward for e in store.episodes(since=started))}/{len(results)}"
+)
 count = store.export_jsonl(folder / "failures.jsonl", failures_only=True)
 print(f"exported {count} failure episodes to {folder / 'failures.jsonl'}")

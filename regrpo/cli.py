@@ -26,17 +26,19 @@ __all__ = ["main"]
 
 
 def _agent(args: argparse.Namespace, console: Console):  # -> Agent; imported late: torch is slow to import
+    from transformers.utils import logging as hf_logging
+
     from regrpo.agent import Agent
     from regrpo.agent.local import LocalPolicy
     from regrpo.agent.model_files import is_cached
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own output is enough
     if not is_cached(args.model, args.cache_dir):
         console.print(f"[dim]first use of {args.model}: de-quantising its weights once (about 40 s)...[/]")
     policy = LocalPolicy(args.model, cache_dir=args.cache_dir)
-    return Agent(policy, store=TraceStore(args.store), max_steps=args.max_steps,
-                 max_new_tokens=args.max_new_tokens)
+    return Agent(
+        policy, store=TraceStore(args.store), max_steps=args.max_steps, max_new_tokens=args.max_new_tokens
+    )
 
 
 def _describe(step: Step) -> str:
@@ -52,7 +54,9 @@ def _describe(step: Step) -> str:
         r = step.reflection
         line = f"step {step.index}  [magenta]reflection[/] {r.error_type}: {r.fix_plan!r}\n        {what}"
     elif step.reflection_requested:
-        line = f"step {step.index}  [magenta]no valid reflection[/] ({step.reflection_problem})\n        {what}"
+        line = (
+            f"step {step.index}  [magenta]no valid reflection[/] ({step.reflection_problem})\n        {what}"
+        )
     obs = step.observation
     if obs is not None:
         shown = obs.error_message if not obs.ok else json.dumps(obs.output)
@@ -62,13 +66,16 @@ def _describe(step: Step) -> str:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     agent = _agent(args, console)
-    result = agent.run(args.task, args.image or None,
-                       on_step=None if args.json else lambda s: console.print(_describe(s)))
+    result = agent.run(
+        args.task, args.image or None, on_step=None if args.json else lambda s: console.print(_describe(s))
+    )
     if args.json:
         print(msgspec.json.encode(agent.store.get(result.trace_id)).decode())
         return 0
-    console.print(f"\n[bold]answer:[/] {result.answer!r}  status={result.status}  steps={result.usage.steps}  "
-                  f"reflections={result.usage.reflections}  trace={result.trace_id}")
+    console.print(
+        f"\n[bold]answer:[/] {result.answer!r}  status={result.status}  steps={result.usage.steps}  "
+        f"reflections={result.usage.reflections}  trace={result.trace_id}"
+    )
     return 0
 
 
@@ -92,10 +99,18 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             solved += reward == 1.0
             for key in totals:
                 totals[key] += getattr(result.usage, key)
-            table.add_row(str(number), task.category, result.status, str(result.usage.steps),
-                          str(result.usage.tool_calls), str(result.usage.tool_failures),
-                          str(result.usage.reflections), (result.answer or "—")[:16], task.answer,
-                          "✓" if reward == 1.0 else "✗")
+            table.add_row(
+                str(number),
+                task.category,
+                result.status,
+                str(result.usage.steps),
+                str(result.usage.tool_calls),
+                str(result.usage.tool_failures),
+                str(result.usage.reflections),
+                (result.answer or "—")[:16],
+                task.answer,
+                "✓" if reward == 1.0 else "✗",
+            )
             progress.advance(bar)
     console.print(table)
     n = len(tasks)
@@ -141,21 +156,24 @@ def _parser() -> argparse.ArgumentParser:
         # a fresh parent per command: argparse shares a parent's actions, so set_defaults on one
         # command would change the other's defaults
         options = argparse.ArgumentParser(add_help=False, parents=[common])
-        options.add_argument("--model", default="SmolLM2-135M-Instruct",
-                             help="offline model name or HF folder")
+        options.add_argument(
+            "--model", default="SmolLM2-135M-Instruct", help="offline model name or HF folder"
+        )
         options.add_argument("--max-steps", type=int, default=max_steps)
         options.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
         return options
 
-    run = commands.add_parser("run", parents=[agent_options(6, 128)],
-                              help="run the agent on one task, showing each step")
+    run = commands.add_parser(
+        "run", parents=[agent_options(6, 128)], help="run the agent on one task, showing each step"
+    )
     run.add_argument("task")
     run.add_argument("--image", action="append", help="an image file (repeatable)")
     run.add_argument("--json", action="store_true", help="print the whole episode as JSON")
     run.set_defaults(handler=cmd_run)
 
-    demo = commands.add_parser("demo", parents=[agent_options(3, 64)],
-                               help="run the agent on the demo tasks and score it")
+    demo = commands.add_parser(
+        "demo", parents=[agent_options(3, 64)], help="run the agent on the demo tasks and score it"
+    )
     demo.add_argument("--tasks", type=int, default=4)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=cmd_demo)

@@ -14,8 +14,9 @@ from regrpo.traces import TraceStore
 
 
 def regrpo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "regrpo.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "regrpo.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -24,8 +25,18 @@ def test_run_on_a_real_image_with_the_real_model(tmp_path):
     image[30:90, 50:150] = (30, 90, 200)
     Image.fromarray(image).save(tmp_path / "box.png")
     store = tmp_path / "traces.sqlite"
-    done = regrpo("run", "Rotate img_0 by 90 degrees. What is its new width?", "--image",
-                  str(tmp_path / "box.png"), "--store", str(store), "--max-steps", "2", "--max-new-tokens", "32")
+    done = regrpo(
+        "run",
+        "Rotate img_0 by 90 degrees. What is its new width?",
+        "--image",
+        str(tmp_path / "box.png"),
+        "--store",
+        str(store),
+        "--max-steps",
+        "2",
+        "--max-new-tokens",
+        "32",
+    )
     assert done.returncode == 0, done.stderr
     assert "step 0" in done.stdout and "status=" in done.stdout  # each step shown live, then the summary
     (episode,) = TraceStore(store).episodes()
@@ -37,16 +48,33 @@ def test_run_on_a_real_image_with_the_real_model(tmp_path):
 
 @pytest.mark.slow
 def test_run_json_prints_the_episode(tmp_path):
-    done = regrpo("run", "What is 17*23?", "--store", str(tmp_path / "t.sqlite"), "--max-steps", "1",
-                  "--max-new-tokens", "16", "--json")
+    done = regrpo(
+        "run",
+        "What is 17*23?",
+        "--store",
+        str(tmp_path / "t.sqlite"),
+        "--max-steps",
+        "1",
+        "--max-new-tokens",
+        "16",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     episode = json.loads(done.stdout)
     assert episode["task"] == "What is 17*23?" and len(episode["steps"]) == 1
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
-    done = regrpo("run", "look", "--image", str(tmp_path / "missing.png"), "--store", str(tmp_path / "t.sqlite"),
-                  "--model", str(tmp_path / "no-model"))
+    done = regrpo(
+        "run",
+        "look",
+        "--image",
+        str(tmp_path / "missing.png"),
+        "--store",
+        str(tmp_path / "t.sqlite"),
+        "--model",
+        str(tmp_path / "no-model"),
+    )
     assert done.returncode == 2
     assert "error:" in done.stdout and "Traceback" not in done.stdout + done.stderr
 

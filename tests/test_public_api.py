@@ -24,7 +24,9 @@ def test_documented_names():
 
     for method in ("get", "episodes", "export_jsonl"):
         assert callable(getattr(TraceStore, method))
-    assert {"answer", "status", "steps", "reflections", "usage", "trace_id"} <= set(Result.__dataclass_fields__)
+    assert {"answer", "status", "steps", "reflections", "usage", "trace_id"} <= set(
+        Result.__dataclass_fields__
+    )
 
 
 def test_every_regrpo_error_is_a_regrpo_error():

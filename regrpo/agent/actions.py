@@ -55,10 +55,10 @@ def _tool_call(body: str) -> Action:
     except ValueError as exc:
         return Unparseable(f"the <tool_call> does not hold a JSON object ({exc})")
     if not isinstance(call, dict):
-        return Unparseable("the <tool_call> must hold a JSON object with \"name\" and \"arguments\"")
+        return Unparseable('the <tool_call> must hold a JSON object with "name" and "arguments"')
     name = call.get("name")
     if not isinstance(name, str) or not name.strip():
-        return Unparseable("the <tool_call> object has no \"name\" string")
+        return Unparseable('the <tool_call> object has no "name" string')
     arguments = call.get("arguments", call.get("parameters", {}))
     if isinstance(arguments, str):  # the OpenAI wire format sends arguments as a JSON string
         try:
@@ -77,7 +77,8 @@ def parse_action(text: str) -> Action:
     answers = _ANSWER.findall(text)
     if len(calls) + len(answers) > 1:
         return Unparseable(
-            f"found {len(calls)} <tool_call> and {len(answers)} <answer> blocks; send exactly one action per turn"
+            f"found {len(calls)} <tool_call> and {len(answers)} <answer> blocks; "
+            "send exactly one action per turn"
         )
     if calls:
         return _tool_call(calls[0])
@@ -159,9 +160,9 @@ def parse_reflection(text: str, observation: str) -> tuple[Reflection | None, st
         return None, f"unknown error_type {fields.get('error_type')!r}"
     evidence, fix_plan = fields.get("evidence"), fields.get("fix_plan")
     if not isinstance(evidence, str) or not evidence.strip():
-        return None, "the reflection has no \"evidence\" string"
+        return None, 'the reflection has no "evidence" string'
     if not isinstance(fix_plan, str) or not fix_plan.strip():
-        return None, "the reflection has no \"fix_plan\" string"
+        return None, 'the reflection has no "fix_plan" string'
     reflection = Reflection(error_type=error_type, evidence=evidence.strip(), fix_plan=fix_plan.strip())
     if not is_grounded(reflection.evidence, observation):
         return reflection, "the evidence does not quote the failure observation"

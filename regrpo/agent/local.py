@@ -86,7 +86,7 @@ class LocalPolicy:
     # -- tokenisation: one path for rollout and training ------------------------------------------
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Token ids of the chat plus the assistant header: exactly the prompt ``generate`` feeds the model."""
+        """Token ids of the chat plus the assistant header: the exact prompt ``generate`` feeds the model."""
         return self._template_ids(as_chat(messages), generation_prompt=True)
 
     def _template_ids(self, chat: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
@@ -107,7 +107,7 @@ class LocalPolicy:
         return prefix if len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix else []
 
     def _cached_prefix(self, prefix: list[int], n: int) -> Any:
-        """A private copy of the KV cache of ``prefix``, repeated for a batch of ``n`` (call under the lock)."""
+        """A private copy of the KV cache of ``prefix``, repeated for a batch of ``n`` (hold the lock)."""
         from transformers import DynamicCache
 
         if not prefix:
@@ -140,12 +140,17 @@ class LocalPolicy:
         stop: Sequence[str] = (),
     ) -> list[Completion]:
         if n < 1 or max_new_tokens < 1 or temperature < 0:
-            raise ValueError(f"need n >= 1, max_new_tokens >= 1, temperature >= 0; got {n}, "
-                             f"{max_new_tokens}, {temperature}")
+            raise ValueError(
+                f"need n >= 1, max_new_tokens >= 1, temperature >= 0; got {n}, "
+                f"{max_new_tokens}, {temperature}"
+            )
         prompt = self.encode_chat(messages)
         input_ids = torch.tensor([prompt] * n, device=self.device)  # (n, prompt_len)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} \
-            if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+            if temperature > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
         prefix = self._system_prefix(messages, prompt)
         with self._lock, torch.inference_mode():
             try:
@@ -163,15 +168,18 @@ class LocalPolicy:
                 )
             except (RuntimeError, ValueError) as exc:
                 raise ModelError(f"generation failed: {exc}") from exc
-        generated = out.sequences[:, len(prompt):]  # (n, new_tokens)
+        generated = out.sequences[:, len(prompt) :]  # (n, new_tokens)
         # raw logits -> log π(token | prefix); logits is a tuple of new_tokens tensors of (n, vocab)
         logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
         token_logprobs = logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)  # (n, new_tokens)
-        return [self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt))
-                for i in range(n)]
+        return [
+            self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt))
+            for i in range(n)
+        ]
 
-    def _completion(self, tokens: list[int], logprobs: list[float], stop: Sequence[str],
-                    prompt_tokens: int) -> Completion:
+    def _completion(
+        self, tokens: list[int], logprobs: list[float], stop: Sequence[str], prompt_tokens: int
+    ) -> Completion:
         """Cut one row at its end: the end-of-turn token (kept) or the padding after a stop string."""
         end = next((p for p, token in enumerate(tokens) if token in self._end_ids), None)
         if end is not None:
@@ -182,8 +190,13 @@ class LocalPolicy:
             tokens, logprobs = tokens[:keep], logprobs[:keep]
         text = self._decode(tokens)
         stopped = end is not None or any(text.rstrip().endswith(s) for s in stop)
-        return Completion(text=text, token_ids=tokens, logprobs=logprobs,
-                          finish_reason="stop" if stopped else "length", prompt_tokens=prompt_tokens)
+        return Completion(
+            text=text,
+            token_ids=tokens,
+            logprobs=logprobs,
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=prompt_tokens,
+        )
 
     # -- LoRA adapters ----------------------------------------------------------------------------
 
@@ -237,4 +250,6 @@ class LocalPolicy:
         return sorted(self._adapters)
 
     def __repr__(self) -> str:
-        return f"LocalPolicy({self.model_name!r}, device={self.device.type!r}, adapter={self.active_adapter!r})"
+        return (
+            f"LocalPolicy({self.model_name!r}, device={self.device.type!r}, adapter={self.active_adapter!r})"
+        )

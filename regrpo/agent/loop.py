@@ -32,7 +32,7 @@ from regrpo.agent.prompts import observation_text, reflection_request, render_sy
 from regrpo.agent.trigger import ReflectionTrigger, is_empty_output, sequence_confidence
 from regrpo.errors import ErrorType, InputError, RegrpoError, TaskError
 from regrpo.paths import default_trace_path
-from regrpo.tools import ImageInput, ImageStore, Tool, ToolContext, Toolbox, default_tools
+from regrpo.tools import ImageInput, ImageStore, Tool, Toolbox, ToolContext, default_tools
 from regrpo.traces import (
     Answer,
     Completion,
@@ -132,8 +132,11 @@ class Agent:
     # -- entry points -----------------------------------------------------------------------------
 
     def run(
-        self, task: str, images: Sequence[ImageInput] | ImageInput | None = None,
-        *, on_step: StepCallback | None = None,
+        self,
+        task: str,
+        images: Sequence[ImageInput] | ImageInput | None = None,
+        *,
+        on_step: StepCallback | None = None,
     ) -> Result:
         """Run one episode to its end and return the result (the trace is already durable)."""
         try:
@@ -156,8 +159,10 @@ class Agent:
             return {"error": exc}
 
     def run_many(
-        self, tasks: Sequence[str | tuple[str, Sequence[ImageInput] | ImageInput | None]],
-        *, concurrency: int = 4,
+        self,
+        tasks: Sequence[str | tuple[str, Sequence[ImageInput] | ImageInput | None]],
+        *,
+        concurrency: int = 4,
     ) -> list[Result]:
         """Run many episodes, at most ``concurrency`` at a time; results in input order."""
         if concurrency < 1:
@@ -195,8 +200,11 @@ class Agent:
     # -- one episode ------------------------------------------------------------------------------
 
     async def arun(
-        self, task: str, images: Sequence[ImageInput] | ImageInput | None = None,
-        *, on_step: StepCallback | None = None,
+        self,
+        task: str,
+        images: Sequence[ImageInput] | ImageInput | None = None,
+        *,
+        on_step: StepCallback | None = None,
     ) -> Result:
         """Async ``run``: the episode's model calls and tool calls run in worker threads."""
         episode = Episode(
@@ -233,8 +241,12 @@ class Agent:
         for image in images:
             store.add(image)
         log.episode.images = [
-            ImageRecord(info.image_id, info.width, info.height,
-                        hashlib.sha256(store.get(info.image_id).tobytes()).hexdigest())
+            ImageRecord(
+                info.image_id,
+                info.width,
+                info.height,
+                hashlib.sha256(store.get(info.image_id).tobytes()).hexdigest(),
+            )
             for info in store.infos()
         ]
         log.update_header()
@@ -246,16 +258,29 @@ class Agent:
         chat = as_chat(messages)
         agenerate = getattr(self.policy, "agenerate", None)
         if agenerate is not None:
-            completions = await agenerate(chat, n=1, temperature=self.temperature,
-                                          max_new_tokens=self.max_new_tokens, stop=ACTION_STOP_STRINGS)
+            completions = await agenerate(
+                chat,
+                n=1,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+                stop=ACTION_STOP_STRINGS,
+            )
         else:
             completions = await asyncio.to_thread(
-                functools.partial(self.policy.generate, chat, n=1, temperature=self.temperature,
-                                  max_new_tokens=self.max_new_tokens, stop=ACTION_STOP_STRINGS))
+                functools.partial(
+                    self.policy.generate,
+                    chat,
+                    n=1,
+                    temperature=self.temperature,
+                    max_new_tokens=self.max_new_tokens,
+                    stop=ACTION_STOP_STRINGS,
+                )
+            )
         return completions[0]
 
-    def _read_reflection(self, text: str, requested: str | None, observation: str
-                         ) -> tuple[Reflection | None, str | None, int]:
+    def _read_reflection(
+        self, text: str, requested: str | None, observation: str
+    ) -> tuple[Reflection | None, str | None, int]:
         """``(reflection, problem, reflection_tokens)`` of a turn; nothing when none was asked for."""
         if not requested:
             return None, None, 0
@@ -273,24 +298,33 @@ class Agent:
         if body is None:
             return completion.logprobs
         action_tokens = self.policy.count_tokens(outside)
-        return completion.logprobs[-action_tokens:] if 0 < action_tokens < len(completion.logprobs) \
+        return (
+            completion.logprobs[-action_tokens:]
+            if 0 < action_tokens < len(completion.logprobs)
             else completion.logprobs
+        )
 
     async def _execute(self, action: Any, context: ToolContext) -> tuple[Observation | None, float]:
         """Run a tool call (or record an unparseable turn); ``(None, 0)`` for an answer."""
         if isinstance(action, Unparseable):
-            return _observation(ok=False, error_type=ErrorType.UNPARSEABLE_ACTION,
-                                error_message=action.reason), 0.0
+            return _observation(
+                ok=False, error_type=ErrorType.UNPARSEABLE_ACTION, error_message=action.reason
+            ), 0.0
         if isinstance(action, ToolCall):
             outcome = await self.toolbox.call(action.name, action.arguments, context)
             return _observation(
-                ok=outcome.ok, output=outcome.output, error_type=outcome.error_type,
-                error_message=outcome.message, new_images=list(outcome.new_images), attempts=outcome.attempts,
+                ok=outcome.ok,
+                output=outcome.output,
+                error_type=outcome.error_type,
+                error_message=outcome.message,
+                new_images=list(outcome.new_images),
+                attempts=outcome.attempts,
             ), outcome.seconds
         return None, 0.0
 
-    async def _loop(self, log: TraceLogger, images: ImageStore, on_step: StepCallback | None
-                    ) -> tuple[Literal["answered", "max_steps"], str | None]:
+    async def _loop(
+        self, log: TraceLogger, images: ImageStore, on_step: StepCallback | None
+    ) -> tuple[Literal["answered", "max_steps"], str | None]:
         usage = log.episode.usage
         trigger = ReflectionTrigger(use_confidence=self.confidence_trigger)
         context = ToolContext(images=images)
@@ -303,8 +337,9 @@ class Agent:
             generate_s = time.perf_counter() - started
             log.message(Message("assistant", completion.text))
 
-            reflection, problem, reflection_tokens = self._read_reflection(completion.text, requested,
-                                                                           last_observation)
+            reflection, problem, reflection_tokens = self._read_reflection(
+                completion.text, requested, last_observation
+            )
             action = parse_action(completion.text)
             observation, tool_s = await self._execute(action, context)
 
@@ -320,8 +355,12 @@ class Agent:
                 text = observation.content
                 if next_reason and self.reflect:
                     text += "\n" + reflection_request(
-                        next_reason, action, observation, images.infos(),
-                        confidence=confidence, running_mean=trigger.last_running_mean,
+                        next_reason,
+                        action,
+                        observation,
+                        images.infos(),
+                        confidence=confidence,
+                        running_mean=trigger.last_running_mean,
                     )
                 log.message(Message("user", text))
 
@@ -337,8 +376,9 @@ class Agent:
                 reflection_tokens=reflection_tokens,
                 confidence=confidence,
                 adapter=self.policy.active_adapter,
-                timings=StepTimings(generate_s=generate_s, tool_s=tool_s,
-                                    total_s=time.perf_counter() - started),
+                timings=StepTimings(
+                    generate_s=generate_s, tool_s=tool_s, total_s=time.perf_counter() - started
+                ),
             )
             _count(usage, step)
             log.step(step)

@@ -22,8 +22,10 @@ ChatMessage = Message | Mapping[str, str]
 
 def as_chat(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     """Messages as plain dicts, the form chat templates and HTTP APIs take."""
-    return [m.to_dict() if isinstance(m, Message) else {"role": m["role"], "content": m["content"]}
-            for m in messages]
+    return [
+        m.to_dict() if isinstance(m, Message) else {"role": m["role"], "content": m["content"]}
+        for m in messages
+    ]
 
 
 @runtime_checkable

@@ -58,7 +58,9 @@ def _schema_type(schema: dict[str, Any]) -> str:
     if kind == "array":
         item = _schema_type(schema.get("items", {}))
         size = schema.get("minItems")
-        return f"[{item} x{size}]" if size is not None and size == schema.get("maxItems") else f"[{item}, ...]"
+        return (
+            f"[{item} x{size}]" if size is not None and size == schema.get("maxItems") else f"[{item}, ...]"
+        )
     return str(kind)
 
 
@@ -103,8 +105,13 @@ def observation_text(observation: Observation) -> str:
 
 
 def reflection_request(
-    reason: str, action: Action, observation: Observation, images: Sequence[ImageInfo],
-    *, confidence: float | None = None, running_mean: float | None = None,
+    reason: str,
+    action: Action,
+    observation: Observation,
+    images: Sequence[ImageInfo],
+    *,
+    confidence: float | None = None,
+    running_mean: float | None = None,
 ) -> str:
     """The grounded evidence and the instruction to reflect, appended after an observation."""
     what = {
@@ -112,7 +119,8 @@ def reflection_request(
         "empty_observation": "That action returned nothing.",
         "low_confidence": (
             f"That action ran, but you were unsure of it (confidence {confidence:.2f} below this "
-            f"episode's mean {running_mean:.2f})." if confidence is not None and running_mean is not None
+            f"episode's mean {running_mean:.2f})."
+            if confidence is not None and running_mean is not None
             else "That action ran, but you were unsure of it."
         ),
     }[reason]
@@ -127,7 +135,7 @@ def reflection_request(
         evidence.append(f"- images: {describe_images(images)}")
     return (
         f"{what} Evidence:\n" + "\n".join(evidence) + "\n"
-        "Reflect first: write <reflection>{\"error_type\": \"<one of " + _ERROR_TYPES + ">\", "
-        "\"evidence\": \"<quote the observation>\", \"fix_plan\": \"<what to change>\"}</reflection> "
+        'Reflect first: write <reflection>{"error_type": "<one of ' + _ERROR_TYPES + '>", '
+        '"evidence": "<quote the observation>", "fix_plan": "<what to change>"}</reflection> '
         "then exactly one corrected <tool_call> or <answer>."
     )

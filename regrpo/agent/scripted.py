@@ -34,8 +34,13 @@ class ScriptedPolicy:
         self._adapters: set[str] = set()
 
     def generate(
-        self, messages: Sequence[ChatMessage], *, n: int = 1, temperature: float = 0.0,
-        max_new_tokens: int = 256, stop: Sequence[str] = (),
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
     ) -> list[Completion]:
         if self.calls >= len(self.script) and not self.cycle:
             raise ModelError(f"ScriptedPolicy ran out of replies after {self.calls} calls")

@@ -20,8 +20,10 @@ __all__ = ["ReflectionTrigger", "is_empty_output", "sequence_confidence", "trigg
 
 def is_empty_output(output: Any) -> bool:
     """EmptyObs in the reference: ``""``, ``[]``, ``{}``, ``None`` (or only whitespace)."""
-    return output is None or (isinstance(output, (str, list, dict, tuple)) and not
-                              (output.strip() if isinstance(output, str) else output))
+    return output is None or (
+        isinstance(output, (str, list, dict, tuple))
+        and not (output.strip() if isinstance(output, str) else output)
+    )
 
 
 def sequence_confidence(logprobs: Sequence[float]) -> float | None:

@@ -48,7 +48,10 @@ def _image_geometry(rng: random.Random) -> DemoTask:
     height, width = image.shape[:2]
     kind = rng.choice(["rotate", "crop", "resize"])
     if kind == "rotate":
-        question, answer = "Rotate img_0 by 90 degrees. What is the width of the rotated image in pixels?", height
+        question, answer = (
+            "Rotate img_0 by 90 degrees. What is the width of the rotated image in pixels?",
+            height,
+        )
     elif kind == "crop":
         x2, y2 = rng.randrange(40, width, 10), rng.randrange(40, height, 10)
         question = f"Crop img_0 to the box [0, 0, {x2}, {y2}]. What is the height of the crop in pixels?"

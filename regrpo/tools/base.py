@@ -130,13 +130,10 @@ class FunctionTool:
         for param in inspect.signature(self.function).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise ToolDefinitionError(
-                    f"tool {self.name!r}: *args/**kwargs cannot be described to a model; "
-                    "name every parameter"
+                    f"tool {self.name!r}: *args/**kwargs cannot be described to a model; name every parameter"
                 )
             if param.name not in hints:
-                raise ToolDefinitionError(
-                    f"tool {self.name!r}: parameter {param.name!r} needs a type hint"
-                )
+                raise ToolDefinitionError(f"tool {self.name!r}: parameter {param.name!r} needs a type hint")
             if hints[param.name] is ToolContext:
                 context_param = param.name
                 continue

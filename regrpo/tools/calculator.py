@@ -114,8 +114,9 @@ def _refuse(node: ast.AST) -> ToolError:
     if isinstance(node, ast.Constant):
         return ToolError(f"{type(node.value).__name__} literals are not allowed; use int or float numbers")
     if isinstance(node, ast.Attribute):
-        return ToolError(f"attribute access '.{node.attr}' is not allowed; only math.<function> and "
-                         "math.<constant> are")
+        return ToolError(
+            f"attribute access '.{node.attr}' is not allowed; only math.<function> and math.<constant> are"
+        )
     what = _REFUSED.get(type(node), type(node).__name__)
     return ToolError(f"{what} are not allowed; the calculator takes numbers, operators and math functions")
 

@@ -98,9 +98,7 @@ def crop(image: str, box: Box, ctx: ToolContext) -> dict[str, Any]:
 
 
 @tool
-def resize(
-    image: str, ctx: ToolContext, scale: Annotated[float, Field(gt=0, le=8)] = 2.0
-) -> dict[str, Any]:
+def resize(image: str, ctx: ToolContext, scale: Annotated[float, Field(gt=0, le=8)] = 2.0) -> dict[str, Any]:
     """Zoom an image in (scale > 1) or out (scale < 1).
 
     Args:
@@ -219,9 +217,7 @@ def enhance_contrast(
 
 
 @tool
-def draw_box(
-    image: str, box: Box, ctx: ToolContext, label: str = "", color: Color = "red"
-) -> dict[str, Any]:
+def draw_box(image: str, box: Box, ctx: ToolContext, label: str = "", color: Color = "red") -> dict[str, Any]:
     """Draw a rectangle, with an optional label, on a copy of an image.
 
     Args:

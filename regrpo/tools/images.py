@@ -12,7 +12,6 @@ import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,7 +21,7 @@ from regrpo.tools.errors import ToolError
 
 __all__ = ["ImageInfo", "ImageInput", "ImageStore", "load_image"]
 
-ImageInput = Union[str, Path, bytes, bytearray, Image.Image, np.ndarray]
+ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
 """What ``Agent.run(images=...)`` accepts for each image."""
 
 MAX_PIXELS = 64_000_000
@@ -55,9 +54,7 @@ def _from_array(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) == 0:
-        raise ImageError(
-            f"numpy images must be HxW, HxWx3 (RGB) or HxWx4 (RGBA), got shape {array.shape}"
-        )
+        raise ImageError(f"numpy images must be HxW, HxWx3 (RGB) or HxWx4 (RGBA), got shape {array.shape}")
     if array.shape[0] * array.shape[1] > MAX_PIXELS:
         raise ImageError(f"image shape {array.shape} is over the {MAX_PIXELS:,}-pixel limit")
     return np.array(array[:, :, :3], order="C")  # a copy: the caller may keep editing its array
@@ -120,9 +117,7 @@ class ImageStore:
             if image_id in self._images:
                 return self._images[image_id]
             known = ", ".join(self._images) or "none"
-        raise ToolError(
-            f"no image with id {image_id!r}; available image ids: {known}", ErrorType.ARG_INVALID
-        )
+        raise ToolError(f"no image with id {image_id!r}; available image ids: {known}", ErrorType.ARG_INVALID)
 
     def info(self, image_id: str) -> ImageInfo:
         self.get(image_id)

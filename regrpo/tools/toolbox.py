@@ -142,8 +142,9 @@ class Toolbox:
         try:
             valid = tool.validate(arguments)
         except ToolError as exc:
-            return ToolOutcome(False, error_type=exc.kind, message=exc.message,
-                               seconds=time.perf_counter() - started)
+            return ToolOutcome(
+                False, error_type=exc.kind, message=exc.message, seconds=time.perf_counter() - started
+            )
         images_before = len(context.images)
         attempts = 0
 

@@ -34,7 +34,9 @@ class TraceLogger:
         """Write header fields changed in place (images, system prompt, usage)."""
         self.store.put_header(self.episode)
 
-    def finish(self, status: EpisodeStatus, *, answer: str | None = None, error: str | None = None) -> Episode:
+    def finish(
+        self, status: EpisodeStatus, *, answer: str | None = None, error: str | None = None
+    ) -> Episode:
         self.episode.status = status
         self.episode.answer = answer
         self.episode.error = error

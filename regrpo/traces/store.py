@@ -84,8 +84,11 @@ class TraceStore:
             if not in_memory:
                 Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             # autocommit: every write below is its own transaction, committed when execute returns
-            self._db = sqlite3.connect(":memory:" if in_memory else Path(self.path).expanduser(),
-                                       check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                ":memory:" if in_memory else Path(self.path).expanduser(),
+                check_same_thread=False,
+                isolation_level=None,
+            )
         except (OSError, sqlite3.Error) as exc:
             raise TraceStoreError(f"cannot open trace store {self.path!r}: {exc}") from exc
         try:
@@ -121,23 +124,32 @@ class TraceStore:
         self._write(
             "INSERT OR REPLACE INTO episodes (trace_id, started_at, status, has_failure, header) "
             "VALUES (?, ?, ?, ?, ?)",
-            (episode.trace_id, episode.started_at, episode.status, int(episode.has_failure),
-             _encoder.encode(header)),
+            (
+                episode.trace_id,
+                episode.started_at,
+                episode.status,
+                int(episode.has_failure),
+                _encoder.encode(header),
+            ),
         )
 
     def append_message(self, trace_id: str, index: int, message: Message) -> None:
-        self._write("INSERT OR REPLACE INTO messages VALUES (?, ?, ?)",
-                    (trace_id, index, _encoder.encode(message)))
+        self._write(
+            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?)", (trace_id, index, _encoder.encode(message))
+        )
 
     def append_step(self, trace_id: str, step: Step) -> None:
-        self._write("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
-                    (trace_id, step.index, int(step.failed), _encoder.encode(step)))
+        self._write(
+            "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
+            (trace_id, step.index, int(step.failed), _encoder.encode(step)),
+        )
 
     def add_feedback(self, trace_id: str, feedback: Feedback) -> None:
         """Record a reward and/or reference answer for an existing episode."""
         self.get_header(trace_id)  # raises TraceNotFoundError for an unknown id
-        self._write("INSERT INTO feedback (trace_id, body) VALUES (?, ?)",
-                    (trace_id, _encoder.encode(feedback)))
+        self._write(
+            "INSERT INTO feedback (trace_id, body) VALUES (?, ?)", (trace_id, _encoder.encode(feedback))
+        )
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -163,12 +175,18 @@ class TraceStore:
     def get(self, trace_id: str) -> Episode:
         """The whole episode: header, messages, steps and feedback."""
         episode = self.get_header(trace_id)
-        episode.messages = [self._decode(_message_decoder, b, trace_id) for (b,) in self._rows(
-            "SELECT body FROM messages WHERE trace_id = ? ORDER BY idx", (trace_id,))]
-        episode.steps = [self._decode(_step_decoder, b, trace_id) for (b,) in self._rows(
-            "SELECT body FROM steps WHERE trace_id = ? ORDER BY idx", (trace_id,))]
-        episode.feedback = [self._decode(_feedback_decoder, b, trace_id) for (b,) in self._rows(
-            "SELECT body FROM feedback WHERE trace_id = ? ORDER BY id", (trace_id,))]
+        episode.messages = [
+            self._decode(_message_decoder, b, trace_id)
+            for (b,) in self._rows("SELECT body FROM messages WHERE trace_id = ? ORDER BY idx", (trace_id,))
+        ]
+        episode.steps = [
+            self._decode(_step_decoder, b, trace_id)
+            for (b,) in self._rows("SELECT body FROM steps WHERE trace_id = ? ORDER BY idx", (trace_id,))
+        ]
+        episode.feedback = [
+            self._decode(_feedback_decoder, b, trace_id)
+            for (b,) in self._rows("SELECT body FROM feedback WHERE trace_id = ? ORDER BY id", (trace_id,))
+        ]
         return episode
 
     def trace_ids(

@@ -12,17 +12,23 @@ from regrpo.traces import Answer, ToolCall, Unparseable
 
 
 def test_tool_call_with_text_around_it():
-    text = 'I will compute it. <tool_call>{"name": "calculator", "arguments": {"expression": "1+2"}}</tool_call>'
+    text = (
+        'I will compute it. <tool_call>{"name": "calculator", "arguments": {"expression": "1+2"}}</tool_call>'
+    )
     assert parse_action(text) == ToolCall("calculator", {"expression": "1+2"})
 
 
 def test_lenient_forms_are_accepted():
     # Python-literal quotes, arguments as a JSON string, "parameters" key, missing closing tag
     assert parse_action("<tool_call>{'name': 'crop', 'arguments': {'box': [1, 2, 3, 4]}}") == ToolCall(
-        "crop", {"box": [1, 2, 3, 4]})
-    assert parse_action('<tool_call>{"name": "crop", "arguments": "{\\"image\\": \\"img_0\\"}"}</tool_call>') \
-        == ToolCall("crop", {"image": "img_0"})
-    assert parse_action('<tool_call>{"name": "f", "parameters": {"x": 1}}</tool_call>') == ToolCall("f", {"x": 1})
+        "crop", {"box": [1, 2, 3, 4]}
+    )
+    assert parse_action(
+        '<tool_call>{"name": "crop", "arguments": "{\\"image\\": \\"img_0\\"}"}</tool_call>'
+    ) == ToolCall("crop", {"image": "img_0"})
+    assert parse_action('<tool_call>{"name": "f", "parameters": {"x": 1}}</tool_call>') == ToolCall(
+        "f", {"x": 1}
+    )
     assert parse_action("<answer> 391 </answer>") == Answer("391")
     assert parse_action("<answer>391") == Answer("391")
 
@@ -43,8 +49,10 @@ def test_two_actions_are_refused_with_a_reason():
 
 
 def test_reflection_block_is_not_the_action():
-    text = ('<reflection>{"error_type": "ArgInvalid", "evidence": "<answer>x</answer>", "fix_plan": "p"}'
-            '</reflection><tool_call>{"name": "calculator", "arguments": {"expression": "2"}}</tool_call>')
+    text = (
+        '<reflection>{"error_type": "ArgInvalid", "evidence": "<answer>x</answer>", "fix_plan": "p"}'
+        '</reflection><tool_call>{"name": "calculator", "arguments": {"expression": "2"}}</tool_call>'
+    )
     assert parse_action(text) == ToolCall("calculator", {"expression": "2"})
 
 
@@ -55,9 +63,14 @@ def test_any_text_parses_to_some_action(text):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -69,7 +82,7 @@ json_values = st.recursive(
     before=st.text(alphabet=st.characters(blacklist_characters="<{"), max_size=40),
 )
 def test_any_well_formed_tool_call_round_trips(name, arguments, before):
-    text = f'{before}<tool_call>{json.dumps({"name": name, "arguments": arguments})}</tool_call>'
+    text = f"{before}<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
     assert parse_action(text) == ToolCall(name, arguments)
 
 
@@ -81,6 +94,9 @@ def test_any_answer_round_trips(answer):
 
 def test_tags_quoted_inside_a_reflection_do_not_leak_into_the_action():
     evidence = "the reply had </reflection> and <answer>3</answer> in it"
-    text = ('<reflection>' + json.dumps({"error_type": "UnparseableAction", "evidence": evidence, "fix_plan": "p"})
-            + '</reflection><answer>4</answer>')
+    text = (
+        "<reflection>"
+        + json.dumps({"error_type": "UnparseableAction", "evidence": evidence, "fix_plan": "p"})
+        + "</reflection><answer>4</answer>"
+    )
     assert parse_action(text) == Answer("4")

@@ -10,8 +10,10 @@ from regrpo.errors import AdapterError, ModelNotFoundError
 
 pytestmark = pytest.mark.slow
 
-CHAT = [{"role": "system", "content": "Reply with <answer>...</answer>."},
-        {"role": "user", "content": "Name a colour."}]
+CHAT = [
+    {"role": "system", "content": "Reply with <answer>...</answer>."},
+    {"role": "user", "content": "Name a colour."},
+]
 
 
 def forward_logprobs(policy, messages, token_ids):
@@ -39,8 +41,9 @@ def test_logprobs_match_a_fresh_forward_pass(smollm):
     torch.manual_seed(1)
     for completion in smollm.generate(CHAT, n=3, temperature=1.0, max_new_tokens=32):
         expected = forward_logprobs(smollm, CHAT, completion.token_ids)
-        assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4), \
+        assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4), (
             (torch.tensor(completion.logprobs) - expected).abs().max()
+        )
 
 
 def test_greedy_is_deterministic_and_stops_after_a_stop_string(smollm):
@@ -67,8 +70,9 @@ def test_lora_adapter_load_activate_deactivate_unload(tmp_path, smollm):
     from regrpo.agent.local import LocalPolicy
 
     policy = LocalPolicy()  # its own copy: adapters change the model object
-    lora = get_peft_model(policy.model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"],
-                                                   init_lora_weights=False))  # random B: changes outputs
+    lora = get_peft_model(
+        policy.model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )  # random B: changes outputs
     lora.save_pretrained(tmp_path / "adapter")
     policy = LocalPolicy()
     base = policy.generate(CHAT, max_new_tokens=8)[0]

@@ -38,8 +38,13 @@ def test_failure_reflection_correction_answer(store):
     assert isinstance(answered.action, Answer) and answered.reflection_requested is None
     assert result.reflections == [fixed.reflection]
     usage = result.usage
-    assert (usage.steps, usage.tool_calls, usage.tool_failures, usage.reflections, usage.valid_reflections) \
-        == (3, 2, 1, 1, 1)
+    assert (
+        usage.steps,
+        usage.tool_calls,
+        usage.tool_failures,
+        usage.reflections,
+        usage.valid_reflections,
+    ) == (3, 2, 1, 1, 1)
     assert usage.reflection_tokens > 0
 
     # what the model was shown after the failure: the error, the arguments, and the request to reflect
@@ -61,7 +66,9 @@ def test_no_reflection_is_asked_after_a_successful_step(store):
 
 
 def test_reflect_false_is_a_plain_retry_loop(store):
-    agent = Agent(ScriptedPolicy([BAD_CALL, REFLECT_AND_FIX, "<answer>391</answer>"]), store=store, reflect=False)
+    agent = Agent(
+        ScriptedPolicy([BAD_CALL, REFLECT_AND_FIX, "<answer>391</answer>"]), store=store, reflect=False
+    )
     result = agent.run("What is 17*23?")
     assert result.status == "answered"
     assert all(s.reflection_requested is None and s.reflection is None for s in result.steps)
@@ -69,8 +76,11 @@ def test_reflect_false_is_a_plain_retry_loop(store):
 
 
 def test_missing_reflection_is_recorded_not_invented(store):
-    script = [BAD_CALL, '<tool_call>{"name": "calculator", "arguments": {"expression": "17*23"}}</tool_call>',
-              "<answer>391</answer>"]
+    script = [
+        BAD_CALL,
+        '<tool_call>{"name": "calculator", "arguments": {"expression": "17*23"}}</tool_call>',
+        "<answer>391</answer>",
+    ]
     result = Agent(ScriptedPolicy(script), store=store).run("What is 17*23?")
     assert result.steps[1].reflection is None
     assert result.steps[1].reflection_problem.startswith("missing")
@@ -78,7 +88,11 @@ def test_missing_reflection_is_recorded_not_invented(store):
 
 
 def test_unparseable_and_unknown_tool_become_observations(store):
-    script = ["the answer is 4", '<tool_call>{"name": "abacus", "arguments": {}}</tool_call>', "<answer>4</answer>"]
+    script = [
+        "the answer is 4",
+        '<tool_call>{"name": "abacus", "arguments": {}}</tool_call>',
+        "<answer>4</answer>",
+    ]
     result = Agent(ScriptedPolicy(script), store=store).run("2+2?")
     unparseable, unknown, _ = result.steps
     assert isinstance(unparseable.action, Unparseable)
@@ -134,7 +148,10 @@ def test_malformed_arguments_fail_validation_before_the_tool_runs(store):
         ran.append(x)
         return 2 * x
 
-    script = ['<tool_call>{"name": "double", "arguments": {"x": "two", "y": 1}}</tool_call>', "<answer>?</answer>"]
+    script = [
+        '<tool_call>{"name": "double", "arguments": {"x": "two", "y": 1}}</tool_call>',
+        "<answer>?</answer>",
+    ]
     result = Agent(ScriptedPolicy(script), tools=[double], store=store).run("go")
     observation = result.steps[0].observation
     assert observation.error_type is ErrorType.ARG_INVALID
@@ -152,12 +169,16 @@ def test_images_in_every_accepted_form_and_tool_made_images(store, tmp_path):
     array = np.zeros((40, 60, 3), dtype=np.uint8)
     path = tmp_path / "a.png"
     Image.fromarray(array).save(path)
-    script = ['<tool_call>{"name": "rotate", "arguments": {"image": "img_3", "angle": 90}}</tool_call>',
-              "<answer>done</answer>"]
+    script = [
+        '<tool_call>{"name": "rotate", "arguments": {"image": "img_3", "angle": 90}}</tool_call>',
+        "<answer>done</answer>",
+    ]
     images = [str(path), _png_bytes(array), Image.fromarray(array), array]
     result = Agent(ScriptedPolicy(script), store=store).run("rotate the last one", images)
     episode = store.get(result.trace_id)
-    assert [(i.image_id, i.width, i.height) for i in episode.images] == [(f"img_{k}", 60, 40) for k in range(4)]
+    assert [(i.image_id, i.width, i.height) for i in episode.images] == [
+        (f"img_{k}", 60, 40) for k in range(4)
+    ]
     assert len({i.sha256 for i in episode.images}) == 1  # same pixels, same hash
     assert "img_0 (60x40)" in episode.messages[1].content
     assert result.steps[0].observation.new_images == ["img_4"]
@@ -251,7 +272,10 @@ def test_user_tools_receive_the_context(store):
         height, width = ctx.images.get(image).shape[:2]
         return height * width
 
-    script = ['<tool_call>{"name": "image_area", "arguments": {"image": "img_0"}}</tool_call>', "<answer>x</answer>"]
+    script = [
+        '<tool_call>{"name": "image_area", "arguments": {"image": "img_0"}}</tool_call>',
+        "<answer>x</answer>",
+    ]
     agent = Agent(ScriptedPolicy(script), tools=[image_area], store=store)
     assert "image_area(image: string)" in agent.system_prompt
     result = agent.run("area?", np.zeros((3, 5), dtype=np.uint8))
@@ -284,8 +308,10 @@ def test_every_step_records_the_adapter_that_produced_it(store):
 def test_confidence_scores_the_action_not_the_reflection(store):
     from regrpo.traces import Completion
 
-    reflect = ('<reflection>{"error_type": "ArgInvalid", "evidence": "cannot parse expression", '
-               '"fix_plan": "fix it"}</reflection><answer>x</answer>')
+    reflect = (
+        '<reflection>{"error_type": "ArgInvalid", "evidence": "cannot parse expression", '
+        '"fix_plan": "fix it"}</reflection><answer>x</answer>'
+    )
 
     class Confident(ScriptedPolicy):
         """Scripted replies with log-probs: the reflection is certain (0.0), the action unsure (-2.0)."""

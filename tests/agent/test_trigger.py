@@ -47,12 +47,16 @@ def test_trigger_keeps_the_running_mean_of_earlier_steps():
     assert ReflectionTrigger(use_confidence=False).decide(failed=False, empty=False, confidence=0.0) is None
 
 
-OBSERVATION = "<tool_response>Error (ArgInvalid): cannot parse expression '17*/23': invalid syntax</tool_response>"
+OBSERVATION = (
+    "<tool_response>Error (ArgInvalid): cannot parse expression '17*/23': invalid syntax</tool_response>"
+)
 
 
 def test_valid_grounded_reflection():
-    text = ('<reflection>{"error_type": "arg_invalid", "evidence": "it says cannot parse expression 17*/23", '
-            '"fix_plan": "drop the slash"}</reflection><tool_call>{}</tool_call>')
+    text = (
+        '<reflection>{"error_type": "arg_invalid", "evidence": "it says cannot parse expression 17*/23", '
+        '"fix_plan": "drop the slash"}</reflection><tool_call>{}</tool_call>'
+    )
     reflection, problem = parse_reflection(text, OBSERVATION)
     assert problem is None
     assert reflection.error_type is ErrorType.ARG_INVALID
@@ -60,7 +64,8 @@ def test_valid_grounded_reflection():
 
 
 def test_ungrounded_evidence_is_kept_but_flagged():
-    text = '<reflection>{"error_type": "ToolMismatch", "evidence": "I was wrong", "fix_plan": "retry"}</reflection>'
+    body = '{"error_type": "ToolMismatch", "evidence": "I was wrong", "fix_plan": "retry"}'
+    text = f"<reflection>{body}</reflection>"
     reflection, problem = parse_reflection(text, OBSERVATION)
     assert reflection is not None and reflection.error_type is ErrorType.TOOL_MISMATCH
     assert "does not quote" in problem
@@ -71,9 +76,15 @@ def test_ungrounded_evidence_is_kept_but_flagged():
     [
         ("<tool_call>{}</tool_call>", "missing"),
         ("<reflection>not json</reflection>", "JSON"),
-        ('<reflection>{"error_type": "Oops", "evidence": "x", "fix_plan": "y"}</reflection>', "unknown error_type"),
+        (
+            '<reflection>{"error_type": "Oops", "evidence": "x", "fix_plan": "y"}</reflection>',
+            "unknown error_type",
+        ),
         ('<reflection>{"error_type": "Timeout", "fix_plan": "y"}</reflection>', "evidence"),
-        ('<reflection>{"error_type": "Timeout", "evidence": "parse", "fix_plan": ""}</reflection>', "fix_plan"),
+        (
+            '<reflection>{"error_type": "Timeout", "evidence": "parse", "fix_plan": ""}</reflection>',
+            "fix_plan",
+        ),
     ],
 )
 def test_invalid_reflections_say_why(text, problem):

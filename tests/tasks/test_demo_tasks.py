@@ -8,7 +8,7 @@ import re
 import pytest
 
 from regrpo.tasks import demo_tasks
-from regrpo.tools import ImageStore, ToolContext, Toolbox, default_tools
+from regrpo.tools import ImageStore, Toolbox, ToolContext, default_tools
 
 
 def test_same_seed_same_tasks_and_kinds_alternate():
@@ -22,7 +22,9 @@ def test_arithmetic_answers_match_the_calculator():
     toolbox = Toolbox(default_tools())
     for task in demo_tasks(20, seed=1)[::2]:
         expression = re.search(r"[\d(][\d\s+*()-]*[\d)]", task.question).group(0)
-        outcome = asyncio.run(toolbox.call("calculator", {"expression": expression}, ToolContext(ImageStore())))
+        outcome = asyncio.run(
+            toolbox.call("calculator", {"expression": expression}, ToolContext(ImageStore()))
+        )
         assert str(outcome.output) == task.answer, task.question
 
 

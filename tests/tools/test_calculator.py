@@ -186,7 +186,7 @@ def test_size_and_depth_are_bounded() -> None:
     assert evaluate("+".join(["1"] * 250)) == 250  # long but flat sums are fine
 
 
-_INTS = st.integers(min_value=-10**6, max_value=10**6)
+_INTS = st.integers(min_value=-(10**6), max_value=10**6)
 _OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 

@@ -135,10 +135,12 @@ def test_rotate_refuses_a_non_finite_angle(store: ImageStore) -> None:
 
 
 def test_flip_is_exact(store: ImageStore) -> None:
-    np.testing.assert_array_equal(_output(store, "flip", image="img_0", direction="horizontal"),
-                                  _pattern()[:, ::-1])
-    np.testing.assert_array_equal(_output(store, "flip", image="img_0", direction="vertical"),
-                                  _pattern()[::-1])
+    np.testing.assert_array_equal(
+        _output(store, "flip", image="img_0", direction="horizontal"), _pattern()[:, ::-1]
+    )
+    np.testing.assert_array_equal(
+        _output(store, "flip", image="img_0", direction="vertical"), _pattern()[::-1]
+    )
     assert _call(store, "flip", image="img_0", direction="diagonal").error_type is ErrorType.ARG_INVALID
 
 

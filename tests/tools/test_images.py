@@ -139,16 +139,24 @@ def test_arrays_that_are_not_uint8_are_refused_with_the_fix(dtype: type) -> None
 
 @pytest.mark.parametrize(
     "shape",
-    [(HEIGHT, WIDTH, 2), (HEIGHT, WIDTH, 1), (HEIGHT, WIDTH, 5), (WIDTH,), (2, HEIGHT, WIDTH, 3),
-     (0, WIDTH, 3)],
+    [
+        (HEIGHT, WIDTH, 2),
+        (HEIGHT, WIDTH, 1),
+        (HEIGHT, WIDTH, 5),
+        (WIDTH,),
+        (2, HEIGHT, WIDTH, 3),
+        (0, WIDTH, 3),
+    ],
 )
 def test_arrays_of_the_wrong_shape_are_refused(shape: tuple[int, ...]) -> None:
     message = _refusal(np.zeros(shape, np.uint8))
     assert message.startswith("numpy images must be HxW, HxWx3 (RGB) or HxWx4 (RGBA), got shape")
 
 
-@pytest.mark.parametrize(("image", "name"), [(42, "int"), ({"path": "a.png"}, "dict"), (None, "NoneType"),
-                                             ([[0, 0], [0, 0]], "list")])
+@pytest.mark.parametrize(
+    ("image", "name"),
+    [(42, "int"), ({"path": "a.png"}, "dict"), (None, "NoneType"), ([[0, 0], [0, 0]], "list")],
+)
 def test_unsupported_types_are_refused_listing_what_is_accepted(image: Any, name: str) -> None:
     message = _refusal(image)
     assert message.startswith(f"unsupported image type {name}; ")

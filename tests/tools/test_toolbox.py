@@ -14,10 +14,10 @@ from regrpo.errors import ErrorType, ToolDefinitionError
 from regrpo.tools import (
     FunctionTool,
     ImageStore,
+    Toolbox,
     ToolContext,
     ToolError,
     ToolOutcome,
-    Toolbox,
     TransientToolError,
     tool,
 )
@@ -334,7 +334,10 @@ def test_concurrent_calls_run_in_parallel_threads() -> None:
 
     async def both() -> list[ToolOutcome]:
         context = ToolContext(images=ImageStore())
-        return list(await asyncio.gather(toolbox.call("meet", {"who": "a"}, context),
-                                         toolbox.call("meet", {"who": "b"}, context)))
+        return list(
+            await asyncio.gather(
+                toolbox.call("meet", {"who": "a"}, context), toolbox.call("meet", {"who": "b"}, context)
+            )
+        )
 
     assert [o.output for o in asyncio.run(both())] == ["a", "b"]

@@ -35,14 +35,19 @@ REFLECT_AND_FIX = (
 )
 """
 
-_FINISHES_THEN_WAITS = _SCRIPT_HEAD + """
+_FINISHES_THEN_WAITS = (
+    _SCRIPT_HEAD
+    + """
 agent = Agent(ScriptedPolicy([FAIL, REFLECT_AND_FIX, "<answer>391</answer>"]), store=TraceStore(sys.argv[1]))
 result = agent.run("What is 17*23?")
 print(result.trace_id, flush=True)
 sys.stdin.readline()  # block until killed; the store is never closed
 """
+)
 
-_STOPS_IN_THE_THIRD_TURN = _SCRIPT_HEAD + """
+_STOPS_IN_THE_THIRD_TURN = (
+    _SCRIPT_HEAD
+    + """
 def third_turn(chat):
     print("READY", flush=True)
     sys.stdin.readline()  # block here, mid-episode, until killed
@@ -52,6 +57,7 @@ agent = Agent(ScriptedPolicy([FAIL, REFLECT_AND_FIX, third_turn]), store=TraceSt
 agent.run("What is 17*23?")
 print("NOT KILLED", flush=True)
 """
+)
 
 
 def _run_and_kill(script: str, store_path: Path, tmp_path: Path) -> str:
@@ -60,7 +66,10 @@ def _run_and_kill(script: str, store_path: Path, tmp_path: Path) -> str:
     with stderr_path.open("w") as stderr:
         child = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(script), str(store_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
     watchdog = threading.Timer(60, child.kill)  # a safety net should the child hang before printing
     watchdog.start()
@@ -96,8 +105,15 @@ def test_a_finished_episode_survives_sigkill(tmp_path: Path) -> None:
     assert fixed.reflection.fix_plan == "remove the stray slash"
     assert fixed.observation.output == 391  # type: ignore[union-attr]
     assert answered.action == Answer("391")
-    assert [m.role for m in episode.messages] == ["system", "user", "assistant", "user", "assistant", "user",
-                                                  "assistant"]
+    assert [m.role for m in episode.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert episode.usage.steps == 3 and episode.usage.reflections == 1
 
 

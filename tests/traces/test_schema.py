@@ -50,13 +50,22 @@ def _episode() -> Episode:
     fixed_call = Step(
         index=1,
         prompt_messages=4,
-        completion=Completion(text="<reflection>...</reflection><tool_call>...</tool_call>",
-                              finish_reason="stop"),
+        completion=Completion(
+            text="<reflection>...</reflection><tool_call>...</tool_call>", finish_reason="stop"
+        ),
         action=ToolCall("crop", {"image": "img_0", "box": [0, 0, 4, 4]}),
-        observation=Observation(ok=True, content='{"image": "img_1"}',
-                                output={"image": "img_1", "size": [4, 4]}, new_images=["img_1"], attempts=2),
-        reflection=Reflection(ErrorType.ARG_INVALID, evidence="cannot parse expression '17*/23'",
-                              fix_plan="remove the stray slash"),
+        observation=Observation(
+            ok=True,
+            content='{"image": "img_1"}',
+            output={"image": "img_1", "size": [4, 4]},
+            new_images=["img_1"],
+            attempts=2,
+        ),
+        reflection=Reflection(
+            ErrorType.ARG_INVALID,
+            evidence="cannot parse expression '17*/23'",
+            fix_plan="remove the stray slash",
+        ),
         reflection_requested="the previous action failed",
         reflection_tokens=23,
         adapter="v3",
@@ -66,13 +75,15 @@ def _episode() -> Episode:
         prompt_messages=6,
         completion=Completion(text="I think the answer might be", finish_reason="length"),
         action=Unparseable("no <tool_call> or <answer> tag"),
-        observation=Observation(ok=False, content="Error (UnparseableAction): ...",
-                                error_type=ErrorType.UNPARSEABLE_ACTION),
+        observation=Observation(
+            ok=False, content="Error (UnparseableAction): ...", error_type=ErrorType.UNPARSEABLE_ACTION
+        ),
         reflection_requested="the previous action failed",
         reflection_problem="no <reflection> block",
     )
-    answer = Step(index=3, prompt_messages=8, completion=Completion(text="<answer>391</answer>"),
-                  action=Answer("391"))
+    answer = Step(
+        index=3, prompt_messages=8, completion=Completion(text="<answer>391</answer>"), action=Answer("391")
+    )
     return Episode(
         trace_id="0123456789abcdef",
         task="What is 17*23?",
@@ -86,9 +97,19 @@ def _episode() -> Episode:
         steps=[failed_call, fixed_call, rambling, answer],
         status="answered",
         answer="391",
-        usage=Usage(steps=4, prompt_tokens=200, completion_tokens=40, tool_calls=2, tool_failures=1,
-                    reflections=1, valid_reflections=1, reflection_tokens=23, generate_s=1.5, tool_s=0.02,
-                    wall_s=1.75),
+        usage=Usage(
+            steps=4,
+            prompt_tokens=200,
+            completion_tokens=40,
+            tool_calls=2,
+            tool_failures=1,
+            reflections=1,
+            valid_reflections=1,
+            reflection_tokens=23,
+            generate_s=1.5,
+            tool_s=0.02,
+            wall_s=1.75,
+        ),
         ended_at=1_700_000_001.75,
         feedback=[Feedback(reward=1.0, answer="391", created_at=1_700_000_002.0)],
         metadata={"suite": "demo", "seed": 7, "tags": ["math"]},
@@ -121,9 +142,11 @@ def test_json_is_plain_readable_json_with_tagged_actions() -> None:
     tags = [step["action"]["type"] for step in plain["steps"]]
     assert tags == ["tool_call", "tool_call", "unparseable", "answer"]
     assert plain["steps"][0]["observation"]["error_type"] == "ArgInvalid"
-    assert plain["steps"][1]["reflection"] == {"error_type": "ArgInvalid",
-                                               "evidence": "cannot parse expression '17*/23'",
-                                               "fix_plan": "remove the stray slash"}
+    assert plain["steps"][1]["reflection"] == {
+        "error_type": "ArgInvalid",
+        "evidence": "cannot parse expression '17*/23'",
+        "fix_plan": "remove the stray slash",
+    }
     assert plain["steps"][3]["observation"] is None
     assert plain["messages"][1]["content"] == "What is 17*23? ünïcödé ✓"
 
@@ -149,8 +172,9 @@ def test_steps_are_frozen() -> None:
 
 
 def _step(action: ToolCall | Answer | Unparseable, observation: Observation | None) -> Step:
-    return Step(index=0, prompt_messages=2, completion=Completion(text="..."), action=action,
-                observation=observation)
+    return Step(
+        index=0, prompt_messages=2, completion=Completion(text="..."), action=action, observation=observation
+    )
 
 
 @pytest.mark.parametrize(

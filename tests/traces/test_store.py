@@ -26,19 +26,34 @@ from regrpo.traces import (
 
 
 def _step(index: int, *, ok: bool = True) -> Step:
-    observation = Observation(ok=ok, content="3" if ok else "Error (Timeout)", output=3 if ok else None,
-                              error_type=None if ok else ErrorType.TIMEOUT)
-    return Step(index=index, prompt_messages=2 + 2 * index, completion=Completion(text=f"call {index}"),
-                action=ToolCall("add", {"a": index, "b": 1}), observation=observation)
+    observation = Observation(
+        ok=ok,
+        content="3" if ok else "Error (Timeout)",
+        output=3 if ok else None,
+        error_type=None if ok else ErrorType.TIMEOUT,
+    )
+    return Step(
+        index=index,
+        prompt_messages=2 + 2 * index,
+        completion=Completion(text=f"call {index}"),
+        action=ToolCall("add", {"a": index, "b": 1}),
+        observation=observation,
+    )
 
 
 def _record(
-    store: TraceStore, trace_id: str, started_at: float, *,
-    steps: int = 2, fail_at: int | None = None, finish: bool = True,
+    store: TraceStore,
+    trace_id: str,
+    started_at: float,
+    *,
+    steps: int = 2,
+    fail_at: int | None = None,
+    finish: bool = True,
 ) -> Episode:
     """Write an episode the way the agent does: header first, then messages and steps as they happen."""
-    log = TraceLogger(store, Episode(trace_id=trace_id, task=f"task {trace_id}", started_at=started_at,
-                                     model="scripted"))
+    log = TraceLogger(
+        store, Episode(trace_id=trace_id, task=f"task {trace_id}", started_at=started_at, model="scripted")
+    )
     log.message(Message("system", "You are an agent."))
     log.message(Message("user", f"task {trace_id}"))
     for index in range(steps):
@@ -61,8 +76,16 @@ def test_an_episode_reads_back_as_it_was_written(store: TraceStore) -> None:
     assert read == written
     assert read.status == "answered" and read.answer == "answer ep1"
     assert read.ended_at is not None and read.usage.wall_s == read.ended_at - 1000.0
-    assert [m.content for m in read.messages] == ["You are an agent.", "task ep1", "call 0", "3", "call 1",
-                                                  "Error (Timeout)", "call 2", "3"]
+    assert [m.content for m in read.messages] == [
+        "You are an agent.",
+        "task ep1",
+        "call 0",
+        "3",
+        "call 1",
+        "Error (Timeout)",
+        "call 2",
+        "3",
+    ]
     assert [s.index for s in read.steps] == [0, 1, 2]
     assert [s.failed for s in read.steps] == [False, True, False]
     assert store.get_header("ep1").steps == []  # the header alone: no messages, steps or feedback
@@ -140,7 +163,7 @@ def test_episodes_come_in_start_order(three: TraceStore) -> None:
 
 @pytest.mark.parametrize(
     "since",
-    [2000.0, 2000, dt.datetime.fromtimestamp(2000.0, tz=dt.timezone.utc), dt.datetime.fromtimestamp(2000.0)],
+    [2000.0, 2000, dt.datetime.fromtimestamp(2000.0, tz=dt.UTC), dt.datetime.fromtimestamp(2000.0)],
     ids=["float", "int", "aware-datetime", "naive-local-datetime"],
 )
 def test_since_keeps_episodes_started_at_or_after_it(three: TraceStore, since: float | dt.datetime) -> None:
@@ -305,8 +328,9 @@ def test_concurrent_episodes_from_eight_threads_all_land(tmp_path: Path, sharing
 
 def test_an_answer_step_needs_no_observation(store: TraceStore) -> None:
     log = TraceLogger(store, Episode(trace_id="quick", task="q", started_at=1.0, model="m"))
-    log.step(Step(index=0, prompt_messages=2, completion=Completion(text="<answer>3</answer>"),
-                  action=Answer("3")))
+    log.step(
+        Step(index=0, prompt_messages=2, completion=Completion(text="<answer>3</answer>"), action=Answer("3"))
+    )
     log.finish("answered", answer="3")
     step = store.get("quick").steps[0]
     assert step.action == Answer("3") and step.observation is None and not step.failed
