@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
+
 from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, split_reflection
 from regrpo.agent.policy import Policy, as_chat
 from regrpo.agent.prompts import observation_text, reflection_request, render_system_prompt, render_task
@@ -394,7 +396,7 @@ class Agent:
 def _observation(**fields: Any) -> Observation:
     """An observation with the text the model will be shown filled in."""
     draft = Observation(content="", **fields)
-    return Observation(content=observation_text(draft), **fields)
+    return msgspec.structs.replace(draft, content=observation_text(draft))
 
 
 def _count(usage: Usage, step: Step) -> None:
