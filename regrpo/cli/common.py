@@ -1,0 +1,103 @@
+"""What the ``regrpo`` subcommands share: option groups, building a policy and an agent, step lines.
+
+The heavy imports (torch, transformers) happen inside the functions that need a model, so
+``regrpo models`` or ``regrpo --help`` start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from regrpo.agent.model_files import DEFAULT_MODEL
+from regrpo.paths import default_cache_dir, default_trace_path
+from regrpo.traces import Answer, Step, ToolCall, TraceStore
+
+if TYPE_CHECKING:
+    from regrpo.agent.loop import Agent
+    from regrpo.agent.policy import Policy
+
+__all__ = ["agent_options", "describe_step", "make_agent", "make_policy", "store_options"]
+
+
+def store_options() -> argparse.ArgumentParser:
+    """``--store`` and ``--cache-dir``: a parent parser for every command that touches them."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--store", default=str(default_trace_path()), help="trace store (SQLite file)")
+    options.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="model cache folder")
+    return options
+
+
+def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParser:
+    """Model and budget options, with per-command defaults.
+
+    A fresh parent per command: argparse shares a parent's actions, so ``set_defaults`` on one
+    command would change another's defaults.
+    """
+    options = argparse.ArgumentParser(add_help=False, parents=[store_options()])
+    options.add_argument("--model", default=DEFAULT_MODEL, help="offline model name or HF folder")
+    options.add_argument("--max-steps", type=int, default=max_steps)
+    options.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    options.add_argument(
+        "--base-url",
+        help="use an OpenAI-compatible server (regrpo serve-model, vLLM) instead of the in-process model",
+    )
+    options.add_argument("--api-key", help="Bearer key for --base-url")
+    return options
+
+
+def make_policy(args: argparse.Namespace, console: Console) -> Policy:
+    """The engine the options ask for: a remote OpenAI-compatible server, or the local model."""
+    if getattr(args, "base_url", None):
+        from regrpo.agent.openai_policy import OpenAIPolicy
+
+        return OpenAIPolicy(args.base_url, args.model, api_key=args.api_key)
+    from transformers.utils import logging as hf_logging
+
+    from regrpo.agent.local import LocalPolicy
+    from regrpo.agent.model_files import is_cached
+
+    hf_logging.disable_progress_bar()  # our own output is enough
+    if not is_cached(args.model, args.cache_dir):
+        console.print(f"[dim]first use of {args.model}: de-quantising its weights once (about 40 s)...[/]")
+    return LocalPolicy(args.model, cache_dir=args.cache_dir)
+
+
+def make_agent(args: argparse.Namespace, console: Console) -> Agent:
+    """An agent over :func:`make_policy` with the command's budgets and trace store."""
+    from regrpo.agent import Agent
+
+    return Agent(
+        make_policy(args, console),
+        store=TraceStore(args.store),
+        max_steps=args.max_steps,
+        max_new_tokens=args.max_new_tokens,
+    )
+
+
+def describe_step(step: Step) -> str:
+    """One step as rich markup: the action, any reflection, what the tool returned, the time taken."""
+    action = step.action
+    if isinstance(action, Answer):
+        what = f"[bold green]answer[/] {action.text!r}"
+    elif isinstance(action, ToolCall):
+        what = f"[cyan]{action.name}[/] {json.dumps(action.arguments)}"
+    else:
+        what = f"[red]unparseable[/] ({action.reason})"
+    line = f"step {step.index}  {what}"
+    if step.reflection is not None:
+        r = step.reflection
+        line = f"step {step.index}  [magenta]reflection[/] {r.error_type}: {r.fix_plan!r}\n        {what}"
+    elif step.reflection_requested:
+        line = (
+            f"step {step.index}  [magenta]no valid reflection[/] ({step.reflection_problem})\n        {what}"
+        )
+    obs = step.observation
+    if obs is not None:
+        shown = obs.error_message if not obs.ok else json.dumps(obs.output)
+        line += f"\n        → {'[green]ok[/]' if obs.ok else f'[red]{obs.error_type}[/]'} {shown[:160]}"
+    return line + f"  [dim]({step.timings.total_s:.1f} s)[/]"

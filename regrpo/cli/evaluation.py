@@ -1,0 +1,171 @@
+"""``regrpo eval`` (measure an agent on a task set), ``regrpo compare`` and ``regrpo demo``.
+
+``demo`` is ``eval`` on a small slice of the built-in suite with the default model, printing each
+episode and the summary table: the one command a newcomer runs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from regrpo.cli.common import agent_options, make_policy, store_options
+from regrpo.errors import InputError
+from regrpo.evaluation import EvalOptions, EvalReport, evaluate, read_report, write_comparison, write_report
+from regrpo.evaluation.report import report_rows
+from regrpo.paths import default_cache_dir
+from regrpo.traces import TraceStore
+
+__all__ = ["register"]
+
+
+def summary_table(report: EvalReport) -> Table:
+    """The report's summary (one row per category, then all) as a rich table."""
+    headers, rows = report_rows(report)
+    table = Table(title=f"{report.label} · {report.model} · adapter {report.adapter or 'none'}")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def episode_table(report: EvalReport) -> Table:
+    """One row per episode: what the agent answered against what was expected."""
+    table = Table(title="episodes")
+    for column in (
+        "task",
+        "category",
+        "status",
+        "steps",
+        "tools",
+        "fails",
+        "refl.",
+        "answer",
+        "expected",
+        "ok",
+    ):
+        table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=24)
+    for e in report.episodes:
+        table.add_row(
+            e.task_id,
+            e.category,
+            e.status,
+            str(e.steps),
+            str(e.tool_calls),
+            str(e.tool_failures),
+            str(e.reflections),
+            (e.answer or "—")[:24],
+            e.expected[:24],
+            "✓" if e.correct else "✗",
+        )
+    return table
+
+
+def _tasks(args: argparse.Namespace) -> list:
+    from regrpo.tasks.suite import builtin_suite, load_suite
+
+    if args.suite:
+        tasks = load_suite(args.suite)
+    else:
+        tasks = builtin_suite(n=args.tasks, seed=args.seed, cache_dir=args.cache_dir)
+    if args.categories:
+        wanted = {c.strip() for c in args.categories.split(",") if c.strip()}
+        known = {t.category for t in tasks}
+        if unknown := wanted - known:
+            raise InputError(f"unknown categories {sorted(unknown)}; this suite has {sorted(known)}")
+        tasks = [t for t in tasks if t.category in wanted]
+    return tasks[: args.limit] if args.limit else tasks
+
+
+def _evaluate(args: argparse.Namespace, console: Console, label: str) -> EvalReport:
+    tasks = _tasks(args)
+    options = EvalOptions(
+        max_steps=args.max_steps,
+        max_new_tokens=args.max_new_tokens,
+        concurrency=args.concurrency,
+        fault_rate=args.fault_rate,
+        fault_seed=args.fault_seed,
+        reflect=not args.no_reflect,
+    )
+    policy = make_policy(args, console)
+    with TraceStore(args.store) as store:
+        report = evaluate(policy, tasks, store=store, options=options, adapter=args.adapter, label=label)
+    write_report(report, args.out)
+    return report
+
+
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    report = _evaluate(args, console, args.label or "eval")
+    console.print(summary_table(report))
+    console.print(
+        f"report: {Path(args.out) / 'report.md'} (and report.json, charts) · traces in {args.store}"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    report = _evaluate(args, console, "demo")
+    console.print(episode_table(report))
+    console.print(summary_table(report))
+    solved = sum(e.correct for e in report.episodes)
+    console.print(
+        f"solved {solved}/{len(report.episodes)} · report in {args.out} · traces in {args.store} "
+        "(scored through feedback, ready for learning)"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    a, b = read_report(args.before), read_report(args.after)
+    out = write_comparison(a, b, args.out)
+    console.print(summary_table(a))
+    console.print(summary_table(b))
+    console.print(f"comparison: {out / 'comparison.md'} and {out / 'comparison.png'}")
+    return 0
+
+
+def _suite_options(tasks: int, max_steps: int, max_new_tokens: int, out: Path) -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False, parents=[agent_options(max_steps, max_new_tokens)])
+    options.add_argument(
+        "--suite", type=Path, help="a suite folder (default: the built-in suite, generated once)"
+    )
+    options.add_argument("--tasks", type=int, default=tasks, help="size of the built-in suite to generate")
+    options.add_argument("--seed", type=int, default=0, help="seed of the built-in suite")
+    options.add_argument("--categories", help="comma-separated categories to keep")
+    options.add_argument("--limit", type=int, help="evaluate only the first N tasks")
+    options.add_argument("--adapter", type=Path, help="a PEFT adapter folder to evaluate")
+    options.add_argument(
+        "--fault-rate", type=float, default=0.0, help="probability a tool call is made to fail"
+    )
+    options.add_argument("--fault-seed", type=int, default=0)
+    options.add_argument("--concurrency", type=int, default=2, help="episodes in flight at once")
+    options.add_argument("--no-reflect", action="store_true", help="plain retries, no Reflection-of-Thought")
+    options.add_argument("--out", type=Path, default=out, help="report folder")
+    return options
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``eval``, ``compare`` and ``demo`` to the ``regrpo`` parser."""
+    reports = default_cache_dir() / "reports"
+    evaluation = commands.add_parser(
+        "eval", parents=[_suite_options(48, 6, 128, reports / "eval")], help="measure an agent on a task set"
+    )
+    evaluation.add_argument("--label", help="name of this run in reports and comparisons")
+    evaluation.set_defaults(handler=cmd_eval)
+
+    compare = commands.add_parser("compare", parents=[store_options()], help="compare two evaluation reports")
+    compare.add_argument("before", type=Path, help="report.json (or its folder) of the first run")
+    compare.add_argument("after", type=Path, help="report.json (or its folder) of the second run")
+    compare.add_argument("--out", type=Path, default=reports / "comparison")
+    compare.set_defaults(handler=cmd_compare)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[_suite_options(6, 3, 64, reports / "demo")],
+        help="run the default agent on a slice of the built-in suite and score it",
+    )
+    demo.set_defaults(handler=cmd_demo)

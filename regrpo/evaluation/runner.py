@@ -1,0 +1,204 @@
+"""Run an agent over a task set and measure it: ``evaluate(policy, tasks, store=...) -> EvalReport``.
+
+The evaluation builds its own :class:`~regrpo.agent.Agent` around the caller's policy, so what was
+measured is exactly what the report's ``settings`` say: the toolbox (the built-in tools by default,
+wrapped by :func:`~regrpo.tools.faults.inject_faults` when ``fault_rate > 0``), the step and token
+budgets, and the adapter (loaded and activated before the first episode, deactivated after).
+
+Episodes run with bounded concurrency (``asyncio.Semaphore``) on one event loop; the local engine
+serialises its own model calls, so concurrency overlaps tool time with model time rather than
+running two forwards at once. Every episode's trace goes to the store, and (by default) the
+verifier's verdict is recorded as feedback (reward 1 or 0, with the reference answer), which is
+what the learning module later reads. A task whose episode raises (a bad image file, our bug) is
+recorded as an error and the run goes on: one broken task must not cost the other results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from regrpo.agent.loop import Agent, Result
+from regrpo.agent.policy import Policy
+from regrpo.errors import InputError
+from regrpo.evaluation.records import EpisodeRecord, EvalReport, summarise
+from regrpo.tasks.schema import Task
+from regrpo.tools import Tool, default_tools
+from regrpo.traces import TraceStore
+
+__all__ = ["EvalOptions", "evaluate"]
+
+EVAL_ADAPTER_NAME = "eval-candidate"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How the agent runs during an evaluation; recorded verbatim in the report's ``settings``."""
+
+    max_steps: int = 6
+    """Model turns per episode."""
+    max_new_tokens: int = 128
+    """Token budget of one model turn."""
+    temperature: float = 0.0
+    """0 = greedy, so two evaluations of the same policy agree."""
+    concurrency: int = 1
+    """Episodes in flight at once."""
+    fault_rate: float = 0.0
+    """Probability that a tool call is made to fail (timeout, crash, empty, garbled, wrong region)."""
+    fault_seed: int = 0
+    """Seed of the fault injector: the same seed fails the same calls."""
+    reflect: bool = True
+    """Ask for a Reflection-of-Thought after failures (False = the plain-retry baseline)."""
+    record_feedback: bool = True
+    """Write the verifier's verdict to the trace store as feedback (reward 1/0 and the reference answer)."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise InputError(f"concurrency must be at least 1, got {self.concurrency}")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise InputError(f"fault_rate must be between 0 and 1, got {self.fault_rate}")
+
+
+def evaluate(
+    policy: Policy,
+    tasks: Sequence[Task],
+    *,
+    store: TraceStore,
+    options: EvalOptions | None = None,
+    tools: Sequence[Tool] | None = None,
+    adapter: str | Path | None = None,
+    label: str = "",
+    progress: bool = True,
+) -> EvalReport:
+    """Run ``policy`` as an agent on every task and return the measured report.
+
+    Args:
+        policy: The model engine (``LocalPolicy``, ``OpenAIPolicy``, ...).
+        tasks: Tasks from :func:`regrpo.tasks.suite.load_suite` or ``builtin_suite``.
+        store: Where the episodes' traces go.
+        options: Budgets, concurrency and fault rate (defaults: :class:`EvalOptions`).
+        tools: The toolbox before fault injection (default: the built-in tools).
+        adapter: A PEFT adapter folder to load and activate for the run (``None``: the policy as it is).
+        label: A name for the report (shown in tables and comparisons).
+        progress: Show a progress bar on the terminal.
+    """
+    options = options or EvalOptions()
+    if not tasks:
+        raise InputError(
+            "no tasks to evaluate: pass at least one task (see regrpo.tasks.suite.builtin_suite)"
+        )
+    toolbox = list(tools) if tools is not None else default_tools()
+    if options.fault_rate > 0:
+        from regrpo.tools.faults import FaultConfig, inject_faults
+
+        toolbox = inject_faults(toolbox, FaultConfig(rate=options.fault_rate, seed=options.fault_seed))
+    agent = Agent(
+        policy,
+        toolbox,
+        store,
+        options.max_steps,
+        max_new_tokens=options.max_new_tokens,
+        temperature=options.temperature,
+        reflect=options.reflect,
+    )
+    adapter_before = policy.active_adapter
+    if adapter is not None:
+        policy.load_adapter(EVAL_ADAPTER_NAME, str(adapter))
+        policy.activate_adapter(EVAL_ADAPTER_NAME)
+    try:
+        records = asyncio.run(_run_all(agent, tasks, options, progress))
+    finally:
+        if adapter is not None:
+            policy.activate_adapter(adapter_before)
+            policy.unload_adapter(EVAL_ADAPTER_NAME)
+    by_category: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    for record in records:
+        by_category[record.category].append(record)
+    settings: dict[str, Any] = asdict(options) | {"tasks": len(tasks), "tools": agent.toolbox.names}
+    if adapter is not None:
+        settings["adapter_path"] = str(adapter)
+    return EvalReport(
+        label=label or policy.model_name,
+        created_at=time.time(),
+        model=policy.model_name,
+        adapter=str(adapter) if adapter is not None else adapter_before,
+        settings=settings,
+        overall=summarise(records),
+        by_category={name: summarise(group) for name, group in sorted(by_category.items())},
+        episodes=records,
+    )
+
+
+async def _run_all(
+    agent: Agent, tasks: Sequence[Task], options: EvalOptions, show: bool
+) -> list[EpisodeRecord]:
+    gate = asyncio.Semaphore(options.concurrency)
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not show, transient=False) as bar:
+        job = bar.add_task("episodes", total=len(tasks))
+
+        async def one(task: Task) -> EpisodeRecord:
+            async with gate:
+                record = await _run_one(agent, task, options)
+            bar.advance(job)
+            return record
+
+        return list(await asyncio.gather(*(one(task) for task in tasks)))
+
+
+async def _run_one(agent: Agent, task: Task, options: EvalOptions) -> EpisodeRecord:
+    started = time.perf_counter()
+    expected = task.answer.display()
+    try:
+        result = await agent.arun(task.question, list(task.images))
+    except Exception as exc:  # recorded, not raised: one broken task must not cost the other results
+        return EpisodeRecord(
+            task_id=task.id,
+            category=task.category,
+            difficulty=task.difficulty,
+            trace_id=getattr(exc, "trace_id", ""),
+            status="error",
+            answer=None,
+            expected=expected,
+            correct=False,
+            steps=0,
+            tool_calls=0,
+            tool_failures=0,
+            reflections=0,
+            valid_reflections=0,
+            reflection_tokens=0,
+            wall_s=time.perf_counter() - started,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    correct = task.check(result.answer)
+    if options.record_feedback:
+        agent.feedback(result.trace_id, reward=1.0 if correct else 0.0, answer=expected)
+    return _record(task, result, expected, correct)
+
+
+def _record(task: Task, result: Result, expected: str, correct: bool) -> EpisodeRecord:
+    usage = result.usage
+    return EpisodeRecord(
+        task_id=task.id,
+        category=task.category,
+        difficulty=task.difficulty,
+        trace_id=result.trace_id,
+        status=result.status,
+        answer=result.answer,
+        expected=expected,
+        correct=correct,
+        steps=usage.steps,
+        tool_calls=usage.tool_calls,
+        tool_failures=usage.tool_failures,
+        reflections=usage.reflections,
+        valid_reflections=usage.valid_reflections,
+        reflection_tokens=usage.reflection_tokens,
+        wall_s=usage.wall_s,
+    )
