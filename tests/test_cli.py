@@ -100,12 +100,15 @@ def test_export_writes_json_lines(tmp_path):
 @pytest.mark.slow
 def test_demo_runs_scores_and_records_rewards(tmp_path):
     store = tmp_path / "demo.sqlite"
-    done = regrpo("demo", "--tasks", "2", "--max-steps", "1", "--max-new-tokens", "16", "--store", str(store))
+    args = ("--tasks", "2", "--max-steps", "1", "--max-new-tokens", "16", "--concurrency", "1")
+    done = regrpo("demo", *args, "--store", str(store), "--out", str(tmp_path / "report"))
     assert done.returncode == 0, done.stderr
-    assert "solved" in done.stdout and "expected" in done.stdout  # the summary line and table
+    assert "solved" in done.stdout and "expected" in done.stdout  # the summary line and episode table
     episodes = list(TraceStore(store).episodes())
     assert len(episodes) == 2
     assert all(e.reward in (0.0, 1.0) and e.feedback[-1].answer for e in episodes)  # scored via feedback
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert sorted(e["trace_id"] for e in report["episodes"]) == sorted(e.trace_id for e in episodes)
 
 
 def test_run_and_demo_keep_their_own_defaults():
