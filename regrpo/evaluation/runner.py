@@ -31,6 +31,7 @@ from regrpo.errors import InputError
 from regrpo.evaluation.records import EpisodeRecord, EvalReport, summarise
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool, default_tools
+from regrpo.tools.faults import FaultConfig, FaultCounts, inject_faults
 from regrpo.traces import TraceStore
 
 __all__ = ["EvalOptions", "evaluate"]
@@ -95,10 +96,10 @@ def evaluate(
             "no tasks to evaluate: pass at least one task (see regrpo.tasks.suite.builtin_suite)"
         )
     toolbox = list(tools) if tools is not None else default_tools()
+    faults = FaultCounts()
     if options.fault_rate > 0:
-        from regrpo.tools.faults import FaultConfig, inject_faults
-
-        toolbox = inject_faults(toolbox, FaultConfig(rate=options.fault_rate, seed=options.fault_seed))
+        config = FaultConfig(rate=options.fault_rate, seed=options.fault_seed)
+        toolbox = inject_faults(toolbox, config, faults)
     agent = Agent(
         policy,
         toolbox,
@@ -121,7 +122,11 @@ def evaluate(
     by_category: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in records:
         by_category[record.category].append(record)
-    settings: dict[str, Any] = asdict(options) | {"tasks": len(tasks), "tools": agent.toolbox.names}
+    settings: dict[str, Any] = asdict(options) | {
+        "tasks": len(tasks),
+        "tools": agent.toolbox.names,
+        "faults_injected": faults.as_dict(),
+    }
     if adapter is not None:
         settings["adapter_path"] = str(adapter)
     return EvalReport(

@@ -11,7 +11,9 @@ from regrpo.evaluation import write_report
 
 
 def regrpo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "regrpo.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "regrpo.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_compare_writes_a_side_by_side_report(tmp_path):
