@@ -240,7 +240,18 @@ class LocalPolicy:
         if name == self.active_adapter:
             self.activate_adapter(None)
         with self._lock:
-            self.model.delete_adapter(name)
+            remaining = sorted(self._adapters - {name})
+            if not remaining:
+                # the last adapter: take the LoRA layers out (no merge), back to the plain base model
+                self.model = self.model.unload()
+            else:
+                if self.model.active_adapter == name:
+                    # peft still points at a deactivated adapter; deleting it would leave a dangling
+                    # name that fails the next forward pass, so point it at another, still disabled
+                    self.model.set_adapter(remaining[0])
+                    self.model.base_model.disable_adapter_layers()
+                self.model.delete_adapter(name)
+            self.model.eval()
             self._adapters.discard(name)
             self._prefix_cache.clear()
 

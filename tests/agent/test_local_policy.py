@@ -96,3 +96,33 @@ def test_lora_adapter_load_activate_deactivate_unload(tmp_path, smollm):
         policy.activate_adapter("v9")
     policy.unload_adapter("v1")
     assert policy.adapters == []
+    # generation still works with no adapter left (peft must not keep a dangling active name)
+    assert policy.generate(CHAT, max_new_tokens=8)[0].logprobs == pytest.approx(base.logprobs, abs=1e-4)
+
+
+def test_unloading_an_inactive_adapter_keeps_the_others_usable(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from regrpo.agent.local import LocalPolicy
+
+    policy = LocalPolicy()
+    for seed, name in ((0, "a"), (1, "b")):
+        torch.manual_seed(seed)
+        lora = get_peft_model(
+            LocalPolicy().model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        )
+        lora.save_pretrained(tmp_path / name)
+    base = policy.generate(CHAT, max_new_tokens=6)[0]
+    policy.load_adapter("a", str(tmp_path / "a"))
+    policy.load_adapter("b", str(tmp_path / "b"))
+    policy.activate_adapter("a")
+    with_a = forward_logprobs(policy, CHAT, base.token_ids)
+    policy.activate_adapter(None)  # peft still names "a" as its active adapter here
+    policy.unload_adapter("a")
+    assert policy.adapters == ["b"] and policy.active_adapter is None
+    assert policy.generate(CHAT, max_new_tokens=6)[0].logprobs == pytest.approx(base.logprobs, abs=1e-4)
+    policy.activate_adapter("b")
+    with_b = forward_logprobs(policy, CHAT, base.token_ids)
+    assert not torch.allclose(with_a, with_b, atol=1e-3)  # b is really b, not a left-over a
+    policy.unload_adapter("b")
+    assert policy.generate(CHAT, max_new_tokens=6)[0].logprobs == pytest.approx(base.logprobs, abs=1e-4)
