@@ -1,0 +1,673 @@
+"""``regrpo serve``: the agent as an OpenAI-compatible chat endpoint (Starlette on uvicorn).
+
+Routes (every one but ``/healthz`` needs ``Authorization: Bearer <key>`` when keys are configured):
+
+* ``POST /v1/chat/completions`` — the last user message's text is the task, its ``image_url`` parts
+  the images; the reply is a chat completion whose content is the agent's answer, plus a top-level
+  ``regrpo`` object (trace id, steps, reflections, usage). ``stream=true`` sends one SSE chunk per
+  agent step (the answer as ``delta.content``, other steps as ``delta.reasoning``, each with its step
+  summary under ``regrpo.step``), a final chunk with the finish reason, then ``data: [DONE]``.
+* ``GET /v1/models``, ``POST /v1/feedback``, ``GET /v1/adapters``, ``POST /v1/adapters/promote``,
+  ``POST /v1/adapters/rollback``, ``GET /healthz``, ``GET /metrics``.
+
+Decisions:
+
+* Errors use the OpenAI envelope with vLLM's conventions (``shared/VLLM_CONTRACT.md`` §1): a bad
+  body is a 400 naming the parameter, a non-JSON ``Content-Type`` a 400, an unknown model a 404.
+  Our own bugs are logged and become a generic 500 envelope: no traceback ever reaches a client.
+* Admission is decided *before* any work, by counting: at most ``max_concurrency`` episodes run and
+  ``max_queue`` wait; the next request gets 429 + ``Retry-After`` at once (never an unbounded queue),
+  and while shutting down (or when the engine raises ``ModelError``) 503 + ``Retry-After``.
+  A streamed request is admitted before its 200 is sent, so overload is a status code, not an error
+  in the middle of a stream.
+* The body limit is enforced while the body is read (``Content-Length`` first, then by counting the
+  chunks), before any JSON parsing, so a huge body costs at most ``max_body_bytes`` of memory.
+* Streaming uses ``Agent.arun(on_step=...)``: the callback runs on the server's event loop (the
+  episode is a task there), so it feeds an ``asyncio.Queue`` with no polling and no threads.
+* A request timeout or a client that goes away cancels the episode task; the trace records it as
+  ``error``. A model call already running in a worker thread finishes in the background (Python
+  cannot stop a thread); its result is dropped.
+* Promote loads the adapter into the policy and activates it *before* moving the registry's live
+  pointer, so a broken adapter never becomes live; adapters other than the live one and its
+  rollback target are unloaded to bound memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import uvicorn
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from regrpo.agent.loop import Agent, Result
+from regrpo.errors import (
+    AdapterError,
+    InputError,
+    ModelError,
+    RegrpoError,
+    TraceNotFoundError,
+    TraceStoreError,
+)
+from regrpo.learning.registry import AdapterRegistry
+from regrpo.server.admission import ERROR_TYPES, EpisodeGate, Refusal, Ticket
+from regrpo.server.agent_protocol import (
+    AdapterInfo,
+    AdapterList,
+    AdapterState,
+    AgentExtension,
+    FeedbackRequest,
+    FeedbackResponse,
+    PromoteRequest,
+    StepSummary,
+)
+from regrpo.server.background import BackgroundServer, start_in_thread
+from regrpo.server.config import ServerConfig
+from regrpo.server.image_urls import ImageResolver, ImageURLError
+from regrpo.server.metrics import CONTENT_TYPE, ServerMetrics
+from regrpo.server.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    UsageInfo,
+    error_response,
+    random_id,
+    validation_error_response,
+)
+from regrpo.traces import Answer, Step
+
+__all__ = ["BackgroundServer", "build_agent_app", "run_agent_server", "start_in_thread"]
+
+logger = logging.getLogger("regrpo.server")
+
+_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/models",
+    "/v1/feedback",
+    "/v1/adapters",
+    "/v1/adapters/promote",
+    "/v1/adapters/rollback",
+    "/healthz",
+    "/metrics",
+)
+
+
+# -- the service behind the routes ----------------------------------------------------------------------
+
+
+class _AgentService:
+    """Everything the routes share: the agent, limits, metrics, registry and admission gate."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        config: ServerConfig,
+        registry: AdapterRegistry | None,
+        image_transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.agent, self.config, self.registry = agent, config, registry
+        self.metrics = ServerMetrics()
+        self.gate = EpisodeGate(config.max_concurrency, config.max_queue, config.retry_after_s)
+        self.metrics.episodes_running.set_function(lambda: self.gate.running)
+        self.metrics.episodes_queued.set_function(lambda: self.gate.waiting)
+        self.images = ImageResolver(config, transport=image_transport)
+        self.admin_lock = asyncio.Lock()
+        self.loaded: set[str] = set()  # adapter versions this server loaded into the policy
+
+    # -- reading requests -------------------------------------------------------------------------------
+
+    async def read_json(self, request: Request) -> Any:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            raise Refusal(400, "Unsupported Media Type: Only 'application/json' is allowed")
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise Refusal(
+                413, f"request body is {int(declared):,} bytes; this server accepts at most {limit:,}"
+            )
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise Refusal(413, f"request body is over this server's {limit:,}-byte limit")
+        except ClientDisconnect:
+            raise Refusal(400, "the client closed the connection before sending the whole body") from None
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise Refusal(400, f"request body is not valid JSON: {type(exc).__name__}: {exc}") from None
+
+    async def parse(self, request: Request, model: type[BaseModel]) -> Any:
+        data = await self.read_json(request)
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise _Invalid(exc) from None
+        except RecursionError:
+            raise Refusal(400, "request body is nested too deeply") from None
+
+    # -- one episode ------------------------------------------------------------------------------------
+
+    def served_names(self) -> set[str]:
+        live = self.registry.live() if self.registry is not None else None
+        return {self.config.model_name} | ({live} if live else set())
+
+    def task_of(self, chat: ChatCompletionRequest) -> tuple[str, list[str], str | None]:
+        """``(task, image urls, model name to echo)`` of a chat request, or a 400/404 naming the field."""
+        if chat.model is not None and chat.model not in self.served_names():
+            raise Refusal(404, f"The model `{chat.model}` does not exist.", param="model")
+        if chat.n != 1:
+            raise Refusal(400, "the agent gives one answer per request; n must be 1", param="n")
+        users = [i for i, m in enumerate(chat.messages) if m.role == "user"]
+        if not users:
+            raise Refusal(
+                400, "messages holds no user message; the last user message is the task", param="messages"
+            )
+        message = chat.messages[users[-1]]
+        task, urls = message.text().strip(), message.image_urls()
+        if not task:
+            raise Refusal(
+                400, "the last user message has no text; its text is the agent's task", param="messages"
+            )
+        if len(urls) > self.config.max_images_per_request:
+            raise Refusal(
+                400,
+                f"{len(urls)} images in one request; this server accepts at most "
+                f"{self.config.max_images_per_request}",
+                param=f"messages.{users[-1]}.content",
+            )
+        return task, urls, chat.model
+
+    async def load_images(self, urls: list[str], message_index: int) -> list[Any]:
+        images = []
+        for url in urls:
+            try:
+                images.append(await self.images.resolve(url))
+            except ImageURLError as exc:
+                raise Refusal(400, str(exc), param=f"messages.{message_index}.content") from None
+        return images
+
+    async def run_episode(
+        self, ticket: Ticket, task: str, images: list[Any], on_step: Callable[[Step], None] | None = None
+    ) -> Result:
+        """Wait for a slot, run the episode under the request deadline; map its failures to refusals."""
+        try:
+            async with ticket:
+                result = await self.agent.arun(task, images, on_step=on_step)
+        except RegrpoError as exc:
+            self.metrics.episodes.labels("error").inc()
+            raise _episode_refusal(exc, self.config.retry_after_s) from None
+        self.metrics.record_episode(result)
+        return result
+
+    async def deadline(self, work: Awaitable[Result]) -> Result:
+        try:
+            return await asyncio.wait_for(work, self.config.request_timeout_s)
+        except TimeoutError:
+            self.metrics.episodes.labels("timeout").inc()
+            raise Refusal(
+                504, f"the episode did not finish within {self.config.request_timeout_s:g} s"
+            ) from None
+
+    # -- adapters ---------------------------------------------------------------------------------------
+
+    def need_registry(self) -> AdapterRegistry:
+        if self.registry is None:
+            raise Refusal(404, "this server has no adapter registry; start it with --registry-dir DIR")
+        return self.registry
+
+    def activate(self, version: str | None) -> None:
+        """Load (once) and activate ``version`` in the policy (``None`` = base); runs in a worker thread."""
+        policy = self.agent.policy
+        if version is not None and version not in self.loaded:
+            policy.load_adapter(version, str(self.need_registry().path(version)))
+            self.loaded.add(version)
+        policy.activate_adapter(version)
+
+    def unload_stale(self, keep: set[str | None]) -> None:
+        for version in sorted(self.loaded - {v for v in keep if v}):
+            with contextlib.suppress(AdapterError):
+                self.agent.policy.unload_adapter(version)
+            self.loaded.discard(version)
+
+    def adapter_state(self) -> AdapterState:
+        registry = self.need_registry()
+        return AdapterState(
+            live=registry.live(), active=self.agent.policy.active_adapter, previous=registry.history()
+        )
+
+
+class _Invalid(Exception):
+    def __init__(self, error: ValidationError) -> None:
+        self.error = error
+
+
+def _episode_refusal(exc: RegrpoError, retry_after: int) -> Refusal:
+    if isinstance(exc, InputError):
+        return Refusal(400, str(exc), param="messages")
+    if isinstance(exc, (ModelError, AdapterError, TraceStoreError)):
+        return Refusal(
+            503, f"the agent's engine is unavailable: {exc}", retry_after=retry_after, reason="engine"
+        )
+    logger.error("episode failed with %s: %s", type(exc).__name__, exc)
+    return Refusal(500, "the episode failed inside the server; see the server log")
+
+
+def _service(request: Request) -> _AgentService:
+    service: _AgentService = request.app.state.service
+    return service
+
+
+# -- routes -------------------------------------------------------------------------------------------------
+
+
+async def chat_completions(request: Request) -> Response:
+    service = _service(request)
+    chat: ChatCompletionRequest = await service.parse(request, ChatCompletionRequest)
+    task, urls, model = service.task_of(chat)
+    message_index = max(i for i, m in enumerate(chat.messages) if m.role == "user")
+    model = model or service.config.model_name
+    ticket = service.gate.reserve()
+    streaming = False  # once a stream response exists, it owns the ticket
+    try:
+        images = await service.load_images(urls, message_index)
+        if chat.stream:
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            stream = _stream_episode(service, ticket, task, images, model, include_usage)
+            streaming = True
+            return _EpisodeStream(stream, ticket, media_type="text/event-stream", headers=_SSE_HEADERS)
+        result = await service.deadline(service.run_episode(ticket, task, images))
+    finally:
+        if not streaming:
+            ticket.release()
+    response = ChatCompletionResponse(
+        model=model,
+        choices=[
+            Choice(index=0, message=ResponseMessage(content=result.answer), finish_reason=_finish(result))
+        ],
+        usage=_usage(result),
+    )
+    body = response.model_dump()
+    body["regrpo"] = AgentExtension.from_result(result).model_dump()
+    return JSONResponse(body)
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class _EpisodeStream(StreamingResponse):
+    """A streaming response that gives its admission ticket back however the stream ends."""
+
+    def __init__(self, content: AsyncIterator[str], ticket: Ticket, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ticket.release()
+
+
+async def _stream_episode(
+    service: _AgentService, ticket: Ticket, task: str, images: list[Any], model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    """SSE frames: a role chunk, one chunk per step, a finish chunk, (usage), ``[DONE]``."""
+    chunk_id, created = random_id("chatcmpl"), int(time.time())
+    steps: asyncio.Queue[Step | None] = asyncio.Queue()
+
+    def frame(delta: DeltaMessage, finish: str | None = None, extension: dict[str, Any] | None = None) -> str:
+        chunk = ChatCompletionChunk(
+            id=chunk_id,
+            object="chat.completion.chunk",
+            created=created,
+            model=model,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+        )
+        data = chunk.model_dump(exclude_unset=True)
+        if extension is not None:
+            data["regrpo"] = extension
+        return f"data: {json.dumps(data)}\n\n"
+
+    episode = asyncio.ensure_future(
+        service.deadline(service.run_episode(ticket, task, images, on_step=steps.put_nowait))
+    )
+    episode.add_done_callback(lambda _: steps.put_nowait(None))
+    try:
+        yield frame(DeltaMessage(role="assistant", content=""))
+        while (step := await steps.get()) is not None:
+            summary = StepSummary.from_step(step)
+            if isinstance(step.action, Answer):
+                delta = DeltaMessage(content=step.action.text)
+            else:
+                delta = DeltaMessage(reasoning=summary.describe())
+            yield frame(delta, extension={"step": summary.model_dump()})
+        try:
+            result = episode.result()
+        except Refusal as refusal:  # the 200 is already sent: the error goes in the stream (as vLLM does)
+            if refusal.reason is not None:
+                service.metrics.reject(refusal.status, refusal.reason)
+            yield f"data: {bytes(refusal.response().body).decode()}\n\n"
+        else:
+            ending = AgentExtension.from_result(result, include_steps=False)
+            yield frame(DeltaMessage(), _finish(result), ending.model_dump(exclude={"steps", "step"}))
+            if include_usage:
+                usage_chunk = ChatCompletionChunk(
+                    id=chunk_id, object="chat.completion.chunk", created=created, model=model, choices=[]
+                )
+                usage_chunk.usage = _usage(result)
+                yield f"data: {usage_chunk.model_dump_json(exclude_unset=True)}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        if not episode.done():
+            episode.cancel()  # the client went away or the response was torn down
+        episode.add_done_callback(_retrieve)
+        ticket.release()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background episode's outcome as seen (no 'exception never retrieved' noise)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _finish(result: Result) -> str:
+    return "stop" if result.status == "answered" else "length"
+
+
+def _usage(result: Result) -> UsageInfo:
+    u = result.usage
+    return UsageInfo(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.prompt_tokens + u.completion_tokens,
+    )
+
+
+async def list_models(request: Request) -> Response:
+    service = _service(request)
+    cards = [ModelCard(id=service.config.model_name, owned_by="regrpo", root=service.agent.policy.model_name)]
+    if service.registry is not None and (live := service.registry.live()) is not None:
+        cards.append(
+            ModelCard(
+                id=live,
+                owned_by="regrpo",
+                root=str(service.registry.path(live)),
+                parent=service.config.model_name,
+            )
+        )
+    return JSONResponse(ModelList(data=cards).model_dump())
+
+
+async def feedback(request: Request) -> Response:
+    service = _service(request)
+    body: FeedbackRequest = await service.parse(request, FeedbackRequest)
+    if body.reward is None and body.answer is None:
+        raise Refusal(400, "feedback needs a reward, a reference answer, or both", param="reward")
+    store = service.agent.store
+    try:
+        episode = store.get_header(body.trace_id)
+        record = service.agent.feedback(body.trace_id, reward=body.reward, answer=body.answer)
+    except TraceNotFoundError:
+        raise Refusal(404, f"no episode with trace id {body.trace_id!r}", param="trace_id") from None
+    except InputError as exc:
+        raise Refusal(400, str(exc)) from None
+    out = FeedbackResponse(
+        trace_id=body.trace_id,
+        reward=record.reward,
+        answer=record.answer,
+        created_at=record.created_at,
+        episode_answer=episode.answer,
+    )
+    return JSONResponse(out.model_dump())
+
+
+async def list_adapters(request: Request) -> Response:
+    service = _service(request)
+    registry = service.need_registry()
+    live = registry.live()
+    data = [AdapterInfo.from_meta(meta, live) for meta in registry.list()]
+    listing = AdapterList(live=live, active=service.agent.policy.active_adapter, data=data)
+    return JSONResponse(listing.model_dump())
+
+
+async def promote_adapter(request: Request) -> Response:
+    service = _service(request)
+    registry = service.need_registry()
+    body: PromoteRequest = await service.parse(request, PromoteRequest)
+    async with service.admin_lock:
+        try:
+            registry.get(body.version)
+        except AdapterError as exc:
+            raise Refusal(404, str(exc), param="version") from None
+        try:
+            await asyncio.to_thread(service.activate, body.version)
+        except AdapterError as exc:
+            raise Refusal(400, f"cannot load adapter {body.version}: {exc}", param="version") from None
+        previous = registry.live()
+        registry.promote(body.version)
+        service.unload_stale({body.version, previous})
+        return JSONResponse(service.adapter_state().model_dump())
+
+
+async def rollback_adapter(request: Request) -> Response:
+    service = _service(request)
+    registry = service.need_registry()
+    async with service.admin_lock:
+        history, leaving = registry.history(), registry.live()
+        target = history[-1] if history else None
+        try:
+            await asyncio.to_thread(service.activate, target)
+        except AdapterError as exc:
+            raise Refusal(400, f"cannot roll back to {target}: {exc}") from None
+        registry.rollback()
+        # ``leaving`` stays loaded: LocalPolicy cannot yet unload the adapter peft last activated
+        # (peft keeps its name as active; the next generate raises KeyError) -- reported, see notes
+        service.unload_stale({target, leaving, *registry.history()[-1:]})
+        return JSONResponse(service.adapter_state().model_dump())
+
+
+async def healthz(request: Request) -> Response:
+    service = _service(request)
+    gate = service.gate
+    body = {
+        "status": "shutting_down" if gate.closed else "ok",
+        "model": service.config.model_name,
+        "adapter": service.agent.policy.active_adapter,
+        "running": gate.running,
+        "queued": gate.waiting,
+        **service.config.extra,
+    }
+    if gate.closed:
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(service.config.retry_after_s)})
+    return JSONResponse(body)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_service(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+# -- errors, auth, accounting ------------------------------------------------------------------------------
+
+
+async def _on_refusal(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refusal)
+    if exc.reason is not None:
+        _service(request).metrics.reject(exc.status, exc.reason)
+    return exc.response()
+
+
+async def _on_invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _Invalid)
+    return validation_error_response(exc.error)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = "Not Found" if exc.status_code == 404 else str(exc.detail)
+    response = error_response(exc.status_code, message, ERROR_TYPES.get(exc.status_code, "Error"))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _on_bug(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal server error; see the server log", "InternalServerError")
+
+
+class _Guard:
+    """Outermost ASGI layer: API-key check and request metrics (route, status, latency, in flight)."""
+
+    def __init__(self, app: ASGIApp, service: _AgentService) -> None:
+        self.app, self.service = app, service
+        self.keys = [key.encode() for key in service.config.api_keys]
+
+    def authorized(self, scope: Scope) -> bool:
+        if not self.keys or scope["path"] == "/healthz":
+            return True
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        # compare against every key, always: the time taken does not say which prefix matched
+        return sum(hmac.compare_digest(token.strip(), key) for key in self.keys) > 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        m = self.service.metrics
+        route = scope["path"] if scope["path"] in _ROUTES else "other"
+        method = scope["method"] if scope["method"] in ("GET", "POST") else "other"
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        m.in_flight.inc()
+        try:
+            if self.authorized(scope):
+                await self.app(scope, receive, send_status)
+            else:
+                response = error_response(401, "Incorrect or missing API key", "AuthenticationError")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send_status)
+        finally:
+            m.in_flight.dec()
+            m.requests.labels(route, method, str(status)).inc()
+            m.latency.labels(route).observe(time.perf_counter() - started)
+
+
+# -- building and running --------------------------------------------------------------------------------
+
+
+def build_agent_app(
+    agent: Agent,
+    config: ServerConfig | None = None,
+    *,
+    registry: AdapterRegistry | None = None,
+    image_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """The ASGI app of ``regrpo serve`` for ``agent``.
+
+    Args:
+        agent: The agent every request runs (shared; episodes are independent).
+        config: Limits and switches (default: :class:`ServerConfig()`).
+        registry: Adapter registry for the admin routes (default: one at ``config.registry_dir``, if set).
+            At start-up the registry's live adapter is loaded and activated in the agent's policy.
+        image_transport: httpx transport for http(s) image fetches (tests; default: the network).
+    """
+    config = config or ServerConfig()
+    if registry is None and config.registry_dir is not None:
+        registry = AdapterRegistry(config.registry_dir)
+    service = _AgentService(agent, config, registry, image_transport)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if registry is not None and (live := registry.live()) is not None:
+            await asyncio.to_thread(service.activate, live)
+        yield
+        service.gate.closed = True  # requests still arriving on open connections get 503
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
+        Route("/v1/adapters", list_adapters, methods=["GET"]),
+        Route("/v1/adapters/promote", promote_adapter, methods=["POST"]),
+        Route("/v1/adapters/rollback", rollback_adapter, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            Refusal: _on_refusal,
+            _Invalid: _on_invalid,
+            HTTPException: _on_http_exception,
+            Exception: _on_bug,
+        },
+    )
+    app.state.service = service
+    app.add_middleware(_GuardMiddleware, service=service)
+    return app
+
+
+class _GuardMiddleware(_Guard):
+    """``_Guard`` in the form ``Starlette.add_middleware`` builds (``cls(app, **options)``)."""
+
+    def __init__(self, app: ASGIApp, service: _AgentService) -> None:
+        super().__init__(app, service)
+
+
+def _warn_if_open(config: ServerConfig, host: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not config.api_keys and not loopback:
+        logger.warning("regrpo serve on %s without API keys: anyone who can reach it can run the agent", host)
+
+
+def run_agent_server(
+    agent: Agent,
+    config: ServerConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    registry: AdapterRegistry | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve ``agent`` with uvicorn until interrupted (``regrpo serve``)."""
+    config = config or ServerConfig()
+    _warn_if_open(config, host)
+    app = build_agent_app(agent, config, registry=registry)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
