@@ -46,7 +46,7 @@ def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParse
         "--base-url",
         help="use an OpenAI-compatible server (regrpo serve-model, vLLM) instead of the in-process model",
     )
-    options.add_argument("--api-key", help="Bearer key for --base-url")
+    options.add_argument("--remote-api-key", help="Bearer key for --base-url")
     return options
 
 
@@ -55,7 +55,7 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     if getattr(args, "base_url", None):
         from regrpo.agent.openai_policy import OpenAIPolicy
 
-        return OpenAIPolicy(args.base_url, args.model, api_key=args.api_key)
+        return OpenAIPolicy(args.base_url, args.model, api_key=args.remote_api_key)
     from transformers.utils import logging as hf_logging
 
     from regrpo.agent.local import LocalPolicy
