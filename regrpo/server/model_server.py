@@ -1,0 +1,697 @@
+"""``regrpo serve-model``: an OpenAI-compatible model server over ``LocalPolicy``, speaking vLLM's dialect.
+
+It is the embedded model server where no vLLM can run (CPU machines, CI) and the contract double the
+``OpenAIPolicy`` tests talk to. It implements these parts of ``shared/VLLM_CONTRACT.md`` (vLLM 0.33.0),
+which was **checked against vLLM's source, not against a live vLLM** (vLLM needs a CUDA GPU):
+
+* §1: ``--api-key`` Bearer check on every ``/v1`` route (401 ``{"error": "Unauthorized"}``; ``/health``,
+  ``/version`` and ``/tokenize`` open); ``Content-Type: application/json`` required on JSON POSTs; the
+  ``{"error": {message, type, param, code}}`` envelope; pydantic errors as 400 "Bad Request" with a
+  dotted ``param``; error text sanitised of paths; unknown routes as FastAPI's ``{"detail": ...}``.
+* §2.2–2.5: ``POST /v1/load_lora_adapter`` (steps 1–7, the disk checks of §7.3 in order, plain-text 200
+  without a Content-Type, ``load_inplace`` keeping the int id, a failed in-place load leaving the old
+  adapter active), ``POST /v1/unload_lora_adapter``, adapter selection by ``model``, 404 with
+  ``param: "model"`` for unknown names, ``GET /v1/models`` with ``root``/``parent``/``max_model_len``.
+* §4: ``POST /v1/chat/completions`` with ``n``, ``temperature``, ``seed``, ``max_tokens`` /
+  ``max_completion_tokens``, ``stop`` (+ ``include_stop_str_in_output``, ``stop_reason``), ``logprobs``
+  / ``top_logprobs`` (cap 20), ``return_token_ids``, ``return_tokens_as_token_ids``, ``stream`` (+
+  ``stream_options.include_usage``); the §4.3 combination checks; the 0.33 response shape.
+* ``GET /health``, ``GET /version`` (answers ``0.33.0``: the contract version this server implements,
+  so ``OpenAIPolicy`` picks in-place hot-swap), and vLLM's ``POST /tokenize`` (not in the checked
+  contract: shape from vLLM's public API, unverified) so clients can count tokens exactly.
+
+Not implemented, each answered with a 400 naming the parameter rather than silently ignored:
+``top_p`` ≠ 1, ``top_k``, penalties, ``logit_bias``, ``stop_token_ids``, ``prompt_logprobs``,
+tool calling (as vLLM without ``--tool-call-parser``), and image parts (the model is text-only).
+Not emulated: dev-mode routes (sleep, pause, weight transfer), LoRA resolvers, vLLM's bugs B1–B3.
+
+Decisions:
+
+* Log-probs are ``LocalPolicy``'s: raw logits before temperature, like vLLM's default
+  ``--logprobs-mode raw_logprobs``. ``top_logprobs`` come from one extra forward pass over prompt +
+  completion (``LocalPolicy.generate`` returns only the sampled token's log-prob), ordered as vLLM
+  orders them: the sampled token first, then by rank.
+* One engine lock: choosing the adapter, generating and the top-k pass run together in a worker thread
+  (``anyio.to_thread``), so the event loop stays free and concurrent requests for different adapters
+  cannot interleave an adapter switch with another's generation. ``LocalPolicy`` serialises
+  generation anyway, so nothing is lost. The server owns its policy: do not share it with an agent.
+* An adapter is loaded into peft under an internal name (``lora_<app>_<int_id>_<k>``), so an in-place
+  reload loads the new weights next to the old ones and drops the old ones only on success.
+* ``max_loras`` bounds the adapters resident in the model; past it the least recently used one is
+  dropped from memory and re-read from its path on its next request (vLLM's CPU LRU cache does the
+  same; its registration, like vLLM's, stays). ``unload`` frees memory here, where vLLM keeps the
+  tensors (B4): no client can tell the difference.
+* Without ``max_tokens`` a request may fill the context (vLLM's default); prompt + completion above
+  ``max_model_len`` is a 400.
+* ``seed`` seeds a forked torch RNG, so a seeded request neither reads nor disturbs the global one.
+* ``stream`` sends the frames once generation has finished (``LocalPolicy`` does not stream tokens):
+  the frame sequence is vLLM's, the latency is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from regrpo.errors import AdapterError, ModelError
+from regrpo.server.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    DeltaMessage,
+    LoadLoRAAdapterRequest,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenLogprob,
+    TopLogprob,
+    UnloadLoRAAdapterRequest,
+    UsageInfo,
+    error_response,
+    random_id,
+    sanitize_message,
+    validation_error_response,
+)
+from regrpo.traces.schema import Completion
+
+if TYPE_CHECKING:
+    from regrpo.agent.local import LocalPolicy
+
+__all__ = ["CONTRACT_VERSION", "MAX_LOGPROBS", "build_model_app", "run_model_server", "running_server"]
+
+CONTRACT_VERSION = "0.33.0"
+"""The vLLM release whose serving contract this server implements (answered on ``GET /version``)."""
+MAX_LOGPROBS = 20
+"""vLLM's default ``--max-logprobs``: the largest ``top_logprobs`` a request may ask for."""
+VALID_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass
+class _Lora:
+    """A registered adapter: its public name, the path as given, vLLM's int id, and its peft name."""
+
+    name: str
+    path: str
+    int_id: int
+    peft_name: str
+
+
+@dataclass
+class _Generated:
+    prompt_ids: list[int]
+    completions: list[Completion]
+    top: list[list[list[tuple[int, float]]]] = field(default_factory=list)
+    """Per choice, per token: the top ``k`` ``(token id, log-prob)`` pairs, best first."""
+
+
+class _RequestError(Exception):
+    """A request we answer with an error envelope (raised inside handlers, turned into a response)."""
+
+    def __init__(self, status: int, message: str, type: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param = status, message, type, param
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, sanitize_message(self.message), self.type, self.param)
+
+
+class _ModelService:
+    """The server's state and handlers; one per app."""
+
+    def __init__(
+        self,
+        policy: LocalPolicy,
+        *,
+        served_model_name: str | Sequence[str] | None,
+        max_loras: int,
+        max_lora_rank: int,
+        max_model_len: int | None,
+    ) -> None:
+        if max_lora_rank not in VALID_MAX_LORA_RANKS:
+            raise ValueError(f"max_lora_rank must be one of {VALID_MAX_LORA_RANKS}, got {max_lora_rank}")
+        if max_loras < 1:
+            raise ValueError(f"max_loras must be at least 1, got {max_loras}")
+        self.policy = policy
+        names = [served_model_name] if isinstance(served_model_name, str) else served_model_name
+        self.base_names = list(names or [policy.model_name])
+        self.max_loras, self.max_lora_rank = max_loras, max_lora_rank
+        self.max_model_len = max_model_len or int(
+            getattr(policy.model.config, "max_position_embeddings", 2048)
+        )
+        self.loras: dict[str, _Lora] = {}
+        self._resident: OrderedDict[str, None] = OrderedDict()  # peft names in memory, LRU order
+        self._next_id = 0
+        self._loads = 0
+        self._uid = uuid.uuid4().hex[:8]  # peft names stay unique if a policy outlives its app
+        self._parked: str | None = None  # see _drop
+        self._engine = threading.Lock()  # adapter choice + generation + top-k pass, together
+        self._name_locks: dict[str, anyio.Lock] = {}
+
+    # -- routes -----------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": CONTRACT_VERSION})
+
+    async def models(self, request: Request) -> Response:
+        cards = [
+            ModelCard(id=name, root=self.policy.model_name, max_model_len=self.max_model_len)
+            for name in self.base_names
+        ]
+        cards += [
+            ModelCard(id=lora.name, root=lora.path, parent=self.base_names[0]) for lora in self.loras.values()
+        ]
+        return JSONResponse(ModelList(data=cards).model_dump())
+
+    async def tokenize(self, request: Request) -> Response:
+        body = await _parse(request, TokenizeRequest)
+        if body.model:
+            self._resolve(body.model)
+        tokens = list(
+            self.policy.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
+        )
+        strs = self.policy.tokenizer.convert_ids_to_tokens(tokens) if body.return_token_strs else None
+        reply = TokenizeResponse(
+            count=len(tokens), max_model_len=self.max_model_len, tokens=tokens, token_strs=strs
+        )
+        return JSONResponse(reply.model_dump())
+
+    async def chat(self, request: Request) -> Response:
+        body = await _parse(request, ChatCompletionRequest)
+        lora = self._resolve(body.model)
+        self._check_supported(body)
+        generated = await anyio.to_thread.run_sync(self._generate, body, lora)
+        model = body.model or self.base_names[0]
+        if body.stream:
+            return StreamingResponse(self._stream(body, model, generated), media_type="text/event-stream")
+        return JSONResponse(self._response(body, model, generated).model_dump())
+
+    async def load_lora(self, request: Request) -> Response:
+        body = await _parse(request, LoadLoRAAdapterRequest)
+        name, path = body.lora_name, body.lora_path
+        if not name or not path:
+            raise _RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
+        if name in self.base_names:
+            raise _RequestError(
+                400, f"The lora adapter '{name}' conflicts with a served base model.", "InvalidUserInput"
+            )
+        async with self._name_locks.setdefault(name, anyio.Lock()):  # vLLM serialises loads per name
+            old = self.loras.get(name)
+            if old is not None and not body.load_inplace:
+                raise _RequestError(
+                    400,
+                    f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
+                    "in place, set 'load_inplace' to True.",
+                    "InvalidUserInput",
+                )
+            if old is None:
+                self._next_id += 1
+            int_id = old.int_id if old is not None else self._next_id
+            self._loads += 1  # peft names must be plain identifiers: no dots, no user text
+            lora = _Lora(name, path, int_id, f"lora_{self._uid}_{int_id}_{self._loads}")
+            await anyio.to_thread.run_sync(self._load, lora, old)
+            self.loras[name] = lora
+        return Response(f"Success: LoRA adapter '{name}' added successfully.", status_code=200)
+
+    async def unload_lora(self, request: Request) -> Response:
+        body = await _parse(request, UnloadLoRAAdapterRequest)
+        name = body.lora_name
+        if not name:
+            raise _RequestError(
+                400, "'lora_name' needs to be provided to unload a LoRA adapter.", "InvalidUserInput"
+            )
+        lora = self.loras.pop(name, None)
+        if lora is None:
+            raise _RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+        await anyio.to_thread.run_sync(self._evict, lora.peft_name)
+        return Response(f"Success: LoRA adapter '{name}' removed successfully.", status_code=200)
+
+    # -- request checks ---------------------------------------------------------------------------
+
+    def _resolve(self, model: str | None) -> _Lora | None:
+        """The adapter a request's ``model`` names (``None`` = base), or a 404 (contract §2.4)."""
+        if not model or model in self.base_names:
+            return None
+        if model in self.loras:
+            return self.loras[model]
+        raise _RequestError(
+            404,
+            f"The model `{model}` does not exist. Valid aliases: {', '.join(self.base_names)}.",
+            "NotFoundError",
+            "model",
+        )
+
+    def _check_supported(self, body: ChatCompletionRequest) -> None:
+        top = body.top_logprobs or 0
+        if body.logprobs and (top > MAX_LOGPROBS or top == -1):
+            raise _RequestError(
+                400,
+                f"Requested sample logprobs of {top}, which is greater than max allowed: {MAX_LOGPROBS}",
+                "BadRequestError",
+            )
+        if body.tools and body.tool_choice in (None, "auto"):
+            raise _RequestError(
+                400,
+                '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+                "BadRequestError",
+            )
+        if body.tool_choice not in (None, "none", "auto"):
+            raise _RequestError(
+                400, "tool_choice other than 'none' requires --tool-call-parser to be set", "BadRequestError"
+            )
+        unsupported = {
+            "top_p": body.top_p not in (None, 1.0),
+            "top_k": body.top_k not in (None, 0, -1),
+            "frequency_penalty": bool(body.frequency_penalty),
+            "presence_penalty": bool(body.presence_penalty),
+            "logit_bias": bool(body.logit_bias),
+            "stop_token_ids": bool(body.stop_token_ids),
+            "prompt_logprobs": body.prompt_logprobs is not None,
+            "skip_special_tokens": not body.skip_special_tokens,
+        }
+        for param, bad in unsupported.items():
+            if bad:
+                raise _RequestError(
+                    400,
+                    f"`{param}` is not supported by regrpo serve-model; leave it unset.",
+                    "BadRequestError",
+                    param,
+                )
+        if any(message.image_urls() for message in body.messages):
+            raise _RequestError(
+                400,
+                f"{self.policy.model_name} is a text-only model: image_url parts are not accepted.",
+                "BadRequestError",
+                "messages",
+            )
+
+    # -- engine work (worker thread) --------------------------------------------------------------
+
+    def _generate(self, body: ChatCompletionRequest, lora: _Lora | None) -> _Generated:
+        import torch
+
+        chat = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
+        with self._engine:
+            prompt = self.policy.encode_chat(chat)
+            limit = body.completion_limit() or self.max_model_len - len(prompt)
+            if len(prompt) + limit > self.max_model_len or limit < 1:
+                raise _RequestError(
+                    400,
+                    f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                    f"requested {len(prompt) + limit} tokens ({len(prompt)} in the messages, {limit} in "
+                    "the completion). Please reduce the length of the messages or completion.",
+                    "BadRequestError",
+                )
+            self._activate(lora)
+            temperature = 1.0 if body.temperature is None else body.temperature
+            rng = torch.random.fork_rng(devices=[]) if body.seed is not None else contextlib.nullcontext()
+            try:
+                with rng:
+                    if body.seed is not None:
+                        torch.manual_seed(body.seed)
+                    completions = self.policy.generate(
+                        chat,
+                        n=body.n,
+                        temperature=temperature,
+                        max_new_tokens=limit,
+                        stop=body.stop_strings(),
+                    )
+            except ModelError as exc:
+                raise _RequestError(500, str(exc), "InternalServerError") from exc
+            generated = _Generated(prompt, completions)
+            if body.logprobs and body.top_logprobs:
+                generated.top = [
+                    self._top_logprobs(prompt, c.token_ids, body.top_logprobs) for c in completions
+                ]
+        return generated
+
+    def _top_logprobs(self, prompt: list[int], tokens: list[int], k: int) -> list[list[tuple[int, float]]]:
+        """The ``k`` most likely tokens at each generated position, from one forward pass (hold the lock)."""
+        import torch
+
+        if not tokens:
+            return []
+        ids = torch.tensor([prompt + tokens], device=self.policy.device)
+        with torch.inference_mode():
+            logits = self.policy.model(ids).logits[0, len(prompt) - 1 : -1].float()  # (tokens, vocab)
+        values, indices = logits.log_softmax(-1).topk(k, dim=-1)
+        return [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices, values, strict=True)]
+
+    def _activate(self, lora: _Lora | None) -> None:
+        """Make ``lora`` (or the base model) the policy's active adapter, reading it back if evicted."""
+        if lora is not None and lora.peft_name not in self._resident:
+            try:
+                self._make_resident(lora)
+            except AdapterError as exc:
+                raise _RequestError(500, str(exc), "InternalServerError") from exc
+        target = lora.peft_name if lora is not None else None
+        if lora is not None:
+            self._resident.move_to_end(lora.peft_name)
+        if self.policy.active_adapter != target:
+            self.policy.activate_adapter(target)
+
+    def _make_resident(self, lora: _Lora) -> None:
+        """Load ``lora``, dropping least recently used adapters past ``max_loras`` (hold the lock)."""
+        while len(self._resident) >= self.max_loras:
+            peft_name, _ = self._resident.popitem(last=False)
+            self._drop(peft_name)
+        self.policy.load_adapter(lora.peft_name, str(_adapter_dir(lora.path)))
+        self._resident[lora.peft_name] = None
+        if self._parked is not None:  # another adapter is in the model now: the parked one can go
+            self.policy.unload_adapter(self._parked)
+            self._parked = None
+
+    def _drop(self, peft_name: str) -> None:
+        """Remove an adapter from the model (hold the lock).
+
+        Work-around: after peft deletes a model's *last* adapter, its ``generate`` still looks the
+        deleted name up and raises ``KeyError`` (peft 0.21 through ``LocalPolicy.unload_adapter``).
+        So the last adapter is only switched off ("parked") and deleted once another one is loaded.
+        """
+        if len(self.policy.adapters) > 1:
+            self.policy.unload_adapter(peft_name)
+            return
+        if self.policy.active_adapter == peft_name:
+            self.policy.activate_adapter(None)
+        self._parked = peft_name
+
+    def _load(self, lora: _Lora, old: _Lora | None) -> None:
+        """Check the adapter folder as vLLM does (contract §7.3, in order), then load it into the model."""
+        folder = _adapter_dir(lora.path)
+        try:
+            config = json.loads((folder / "adapter_config.json").read_text())
+        except (OSError, ValueError):
+            raise _RequestError(
+                404, f"Loading lora {lora.name} failed: No adapter found for {lora.path}", "NotFoundError"
+            ) from None
+        missing = [key for key in ("r", "lora_alpha", "target_modules") if key not in config]
+        if missing:
+            raise _RequestError(
+                500, f"Missing required configuration fields: {missing}", "InternalServerError"
+            )
+        rank = max([int(config["r"]), *map(int, (config.get("rank_pattern") or {}).values())])
+        if rank > self.max_lora_rank:
+            raise _RequestError(
+                500,
+                f"LoRA rank {rank} is greater than max_lora_rank {self.max_lora_rank}.",
+                "InternalServerError",
+            )
+        if config.get("bias", "none") != "none":
+            raise _RequestError(500, "Adapter bias is not supported.", "InternalServerError")
+        if config.get("use_dora"):
+            raise _RequestError(500, "vLLM does not yet support DoRA.", "InternalServerError")
+        if not any((folder / f"adapter_model.{ext}").is_file() for ext in ("safetensors", "bin", "pt")):
+            raise _RequestError(500, f"{lora.path} doesn't contain tensors", "InternalServerError")
+        with self._engine:
+            try:
+                self._make_resident(lora)  # next to the old weights: a failure leaves them in place
+            except AdapterError as exc:
+                raise _RequestError(500, str(exc), "InternalServerError") from exc
+        if old is not None:
+            self._evict(old.peft_name)
+
+    def _evict(self, peft_name: str) -> None:
+        with self._engine:
+            if peft_name in self._resident:
+                del self._resident[peft_name]
+                self._drop(peft_name)
+
+    # -- responses --------------------------------------------------------------------------------
+
+    def _choice_parts(
+        self, body: ChatCompletionRequest, index: int, generated: _Generated
+    ) -> tuple[str, str | None, ChoiceLogprobs | None]:
+        """``(text, stop_reason, logprobs)`` of one choice, as vLLM would return them."""
+        completion = generated.completions[index]
+        text, stop_reason = completion.text, None
+        matched = [s for s in body.stop_strings() if s and s in text]
+        if completion.finish_reason == "stop" and matched:
+            stop_reason = min(matched, key=text.find)  # the first stop string in the text ends it
+            end = text.find(stop_reason) + (len(stop_reason) if body.include_stop_str_in_output else 0)
+            text = text[:end]
+        logprobs = None
+        if body.logprobs:
+            top = generated.top[index] if generated.top else [[] for _ in completion.token_ids]
+            entries = []
+            for token_id, logprob, alternatives in zip(
+                completion.token_ids, completion.logprobs, top, strict=True
+            ):
+                token = self._token_text(token_id, body)
+                ranked = [(token_id, logprob)] + [(t, lp) for t, lp in alternatives if t != token_id]
+                entries.append(
+                    TokenLogprob(
+                        token=token,
+                        logprob=max(logprob, -9999.0),
+                        bytes=list(token.encode()),
+                        top_logprobs=[
+                            TopLogprob(
+                                token=(t := self._token_text(i, body)),
+                                logprob=max(lp, -9999.0),
+                                bytes=list(t.encode()),
+                            )
+                            for i, lp in ranked[: body.top_logprobs or 0]
+                        ],
+                    )
+                )
+            logprobs = ChoiceLogprobs(content=entries)
+        return text, stop_reason, logprobs
+
+    def _token_text(self, token_id: int, body: ChatCompletionRequest) -> str:
+        if body.return_tokens_as_token_ids:
+            return f"token_id:{token_id}"
+        return str(self.policy.tokenizer.decode([token_id]))
+
+    def _response(
+        self, body: ChatCompletionRequest, model: str, generated: _Generated
+    ) -> ChatCompletionResponse:
+        choices = []
+        for index, completion in enumerate(generated.completions):
+            text, stop_reason, logprobs = self._choice_parts(body, index, generated)
+            choices.append(
+                Choice(
+                    index=index,
+                    message=ResponseMessage(content=text),
+                    logprobs=logprobs,
+                    finish_reason=completion.finish_reason,
+                    stop_reason=stop_reason,
+                    token_ids=list(completion.token_ids) if body.return_token_ids else None,
+                )
+            )
+        return ChatCompletionResponse(
+            model=model,
+            choices=choices,
+            usage=_usage(generated),
+            prompt_token_ids=generated.prompt_ids if body.return_token_ids else None,
+        )
+
+    async def _stream(
+        self, body: ChatCompletionRequest, model: str, generated: _Generated
+    ) -> AsyncIterator[str]:
+        """The SSE frames of contract §4.5: role chunk, content chunk (with finish), usage, ``[DONE]``."""
+        chunk_id, created = random_id("chatcmpl"), int(time.time())
+
+        def frame(choices: list[ChunkChoice], **extra: Any) -> str:
+            chunk = ChatCompletionChunk(
+                id=chunk_id,
+                object="chat.completion.chunk",
+                created=created,
+                model=model,
+                choices=choices,
+                **extra,
+            )
+            return f"data: {json.dumps(chunk.model_dump(exclude_unset=True))}\n\n"
+
+        for index in range(len(generated.completions)):
+            first = ChunkChoice(
+                index=index,
+                delta=DeltaMessage(role="assistant", content=""),
+                logprobs=None,
+                finish_reason=None,
+            )
+            extra = {"prompt_token_ids": generated.prompt_ids} if body.return_token_ids and index == 0 else {}
+            yield frame([first], **extra)
+        for index, completion in enumerate(generated.completions):
+            text, stop_reason, logprobs = self._choice_parts(body, index, generated)
+            choice = ChunkChoice(
+                index=index,
+                delta=DeltaMessage(content=text),
+                logprobs=logprobs,
+                finish_reason=completion.finish_reason,
+                stop_reason=stop_reason,
+            )
+            if body.return_token_ids:
+                choice.token_ids = list(completion.token_ids)
+            yield frame([choice])
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield frame([], usage=_usage(generated))
+        yield "data: [DONE]\n\n"
+
+
+def _usage(generated: _Generated) -> UsageInfo:
+    completion_tokens = sum(len(c.token_ids) for c in generated.completions)
+    prompt_tokens = len(generated.prompt_ids)
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+
+
+def _adapter_dir(path: str) -> Path:
+    """The adapter folder of a ``lora_path``: relative paths are local (serve-model never downloads)."""
+    return Path(path).expanduser().resolve()
+
+
+async def _parse(request: Request, model: type[T]) -> T:
+    """The request body as ``model``, or a 400 like vLLM's (media type, JSON syntax, schema)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise _RequestError(400, "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request")
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise _RequestError(
+            400, f"1 validation error:\n  JSON decode error: {exc.args[0]}", "Bad Request", "body"
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _ValidationFailed(exc) from None
+
+
+class _ValidationFailed(Exception):
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _BearerAuth:
+    """vLLM's ``--api-key`` middleware: guarded prefixes need ``Authorization: Bearer <key>``."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app, self.expected = app, f"Bearer {api_key}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] != "OPTIONS"
+            and scope["path"].startswith(GUARDED_PREFIXES)
+        ):
+            headers = dict(scope["headers"])
+            if headers.get(b"authorization", b"").decode("latin-1") != self.expected:
+                await JSONResponse({"error": "Unauthorized"}, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _handled(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a route so our request errors become error envelopes (validation, contract errors)."""
+
+    async def route(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except _RequestError as exc:
+            return exc.response()
+        except _ValidationFailed as exc:
+            return validation_error_response(exc.error)
+
+    return route
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # FastAPI's default body for routing errors (contract §1: "unknown route" is {"detail": "Not Found"}).
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def build_model_app(
+    policy: LocalPolicy,
+    *,
+    served_model_name: str | Sequence[str] | None = None,
+    api_key: str | None = None,
+    max_loras: int = 4,
+    max_lora_rank: int = 64,
+    max_model_len: int | None = None,
+) -> Starlette:
+    """An OpenAI/vLLM-compatible Starlette app serving ``policy`` (see the module docstring).
+
+    Args:
+        policy: The engine; the app owns it from now on (it switches its adapters per request).
+        served_model_name: Name(s) clients use for the base model (default ``policy.model_name``).
+        api_key: When set, every ``/v1`` route needs ``Authorization: Bearer <api_key>``.
+        max_loras: Adapters resident in memory at once (least recently used ones are re-read on use).
+        max_lora_rank: Largest adapter rank accepted, one of vLLM's values (1, 8, 16, ..., 512).
+        max_model_len: Context length (default: the model's ``max_position_embeddings``).
+    """
+    service = _ModelService(
+        policy,
+        served_model_name=served_model_name,
+        max_loras=max_loras,
+        max_lora_rank=max_lora_rank,
+        max_model_len=max_model_len,
+    )
+    routes = [
+        Route("/health", _handled(service.health), methods=["GET"]),
+        Route("/version", _handled(service.version), methods=["GET"]),
+        Route("/tokenize", _handled(service.tokenize), methods=["POST"]),
+        Route("/v1/models", _handled(service.models), methods=["GET"]),
+        Route("/v1/chat/completions", _handled(service.chat), methods=["POST"]),
+        Route("/v1/load_lora_adapter", _handled(service.load_lora), methods=["POST"]),
+        Route("/v1/unload_lora_adapter", _handled(service.unload_lora), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    if api_key:
+        app.add_middleware(_BearerAuth, api_key=api_key)
+    app.state.service = service
+    return app
+
+
+def run_model_server(policy: LocalPolicy, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve ``build_model_app(policy, **options)`` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(build_model_app(policy, **options), host=host, port=port, log_level="info")
+
+
+@contextlib.contextmanager
+def running_server(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` on a real socket in a background thread for the ``with`` block; yields its base URL.
+
+    A thin wrapper over :func:`regrpo.server.background.start_in_thread` (``port=0``: a free port; it
+    waits on uvicorn's own start-up event, not a sleep).
+    """
+    from regrpo.server.background import start_in_thread
+
+    with start_in_thread(app, host, port) as server:
+        yield server.url
