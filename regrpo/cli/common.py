@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from regrpo.agent.loop import Agent
     from regrpo.agent.policy import Policy
 
-__all__ = ["agent_options", "describe_step", "make_agent", "make_policy", "store_options"]
+__all__ = ["agent_options", "describe_step", "make_agent", "make_policy", "model_options", "store_options"]
 
 
 def store_options() -> argparse.ArgumentParser:
@@ -32,21 +32,29 @@ def store_options() -> argparse.ArgumentParser:
     return options
 
 
+def model_options() -> argparse.ArgumentParser:
+    """``--model`` (plus the store options): the in-process model a command loads."""
+    options = argparse.ArgumentParser(add_help=False, parents=[store_options()])
+    options.add_argument("--model", default=DEFAULT_MODEL, help="offline model name or HF folder")
+    return options
+
+
 def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParser:
-    """Model and budget options, with per-command defaults.
+    """Model, engine and budget options, with per-command defaults.
 
     A fresh parent per command: argparse shares a parent's actions, so ``set_defaults`` on one
     command would change another's defaults.
     """
-    options = argparse.ArgumentParser(add_help=False, parents=[store_options()])
-    options.add_argument("--model", default=DEFAULT_MODEL, help="offline model name or HF folder")
+    options = argparse.ArgumentParser(add_help=False, parents=[model_options()])
     options.add_argument("--max-steps", type=int, default=max_steps)
     options.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     options.add_argument(
         "--base-url",
-        help="use an OpenAI-compatible server (regrpo serve-model, vLLM) instead of the in-process model",
+        help="use an OpenAI-compatible server (regrpo serve-model, vLLM) instead of the in-process model; "
+        "--model is then the served model's name",
     )
     options.add_argument("--remote-api-key", help="Bearer key for --base-url")
+    options.add_argument("--vllm", action="store_true", help="--base-url is vLLM: hot-swap adapters there")
     return options
 
 
@@ -55,7 +63,7 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     if getattr(args, "base_url", None):
         from regrpo.agent.openai_policy import OpenAIPolicy
 
-        return OpenAIPolicy(args.base_url, args.model, api_key=args.remote_api_key)
+        return OpenAIPolicy(args.base_url, args.model, api_key=args.remote_api_key, vllm=args.vllm)
     from transformers.utils import logging as hf_logging
 
     from regrpo.agent.local import LocalPolicy

@@ -11,7 +11,7 @@ import argparse
 
 from rich.console import Console
 
-from regrpo.cli.common import agent_options, make_agent
+from regrpo.cli.common import agent_options, make_agent, make_policy, model_options
 
 __all__ = ["register"]
 
@@ -49,6 +49,26 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     add("--registry-dir", default=None, help="adapter registry folder (enables the adapter admin routes)")
 
 
+def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
+    from regrpo.server.model_server import run_model_server
+
+    policy = make_policy(args, console)
+    console.print(
+        f"serving {policy.model_name!r} (vLLM's OpenAI dialect) on http://{args.host}:{args.port}/v1"
+    )
+    run_model_server(
+        policy,  # type: ignore[arg-type]  # serve-model has no --base-url: always a LocalPolicy
+        args.host,
+        args.port,
+        served_model_name=args.served_model_name,
+        api_key=args.api_key,
+        max_loras=args.max_loras,
+        max_lora_rank=args.max_lora_rank,
+        max_model_len=args.max_model_len,
+    )
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``serve-model`` to the ``regrpo`` parser."""
     serve = commands.add_parser(
@@ -56,3 +76,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     _serve_options(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    model = commands.add_parser(
+        "serve-model",
+        parents=[model_options()],
+        help="serve the local model with vLLM's OpenAI-compatible API (chat, models, LoRA load/unload)",
+    )
+    model.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    model.add_argument("--port", type=int, default=8000)
+    model.add_argument("--served-model-name", help="the name clients send (default: the model's name)")
+    model.add_argument("--api-key", help="require this Bearer key on /v1 routes (as vLLM's --api-key)")
+    model.add_argument("--max-loras", type=int, default=4, help="adapters kept loaded at once")
+    model.add_argument("--max-lora-rank", type=int, default=64)
+    model.add_argument("--max-model-len", type=int, help="context length to report and enforce")
+    model.set_defaults(handler=cmd_serve_model)

@@ -7,9 +7,9 @@ also checks our response carries exactly vLLM's fields (no field missing, none i
 
 vLLM cannot be installed next to our pins (it pins torch 2.14.0 and transformers < 5.21), so only its
 Python sources and the few pure dependencies its protocol modules import are unpacked into
-``build/vllm-protocol/`` (``make vllm-protocol``), and the
+``build/vllm-protocol/`` (``make build/vllm-protocol``, a prerequisite of ``make test``), and the
 check runs in a subprocess with those folders at the *end* of ``sys.path``, so our own packages win
-and vLLM's import-time set-up cannot touch this test process. Without the folder the test is skipped.
+and vLLM's import-time set-up cannot touch this test process. Without the folder the test fails and says how to make it.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ async def _next(replay, receive):
 def vllm_paths():
     paths = [VLLM_DIR / "src", VLLM_DIR / "deps"]
     if not all(p.is_dir() for p in paths):
-        pytest.skip(f"vLLM's protocol sources are not unpacked in {VLLM_DIR} (run `make vllm-protocol`)")
+        pytest.fail(f"vLLM's protocol sources are not unpacked in {VLLM_DIR}: run `make build/vllm-protocol`")
     return [str(p) for p in paths]
 
 
