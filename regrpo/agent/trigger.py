@@ -19,11 +19,21 @@ __all__ = ["ReflectionTrigger", "is_empty_output", "sequence_confidence", "trigg
 
 
 def is_empty_output(output: Any) -> bool:
-    """EmptyObs in the reference: ``""``, ``[]``, ``{}``, ``None`` (or only whitespace)."""
-    return output is None or (
-        isinstance(output, (str, list, dict, tuple))
-        and not (output.strip() if isinstance(output, str) else output)
-    )
+    """EmptyObs in the reference: ``""``, ``[]``, ``{}``, ``None`` (or only whitespace).
+
+    A dict counts as empty when every value is empty, recursively, because tools report "nothing
+    found" in their usual shape: ``{"text": "", "lines": []}`` (ocr), ``{"objects": []}`` (detect),
+    ``{"results": []}`` (search). Numbers and booleans are content: ``{"count": 0}`` is an answer.
+    """
+    if output is None:
+        return True
+    if isinstance(output, str):
+        return not output.strip()
+    if isinstance(output, dict):
+        return all(is_empty_output(value) for value in output.values())
+    if isinstance(output, (list, tuple)):
+        return not output
+    return False
 
 
 def sequence_confidence(logprobs: Sequence[float]) -> float | None:

