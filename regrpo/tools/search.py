@@ -12,8 +12,9 @@ Two providers behind one small protocol, ``search(query, k) -> list[SearchResult
   :class:`TransientToolError` and retried with tenacity (exponential back-off, ``max_attempts`` in
   all); any other 4xx is a plain :class:`ToolError` at once (400/422 ``ArgInvalid``, other 4xx
   ``ToolMismatch``: the service cannot serve this request), as is a body that is not the expected JSON.
-  The provider retries itself, so the Toolbox's own retry of a transient error that outlived these
-  attempts multiplies them; give the toolbox ``max_attempts=1`` or the provider a small budget.
+  The provider does its own retrying; a transient error that outlives ``max_attempts`` becomes a
+  plain ``ToolCrash`` ``ToolError``, so the Toolbox does not retry it again (which would multiply
+  the attempts).
 """
 
 from __future__ import annotations
@@ -189,7 +190,12 @@ class SearxNGProvider:
             wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
             reraise=True,
         )
-        body = retrying(self._request_once, query)
+        try:
+            body = retrying(self._request_once, query)
+        except TransientToolError as exc:  # retried enough here: the Toolbox must not retry it again
+            raise ToolError(
+                f"{exc} (gave up after {self.max_attempts} attempts)", ErrorType.TOOL_CRASH
+            ) from exc
         results = body.get("results") if isinstance(body, dict) else None
         if not isinstance(results, list):
             raise ToolError("search server's JSON has no 'results' list", ErrorType.TOOL_CRASH)

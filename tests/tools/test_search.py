@@ -144,11 +144,15 @@ def test_searxng_retries_503_twice_then_succeeds():
     assert hits[0].title == "Result 0" and hits[0].text == "about quorlan bridge"
 
 
-def test_searxng_gives_up_after_max_attempts_with_a_transient_error():
+def test_searxng_gives_up_after_max_attempts_and_the_toolbox_does_not_retry_again():
     with _Server([503]) as server:
-        with pytest.raises(TransientToolError, match="503"):
+        with pytest.raises(ToolError, match="503.*gave up after 2 attempts") as caught:
             SearxNGProvider(server.url, timeout_s=5, max_attempts=2).search("q", k=3)
-    assert len(server.queries) == 2
+        assert len(server.queries) == 2
+        assert caught.value.kind == ErrorType.TOOL_CRASH and not isinstance(caught.value, TransientToolError)
+        toolbox = Toolbox([make_search_tool(SearxNGProvider(server.url, max_attempts=2))], max_attempts=3)
+        outcome = asyncio.run(toolbox.call("search", {"query": "q"}, ToolContext(images=ImageStore())))
+    assert not outcome.ok and len(server.queries) == 4  # 2 more, not 2 x 3
 
 
 def test_searxng_does_not_retry_a_400():
@@ -163,7 +167,7 @@ def test_searxng_connection_refused_is_transient_and_reaches_the_model_as_a_cras
     with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as probe:
         closed_port = probe.server_address[1]  # free now, closed once the block ends
     provider = SearxNGProvider(f"http://127.0.0.1:{closed_port}", timeout_s=2, max_attempts=2)
-    toolbox = Toolbox([make_search_tool(provider)], max_attempts=1)
+    toolbox = Toolbox([make_search_tool(provider)], max_attempts=3)
     outcome = asyncio.run(toolbox.call("search", {"query": "q"}, ToolContext(images=ImageStore())))
     assert not outcome.ok and outcome.error_type == ErrorType.TOOL_CRASH
     assert "cannot reach" in outcome.message and provider.requests_made == 2
