@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -65,10 +66,14 @@ def episode_table(report: EvalReport) -> Table:
     return table
 
 
-def _tasks(args: argparse.Namespace) -> list:
+def _tasks(args: argparse.Namespace) -> list[Any]:
+    from regrpo.tasks.gta import load_gta
     from regrpo.tasks.suite import builtin_suite, load_suite
 
-    if args.suite:
+    tasks: list[Any]
+    if args.suite and args.suite.startswith("gta:"):
+        tasks = load_gta(args.suite.removeprefix("gta:"), objective_only=True)
+    elif args.suite:
         tasks = load_suite(args.suite)
     else:
         tasks = builtin_suite(n=args.tasks, seed=args.seed, cache_dir=args.cache_dir)
@@ -131,7 +136,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 def _suite_options(tasks: int, max_steps: int, max_new_tokens: int, out: Path) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False, parents=[agent_options(max_steps, max_new_tokens)])
     options.add_argument(
-        "--suite", type=Path, help="a suite folder (default: the built-in suite, generated once)"
+        "--suite",
+        help="a suite folder, or gta:PATH for a GTA dataset.json (default: the built-in suite, made once)",
     )
     options.add_argument("--tasks", type=int, default=tasks, help="size of the built-in suite to generate")
     options.add_argument("--seed", type=int, default=0, help="seed of the built-in suite")

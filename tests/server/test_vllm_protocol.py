@@ -9,7 +9,8 @@ vLLM cannot be installed next to our pins (it pins torch 2.14.0 and transformers
 Python sources and the few pure dependencies its protocol modules import are unpacked into
 ``build/vllm-protocol/`` (``make build/vllm-protocol``, a prerequisite of ``make test``), and the
 check runs in a subprocess with those folders at the *end* of ``sys.path``, so our own packages win
-and vLLM's import-time set-up cannot touch this test process. Without the folder the test fails and says how to make it.
+and vLLM's import-time set-up cannot touch this test process. Without the folder the test fails
+and says how to make it.
 """
 
 from __future__ import annotations

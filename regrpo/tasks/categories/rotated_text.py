@@ -1,0 +1,81 @@
+"""``rotated_text``: a label photographed sideways or upside down (rotate + ocr).
+
+The whole picture is turned by a quarter or half turn (difficulty 1-2) or by an odd angle
+(difficulty 3, 60°-300° away from upright), so OCR on the image as given fails; the reference
+rotates it back (``rotate(img_0, -angle)``: both PIL's and our tool's positive angle turn
+counter-clockwise) and reads the label. The answer is a code or a word, checked as text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from regrpo.tasks import render
+from regrpo.tasks.draft import Draft, choice
+from regrpo.tasks.schema import AnswerSpec, ReferenceStep
+
+__all__ = ["generate"]
+
+_LETTERS = "ADEFHKMNPRTUXY"
+"""No O/I/S/B/Z (read as digits), no C (read as "("), no V/W ("VV" reads as "W")."""
+_DIGITS = "346789"
+_TITLES = ("PARCEL", "LUGGAGE TAG", "SHIPPING LABEL", "STORAGE BOX", "SAMPLE")
+_CITIES = ("HARBOR", "MEADOW", "CANYON", "WILLOW", "SUMMIT", "MARKET", "GARDEN", "ISLAND")
+_QUESTIONS = {
+    "code": (
+        "What is the tracking code on this label?",
+        "Read the code printed on the label.",
+        "Which code is written on the tag in the photo?",
+    ),
+    "destination": (
+        "To which destination is this label addressed?",
+        "What destination is printed on the label?",
+    ),
+}
+
+
+def generate(rng: np.random.Generator, difficulty: int) -> Draft:
+    """A rotated label with a title, a code and a destination; the question asks for one of them."""
+    letters = "".join(str(c) for c in rng.choice(list(_LETTERS), size=2, replace=False))
+    code = letters + "".join(choice(rng, _DIGITS) for _ in range(4))
+    city = choice(rng, _CITIES)
+    lines = [choice(rng, _TITLES), f"No. {code}", f"To: {city}"]
+    size = int(rng.integers(30, 38)) - 2 * (difficulty - 1)
+    font_name, style = choice(rng, render.FONTS), choice(rng, render.BACKGROUNDS)
+    width = max(render.text_width(line, font_name, size) for line in lines) + 60
+    height = int(size * 1.6 * len(lines)) + 50
+    canvas = render.background(rng, width, height, style)
+    block = render.render_block(
+        canvas,
+        lines,
+        font_name=font_name,
+        size=size,
+        colour=render.ink_colour(rng),
+        origin=(30, 25),
+        spacing=1.6,
+    )
+    if difficulty < 3:
+        angle = float(choice(rng, (90, 180, 270)))
+    else:
+        angle = float(rng.integers(60, 301))
+    fill = tuple(int(v) for v in block.image[0, 0])
+    turned = Image.fromarray(block.image).rotate(
+        angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill
+    )
+    image = render.add_noise(np.asarray(turned, dtype=np.uint8), rng, sigma=(0.0, 3.0, 6.0)[difficulty - 1])
+    asked = choice(rng, ("code", "code", "destination"))
+    answer = code if asked == "code" else city
+    reference = [
+        ReferenceStep("rotate", {"image": "img_0", "angle": -angle}),
+        ReferenceStep("ocr", {"image": "img_1"}, [answer]),
+    ]
+    meta = {
+        "template": asked,
+        "font": font_name,
+        "size": size,
+        "background": style,
+        "angle": angle,
+        "text": lines,
+    }
+    return Draft(choice(rng, _QUESTIONS[asked]), [image], AnswerSpec("text", answer), reference, meta)

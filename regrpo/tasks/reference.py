@@ -1,0 +1,95 @@
+"""Run a task's reference solution with the real tools, and say whether (and where) it held.
+
+A reference is only worth something if the real tools carry it out: the OCR must read the prices,
+the search must return the fact, the last step must produce the answer. :func:`run_reference` makes
+an ``ImageStore`` holding the task's images (``img_0``, ``img_1``, ... in order), calls each step
+through :class:`~regrpo.tools.Toolbox` (validation, deadline, the same path the agent takes), checks
+each step's ``expects`` against its output text, and finally checks the last step's output with
+``task.check``. It stops at the first step that fails and reports it.
+
+How an output becomes text for ``expects``: an OCR result is its ``text``; a search result is every
+result's title and text; a count is its ``count``; anything else is its JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from regrpo.tasks.schema import Task
+from regrpo.tasks.verifiers import contains_normalized
+from regrpo.tools import Tool, Toolbox, ToolContext
+from regrpo.tools.images import ImageStore
+
+__all__ = ["ReferenceRun", "arun_reference", "output_text", "reference_tools", "run_reference"]
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """What running a reference solution did."""
+
+    ok: bool
+    outputs: list[Any] = field(default_factory=list)
+    """Each executed step's output (``None`` for a failed call), in order."""
+    failed_step: int | None = None
+    """Index of the first step that failed, or ``len(reference)`` when only the final answer check failed."""
+    reason: str | None = None
+
+
+def output_text(output: Any) -> str:
+    """The text of a tool output that ``expects`` strings and answers are matched against."""
+    if isinstance(output, dict):
+        if isinstance(output.get("text"), str) and "lines" in output:  # ocr
+            return str(output["text"])
+        if isinstance(output.get("results"), list):  # search
+            return "\n".join(f"{r.get('title', '')}\n{r.get('text', '')}" for r in output["results"])
+        if "count" in output:  # count
+            return str(output["count"])
+    if isinstance(output, (int, float, str)):
+        return str(output)
+    return json.dumps(output, ensure_ascii=False)
+
+
+def reference_tools() -> list[Tool]:
+    """The toolbox references are written for: ``default_tools()``, with ocr, detect, count, search."""
+    from regrpo.tools import default_tools
+
+    return default_tools()
+
+
+async def arun_reference(task: Task, tools: Toolbox | Iterable[Tool]) -> ReferenceRun:
+    """:func:`run_reference` for callers already inside an event loop."""
+    toolbox = tools if isinstance(tools, Toolbox) else Toolbox(list(tools), default_timeout_s=120.0)
+    store = ImageStore()
+    for path in task.images:
+        store.add(path)
+    context = ToolContext(images=store)
+    outputs: list[Any] = []
+    for index, step in enumerate(task.reference):
+        outcome = await toolbox.call(step.tool, step.arguments, context)
+        outputs.append(outcome.output)
+        if not outcome.ok:
+            reason = f"step {index} ({step.tool}) failed: {outcome.error_type}: {outcome.message}"
+            return ReferenceRun(False, outputs, index, reason)
+        text = output_text(outcome.output)
+        missing = [want for want in step.expects if not contains_normalized(text, want)]
+        if missing:
+            reason = f"step {index} ({step.tool}) output lacks {missing}: {text[:300]!r}"
+            return ReferenceRun(False, outputs, index, reason)
+    final = output_text(outputs[-1]) if outputs else ""
+    if not task.check(final):
+        reason = f"the last output {final[:200]!r} does not check as answer {task.answer.display()!r}"
+        return ReferenceRun(False, outputs, len(task.reference), reason)
+    return ReferenceRun(True, outputs)
+
+
+def run_reference(task: Task, tools: Toolbox | Iterable[Tool]) -> ReferenceRun:
+    """Execute ``task.reference`` with ``tools`` (a ``Toolbox`` or tools to build one from).
+
+    Use :func:`reference_tools` for the real toolbox. Must not be called from a running event loop
+    (use :func:`arun_reference` there).
+    """
+    return asyncio.run(arun_reference(task, tools))
