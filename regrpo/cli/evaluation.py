@@ -28,7 +28,7 @@ def summary_table(report: EvalReport) -> Table:
     headers, rows = report_rows(report)
     table = Table(title=f"{report.label} · {report.model} · adapter {report.adapter or 'none'}")
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         table.add_row(*row)
     return table

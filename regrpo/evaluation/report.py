@@ -43,7 +43,7 @@ _COLUMNS: list[tuple[str, Callable[[GroupSummary], float | None], str]] = [
     ("recovery", lambda s: s.recovery_rate, "{:.0%}"),
     ("reflections/ep", lambda s: s.reflections_per_episode, "{:.2f}"),
     ("reflection tokens/ep", lambda s: s.reflection_tokens_per_episode, "{:.1f}"),
-    ("latency p50 (s)", lambda s: s.latency_p50_s, "{:.2f}"),
+    ("p50 latency s", lambda s: s.latency_p50_s, "{:.2f}"),
 ]
 
 
