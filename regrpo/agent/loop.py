@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import re
 import threading
 import time
 import uuid
@@ -56,6 +57,7 @@ from regrpo.traces import (
 __all__ = ["Agent", "Result"]
 
 StepCallback = Callable[[Step], None]
+_TRACE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -139,24 +141,33 @@ class Agent:
         images: Sequence[ImageInput] | ImageInput | None = None,
         *,
         on_step: StepCallback | None = None,
+        trace_id: str | None = None,
     ) -> Result:
-        """Run one episode to its end and return the result (the trace is already durable)."""
+        """Run one episode to its end and return the result (the trace is already durable).
+
+        ``on_step`` is called with each step as soon as it is written; ``trace_id`` names the episode
+        (default: a fresh UUID), so a caller can announce it before the episode ends.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(task, images, on_step=on_step))
+            return asyncio.run(self.arun(task, images, on_step=on_step, trace_id=trace_id))
         # Called from inside an event loop (a notebook, a server): run the episode on its own loop.
         box: dict[str, Any] = {}
-        thread = threading.Thread(target=lambda: box.update(r=self._run_catching(task, images, on_step)))
+        thread = threading.Thread(
+            target=lambda: box.update(r=self._run_catching(task, images, on_step, trace_id))
+        )
         thread.start()
         thread.join()
         if "error" in box["r"]:
             raise box["r"]["error"]
         return box["r"]["result"]
 
-    def _run_catching(self, task: str, images: Any, on_step: StepCallback | None) -> dict[str, Any]:
+    def _run_catching(
+        self, task: str, images: Any, on_step: StepCallback | None, trace_id: str | None
+    ) -> dict[str, Any]:
         try:
-            return {"result": asyncio.run(self.arun(task, images, on_step=on_step))}
+            return {"result": asyncio.run(self.arun(task, images, on_step=on_step, trace_id=trace_id))}
         except BaseException as exc:  # handed to the calling thread, which re-raises it
             return {"error": exc}
 
@@ -207,10 +218,16 @@ class Agent:
         images: Sequence[ImageInput] | ImageInput | None = None,
         *,
         on_step: StepCallback | None = None,
+        trace_id: str | None = None,
     ) -> Result:
         """Async ``run``: the episode's model calls and tool calls run in worker threads."""
+        if trace_id is not None:
+            if not _TRACE_ID.fullmatch(str(trace_id)):
+                raise InputError(f"trace_id must be 1-64 letters, digits, '-' or '_', got {trace_id!r}")
+            if trace_id in self.store:  # the store's writes are upserts: a reused id would mix episodes
+                raise InputError(f"trace_id {trace_id!r} is already in the trace store; pass a new one")
         episode = Episode(
-            trace_id=uuid.uuid4().hex,
+            trace_id=trace_id or uuid.uuid4().hex,
             task=task if isinstance(task, str) else repr(task),
             started_at=time.time(),
             model=self.policy.model_name,

@@ -41,6 +41,7 @@ import ipaddress
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -210,12 +211,17 @@ class _AgentService:
         return images
 
     async def run_episode(
-        self, ticket: Ticket, task: str, images: list[Any], on_step: Callable[[Step], None] | None = None
+        self,
+        ticket: Ticket,
+        task: str,
+        images: list[Any],
+        on_step: Callable[[Step], None] | None = None,
+        trace_id: str | None = None,
     ) -> Result:
         """Wait for a slot, run the episode under the request deadline; map its failures to refusals."""
         try:
             async with ticket:
-                result = await self.agent.arun(task, images, on_step=on_step)
+                result = await self.agent.arun(task, images, on_step=on_step, trace_id=trace_id)
         except RegrpoError as exc:
             self.metrics.episodes.labels("error").inc()
             raise _episode_refusal(exc, self.config.retry_after_s) from None
@@ -351,12 +357,13 @@ async def _stream_episode(
             data["regrpo"] = extension
         return f"data: {json.dumps(data)}\n\n"
 
+    trace_id = uuid.uuid4().hex  # announced in the first chunk, before any step has run
     episode = asyncio.ensure_future(
-        service.deadline(service.run_episode(ticket, task, images, on_step=steps.put_nowait))
+        service.deadline(service.run_episode(ticket, task, images, steps.put_nowait, trace_id))
     )
     episode.add_done_callback(lambda _: steps.put_nowait(None))
     try:
-        yield frame(DeltaMessage(role="assistant", content=""))
+        yield frame(DeltaMessage(role="assistant", content=""), extension={"trace_id": trace_id})
         while (step := await steps.get()) is not None:
             summary = StepSummary.from_step(step)
             if isinstance(step.action, Answer):

@@ -225,6 +225,9 @@ class TraceStore:
     def __len__(self) -> int:
         return self._rows("SELECT COUNT(*) FROM episodes")[0][0]
 
+    def __contains__(self, trace_id: object) -> bool:
+        return bool(self._rows("SELECT 1 FROM episodes WHERE trace_id = ?", (str(trace_id),)))
+
     def export_jsonl(
         self,
         path: str | os.PathLike[str],

@@ -326,3 +326,14 @@ def test_confidence_scores_the_action_not_the_reflection(store):
     result = Agent(Confident([BAD_CALL, reflect]), store=store).run("q")
     assert result.steps[1].reflection is not None
     assert result.steps[1].confidence == pytest.approx(math.exp(-2.0))
+
+
+def test_a_caller_chosen_trace_id_names_the_episode_and_is_never_reused(store):
+    agent = Agent(ScriptedPolicy(["<answer>1</answer>"], cycle=True), store=store)
+    assert agent.run("t", trace_id="req-42").trace_id == "req-42" and "req-42" in store
+    with pytest.raises(InputError, match="already in the trace store"):
+        agent.run("another task", trace_id="req-42")
+    assert store.get("req-42").task == "t"  # the first episode is intact
+    with pytest.raises(InputError, match="letters, digits"):
+        agent.run("t", trace_id="no spaces allowed")
+    assert "fresh" not in store and len(store) == 1

@@ -77,6 +77,7 @@ def test_streaming_sends_one_chunk_per_step_then_done(served):
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finish) == 1 and finish[0].choices[0].finish_reason == "stop"
     trace_id = finish[0].model_extra["regrpo"]["trace_id"]
+    assert chunks[0].model_extra["regrpo"]["trace_id"] == trace_id  # announced before any step ran
     assert len(agent.store.get(trace_id).steps) == len(steps)
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
     assert len({c.id for c in chunks}) == 1
