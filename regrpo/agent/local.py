@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
-from regrpo.agent.policy import ChatMessage, as_chat
+from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.errors import AdapterError, ModelError
 from regrpo.traces.schema import Completion
 
@@ -139,11 +139,7 @@ class LocalPolicy:
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
     ) -> list[Completion]:
-        if n < 1 or max_new_tokens < 1 or temperature < 0:
-            raise ValueError(
-                f"need n >= 1, max_new_tokens >= 1, temperature >= 0; got {n}, "
-                f"{max_new_tokens}, {temperature}"
-            )
+        check_sampling(n, temperature, max_new_tokens)
         prompt = self.encode_chat(messages)
         input_ids = torch.tensor([prompt] * n, device=self.device)  # (n, prompt_len)
         sampling = (

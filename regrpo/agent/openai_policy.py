@@ -55,7 +55,7 @@ import httpx
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from regrpo.agent.policy import ChatMessage, as_chat
+from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.errors import AdapterError, ModelError, RegrpoError
 from regrpo.server.protocol import ChatCompletionResponse, Choice
 from regrpo.traces.schema import Completion
@@ -274,11 +274,7 @@ class OpenAIPolicy:
         stop: Sequence[str] = (),
     ) -> list[Completion]:
         """Sample ``n`` completions (greedy when ``temperature == 0``); see ``Policy.generate``."""
-        if n < 1 or max_new_tokens < 1 or temperature < 0:
-            raise ValueError(
-                f"need n >= 1, max_new_tokens >= 1, temperature >= 0; got {n}, {max_new_tokens}, "
-                f"{temperature}"
-            )
+        check_sampling(n, temperature, max_new_tokens)
         served = self._served_name()
         body: dict[str, Any] = {
             "model": served,

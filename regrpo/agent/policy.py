@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from regrpo.errors import InputError
 from regrpo.traces.schema import Completion, Message
 
-__all__ = ["ChatMessage", "Policy", "as_chat"]
+__all__ = ["ChatMessage", "Policy", "as_chat", "check_sampling"]
 
 ChatMessage = Message | Mapping[str, str]
 """A chat message: a :class:`~regrpo.traces.Message` or a ``{"role": ..., "content": ...}`` mapping."""
@@ -26,6 +27,15 @@ def as_chat(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         m.to_dict() if isinstance(m, Message) else {"role": m["role"], "content": m["content"]}
         for m in messages
     ]
+
+
+def check_sampling(n: int, temperature: float, max_new_tokens: int) -> None:
+    """Refuse sampling arguments no engine can honour (every ``generate`` calls this first)."""
+    if n < 1 or max_new_tokens < 1 or temperature < 0:
+        raise InputError(
+            f"need n >= 1, max_new_tokens >= 1 and temperature >= 0; got n={n}, "
+            f"max_new_tokens={max_new_tokens}, temperature={temperature}"
+        )
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from regrpo.agent.policy import ChatMessage, as_chat
+from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.errors import AdapterError, ModelError
 from regrpo.traces.schema import Completion
 
@@ -42,6 +42,7 @@ class ScriptedPolicy:
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
     ) -> list[Completion]:
+        check_sampling(n, temperature, max_new_tokens)
         if self.calls >= len(self.script) and not self.cycle:
             raise ModelError(f"ScriptedPolicy ran out of replies after {self.calls} calls")
         reply = self.script[self.calls % len(self.script)]

@@ -25,14 +25,14 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from regrpo.agent.loop import Agent, Result
+from regrpo.agent.loop import Agent
 from regrpo.agent.policy import Policy
 from regrpo.errors import InputError
 from regrpo.evaluation.records import EpisodeRecord, EvalReport, summarise
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool, default_tools
 from regrpo.tools.faults import FaultConfig, FaultCounts, inject_faults
-from regrpo.traces import TraceStore
+from regrpo.traces import TraceStore, Usage
 
 __all__ = ["EvalOptions", "evaluate"]
 
@@ -164,39 +164,32 @@ async def _run_one(agent: Agent, task: Task, options: EvalOptions) -> EpisodeRec
     try:
         result = await agent.arun(task.question, list(task.images))
     except Exception as exc:  # recorded, not raised: one broken task must not cost the other results
-        return EpisodeRecord(
-            task_id=task.id,
-            category=task.category,
-            difficulty=task.difficulty,
-            trace_id=getattr(exc, "trace_id", ""),
-            status="error",
-            answer=None,
-            expected=expected,
-            correct=False,
-            steps=0,
-            tool_calls=0,
-            tool_failures=0,
-            reflections=0,
-            valid_reflections=0,
-            reflection_tokens=0,
-            wall_s=time.perf_counter() - started,
-            error=f"{type(exc).__name__}: {exc}",
-        )
+        failed = Usage(wall_s=time.perf_counter() - started)
+        trace_id = getattr(exc, "trace_id", "")
+        return _record(task, trace_id, "error", None, expected, False, failed, f"{type(exc).__name__}: {exc}")
     correct = task.check(result.answer)
     if options.record_feedback:
         agent.feedback(result.trace_id, reward=1.0 if correct else 0.0, answer=expected)
-    return _record(task, result, expected, correct)
+    return _record(task, result.trace_id, result.status, result.answer, expected, correct, result.usage)
 
 
-def _record(task: Task, result: Result, expected: str, correct: bool) -> EpisodeRecord:
-    usage = result.usage
+def _record(
+    task: Task,
+    trace_id: str,
+    status: str,
+    answer: str | None,
+    expected: str,
+    correct: bool,
+    usage: Usage,
+    error: str | None = None,
+) -> EpisodeRecord:
     return EpisodeRecord(
         task_id=task.id,
         category=task.category,
         difficulty=task.difficulty,
-        trace_id=result.trace_id,
-        status=result.status,
-        answer=result.answer,
+        trace_id=trace_id,
+        status=status,
+        answer=answer,
         expected=expected,
         correct=correct,
         steps=usage.steps,
@@ -206,4 +199,5 @@ def _record(task: Task, result: Result, expected: str, correct: bool) -> Episode
         valid_reflections=usage.valid_reflections,
         reflection_tokens=usage.reflection_tokens,
         wall_s=usage.wall_s,
+        error=error,
     )
