@@ -39,8 +39,12 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
 
-bench: $(STAMP)
+bench: $(STAMP)  # every benchmark in turn (about 10 minutes on 2 cores); results in docs/performance.md
 	$(BIN)/python benchmarks/runtime_overhead.py
+	$(BIN)/python benchmarks/model_speed.py
+	$(BIN)/python benchmarks/tools.py
+	$(BIN)/python benchmarks/server_load.py
+	$(BIN)/python benchmarks/suite_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
