@@ -7,7 +7,7 @@ Quick start::
     print(result.answer, result.trace_id)
 """
 
-from regrpo.agent import Agent, Policy, Result, ScriptedPolicy
+from regrpo.agent import Agent, OpenAIPolicy, Policy, Result, ScriptedPolicy
 from regrpo.errors import ErrorType, RegrpoError
 from regrpo.tools import Tool, ToolContext, ToolError, tool
 from regrpo.traces import Reflection, Step, TraceStore, Usage
@@ -18,6 +18,7 @@ __all__ = [
     "Agent",
     "ErrorType",
     "LocalPolicy",
+    "OpenAIPolicy",
     "Policy",
     "Reflection",
     "RegrpoError",

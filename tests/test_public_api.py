@@ -6,7 +6,15 @@ import importlib
 
 import pytest
 
-MODULES = ["regrpo", "regrpo.agent", "regrpo.tools", "regrpo.traces", "regrpo.errors", "regrpo.tasks"]
+MODULES = [
+    "regrpo",
+    "regrpo.agent",
+    "regrpo.tools",
+    "regrpo.traces",
+    "regrpo.errors",
+    "regrpo.tasks",
+    "regrpo.evaluation",
+]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

@@ -1,7 +1,9 @@
-"""The agent runtime: the loop (``Agent``), policies (model engines), action parsing and reflection."""
+"""The agent runtime: the loop (``Agent``), policies (model engines: ``LocalPolicy`` in-process,
+``OpenAIPolicy`` over HTTP, ``ScriptedPolicy`` for tests), action parsing and reflection."""
 
 from regrpo.agent.loop import Agent, Result, answers_match
 from regrpo.agent.model_files import DEFAULT_MODEL, OFFLINE_MODELS
+from regrpo.agent.openai_policy import OpenAIPolicy
 from regrpo.agent.policy import ChatMessage, Policy
 from regrpo.agent.scripted import ScriptedPolicy
 
@@ -11,6 +13,7 @@ __all__ = [
     "Agent",
     "ChatMessage",
     "LocalPolicy",
+    "OpenAIPolicy",
     "Policy",
     "Result",
     "ScriptedPolicy",
