@@ -25,6 +25,8 @@ __all__ = [
     "font",
     "ink_colour",
     "render_block",
+    "text_card",
+    "text_width",
 ]
 
 FONTS: tuple[str, ...] = (
@@ -118,6 +120,25 @@ def render_block(
         boxes.append((int(left), int(top), int(right) + 1, int(bottom) + 1))
         y += int(size * spacing)
     return TextBlock(np.asarray(image, dtype=np.uint8).copy(), list(lines), boxes)
+
+
+def text_card(
+    rng: np.random.Generator,
+    lines: list[str],
+    *,
+    width: int,
+    height: int,
+    style: str,
+    font_name: str,
+    size: int,
+    origin: tuple[int, int],
+    spacing: float,
+) -> TextBlock:
+    """``lines`` in a random ink on a ``width`` x ``height`` background (a sign, a tag, a label)."""
+    canvas = background(rng, width, height, style)
+    return render_block(
+        canvas, lines, font_name=font_name, size=size, colour=ink_colour(rng), origin=origin, spacing=spacing
+    )
 
 
 def text_width(text: str, font_name: str, size: int) -> int:

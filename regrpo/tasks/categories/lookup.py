@@ -26,13 +26,14 @@ def _card(rng: np.random.Generator, difficulty: int, lines: list[str]) -> tuple[
     font_name, style = choice(rng, render.FONTS), choice(rng, render.BACKGROUNDS)
     width = max(render.text_width(line, font_name, size) for line in lines) + int(rng.integers(60, 160))
     height = int(size * 1.7 * len(lines)) + int(rng.integers(40, 100))
-    canvas = render.background(rng, width, height, style)
-    block = render.render_block(
-        canvas,
+    block = render.text_card(
+        rng,
         lines,
+        width=width,
+        height=height,
+        style=style,
         font_name=font_name,
         size=size,
-        colour=render.ink_colour(rng),
         origin=(30, 25),
         spacing=1.7,
     )

@@ -117,13 +117,14 @@ def _price_tag(rng: np.random.Generator, difficulty: int) -> Draft:
         f"{discount}% OFF",
     ]
     width, height = int(size * 9), int(size * 1.7 * 3 + 50)
-    canvas = render.background(rng, width, height, style)
-    block = render.render_block(
-        canvas,
+    block = render.text_card(
+        rng,
         lines,
+        width=width,
+        height=height,
+        style=style,
         font_name=font_name,
         size=size,
-        colour=render.ink_colour(rng),
         origin=(24, 24),
         spacing=1.7,
     )

@@ -45,13 +45,14 @@ def generate(rng: np.random.Generator, difficulty: int) -> Draft:
     font_name, style = choice(rng, render.FONTS), choice(rng, render.BACKGROUNDS)
     width = max(render.text_width(line, font_name, size) for line in lines) + 60
     height = int(size * 1.6 * len(lines)) + 50
-    canvas = render.background(rng, width, height, style)
-    block = render.render_block(
-        canvas,
+    block = render.text_card(
+        rng,
         lines,
+        width=width,
+        height=height,
+        style=style,
         font_name=font_name,
         size=size,
-        colour=render.ink_colour(rng),
         origin=(30, 25),
         spacing=1.6,
     )
