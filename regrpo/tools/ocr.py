@@ -13,6 +13,17 @@ row's height), left to right within a row. Boxes are ``[x1, y1, x2, y2]`` in the
 pixels, also when ``region`` is given. A region under 64 px tall or wide is upscaled (at most 4x)
 before reading, because easyocr's detector misses small text; boxes are mapped back. No text gives
 an empty result, not an error: the runtime's empty-output trigger deals with it.
+
+Working resolution: like OCR services and vision models, the tool reads at a bounded resolution. An
+image (or region) whose longer side exceeds ``max_side`` (default :data:`MAX_SIDE`, 1280 px) is
+downscaled (area interpolation) so that side is ``max_side`` before both detection and recognition,
+and easyocr's own ``canvas_size`` is set to the same value, so no step sees more pixels. Upscaling a
+small region never takes it past ``max_side`` either. Boxes are mapped back to full-image pixels.
+The bound is what makes crop (and zoom) useful: fine print on a large page is a few pixels tall at
+the working resolution, while a crop of it is under ``max_side`` and read at full resolution.
+Without the bound easyocr would find and rescale such lines itself (its recogniser normalises every
+line to 64 px), so no task could need a crop; ``max_side`` is a documented, tunable property of the
+engine, not a handicap hidden in a task.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from regrpo.errors import ModelNotFoundError
+from regrpo.errors import InputError, ModelNotFoundError
 from regrpo.tools.base import FunctionTool, ToolContext, tool
 from regrpo.tools.image_ops import Box, _clip_box
 
@@ -37,6 +48,8 @@ __all__ = ["OcrEngine", "OcrLine", "make_ocr_tool", "ocr", "shared_ocr_engine"]
 
 MIN_READ_SIDE = 64
 """Regions with a side shorter than this (pixels) are upscaled before reading."""
+MAX_SIDE = 1280
+"""Default working resolution: the longer side (pixels) an image or region is read at, at most."""
 MIN_CONFIDENCE = 0.1
 """Detections easyocr scores below this are dropped: on textures they are noise, not text."""
 
@@ -69,11 +82,20 @@ class OcrEngine:
     Args:
         model_dir: Folder holding ``craft_mlt_25k.pth`` and ``english_g2.pth``; default the offline package's.
         gpu: Use CUDA; default ``torch.cuda.is_available()``.
+        max_side: Working resolution: images whose longer side exceeds it are downscaled to it
+            before reading (also passed to easyocr as ``canvas_size``).
     """
 
-    def __init__(self, model_dir: str | Path | None = None, *, gpu: bool | None = None) -> None:
+    def __init__(
+        self, model_dir: str | Path | None = None, *, gpu: bool | None = None, max_side: int = MAX_SIDE
+    ) -> None:
+        if max_side < MIN_READ_SIDE:
+            raise InputError(
+                f"max_side must be at least {MIN_READ_SIDE} pixels, got {max_side}; pass a larger value"
+            )
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.gpu = gpu
+        self.max_side = max_side
         self._reader: Any = None
         self._lock = threading.Lock()
 
@@ -108,14 +130,16 @@ class OcrEngine:
         """Lines of text in an RGB ``(H, W, 3)`` image, in reading order, boxes shifted by ``offset``."""
         reader = self.get()
         height, width = image.shape[:2]
-        scale = (
-            min(4, math.ceil(MIN_READ_SIDE / min(height, width))) if min(height, width) < MIN_READ_SIDE else 1
-        )
-        if scale > 1:
-            image = cv2.resize(image, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC)
+        scale = self.read_scale(height, width)
+        if scale != 1:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+            image = cv2.resize(image, size, interpolation=interpolation)
         with self._lock, warnings.catch_warnings():  # easyocr asks for pin_memory on machines without CUDA
             warnings.simplefilter("ignore", UserWarning)
-            detections = reader.readtext(np.ascontiguousarray(image), paragraph=False)
+            detections = reader.readtext(
+                np.ascontiguousarray(image), paragraph=False, canvas_size=self.max_side
+            )
         lines = []
         for points, text, confidence in detections:
             if confidence < MIN_CONFIDENCE or not str(text).strip():
@@ -130,6 +154,19 @@ class OcrEngine:
             )
             lines.append(OcrLine(str(text).strip(), box, float(confidence)))
         return reading_order(lines)
+
+    def read_scale(self, height: int, width: int) -> float:
+        """The factor an ``height`` x ``width`` image is resized by before reading.
+
+        Up (at most 4x, an integer) when a side is under ``MIN_READ_SIDE``, down when the longer
+        side exceeds ``max_side``; never past ``max_side``.
+        """
+        scale: float = 1
+        if min(height, width) < MIN_READ_SIDE:
+            scale = min(4, math.ceil(MIN_READ_SIDE / min(height, width)))
+        if max(height, width) * scale > self.max_side:
+            scale = self.max_side / max(height, width)
+        return scale
 
 
 def reading_order(lines: list[OcrLine]) -> list[OcrLine]:
@@ -153,9 +190,18 @@ def shared_ocr_engine() -> OcrEngine:
 
 
 def make_ocr_tool(engine: OcrEngine | None = None) -> FunctionTool:
-    """An ``ocr`` tool reading with ``engine`` (default: the shared engine, started on first call)."""
+    """An ``ocr`` tool reading with ``engine`` (default: the shared engine, started on first call).
 
-    @tool(name="ocr", timeout_s=120.0)  # the first call builds the reader (seconds, longer on a busy CPU)
+    The description tells the model the engine's working resolution, so that cropping small print
+    is a documented strategy rather than a hidden trick.
+    """
+    max_side = (engine or shared_ocr_engine()).max_side  # building an engine loads no model
+    description = (
+        "Read the text in an image, optionally only inside region [x1, y1, x2, y2]. An image or region "
+        f"larger than {max_side} px on a side is read scaled down to {max_side} px."
+    )
+
+    @tool(name="ocr", description=description, timeout_s=120.0)  # the first call builds the reader
     def ocr(image: str, ctx: ToolContext, region: Box | None = None) -> dict[str, Any]:
         """Read the text in an image, optionally only inside region [x1, y1, x2, y2].
 

@@ -2,7 +2,8 @@
 
 Real easyocr, the shipped ultralytics checkpoint, real BM25 search: nothing is stubbed. A sample of
 5 tasks per category (all three difficulties) must reach >= 95 %. The honesty checks show that the
-tools are needed: rotated labels are not read without the rotate step.
+tools are needed: rotated labels are not read without the rotate step, and the fine print of a
+``tiny_text`` page is not read without cropping it (the ``ocr`` tool reads at most ``max_side`` px).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from PIL import Image
 
 from regrpo.tasks.reference import ReferenceRun, output_text, reference_tools, run_reference
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep, Task
@@ -19,6 +21,7 @@ from regrpo.tools import Toolbox, ToolContext
 from regrpo.tools.calculator import calculator
 from regrpo.tools.detect import DEFAULT_CHECKPOINT
 from regrpo.tools.images import ImageStore
+from regrpo.tools.ocr import MAX_SIDE
 
 PER_CATEGORY = 5
 
@@ -51,17 +54,36 @@ def test_reference_solutions_reach_95_percent_with_the_real_tools(sample, toolbo
         assert any(run.ok for task, run in runs if task.category == category), category
 
 
-@pytest.mark.slow
-def test_rotated_labels_need_the_rotate_step(sample, toolbox):
-    rotated = [t for t in sample if t.category == "rotated_text"]
-    read_anyway = 0
-    for task in rotated:
+def _read_unaided(tasks: list[Task], toolbox: Toolbox) -> int:
+    """How many of ``tasks`` OCR on the image as given (no other tool) already reads the answer of."""
+    read = 0
+    for task in tasks:
         store = ImageStore()
         store.add(task.images[0])
         outcome = asyncio.run(toolbox.call("ocr", {"image": "img_0"}, ToolContext(store)))
-        read_anyway += contains_normalized(output_text(outcome.output), task.answer.display())
+        assert outcome.ok, outcome.message
+        wanted = [w for step in task.reference if step.tool == "ocr" for w in step.expects]
+        read += all(contains_normalized(output_text(outcome.output), w) for w in wanted)
+    return read
+
+
+@pytest.mark.slow
+def test_rotated_labels_need_the_rotate_step(sample, toolbox):
+    rotated = [t for t in sample if t.category == "rotated_text"]
+    read_anyway = _read_unaided(rotated, toolbox)
     assert read_anyway <= len(rotated) // 5, (
         f"{read_anyway}/{len(rotated)} rotated labels were read unrotated"
+    )
+
+
+@pytest.mark.slow
+def test_fine_print_needs_the_crop(sample, toolbox):
+    """OCR of the whole (large) page works at the engine's ``max_side`` and misses the fine print."""
+    tiny = [t for t in sample if t.category == "tiny_text"]
+    assert tiny and all(Image.open(t.images[0]).width > MAX_SIDE for t in tiny)
+    read_anyway = _read_unaided(tiny, toolbox)
+    assert read_anyway <= len(tiny) // 5, (
+        f"{read_anyway}/{len(tiny)} fine prints were read from the whole page"
     )
 
 

@@ -12,9 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
-from regrpo.errors import ErrorType
+from regrpo.errors import ErrorType, InputError
 from regrpo.tools import ImageStore, Toolbox, ToolContext
-from regrpo.tools.ocr import OcrEngine, OcrLine, make_ocr_tool, reading_order, shared_ocr_engine
+from regrpo.tools.ocr import (
+    MAX_SIDE,
+    OcrEngine,
+    OcrLine,
+    make_ocr_tool,
+    reading_order,
+    shared_ocr_engine,
+)
 
 LINES = [("TOTAL 42.50 USD", (30, 80), 1.4), ("Invoice 7731", (300, 190), 1.0)]
 
@@ -42,10 +49,10 @@ def _iou(a: list[int] | tuple[int, ...], b: tuple[int, ...]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def _call(arguments: dict[str, Any], image: np.ndarray) -> Any:
+def _call(arguments: dict[str, Any], image: np.ndarray, engine: OcrEngine | None = None) -> Any:
     images = ImageStore()
     images.add(image)
-    toolbox = Toolbox([make_ocr_tool()])
+    toolbox = Toolbox([make_ocr_tool(engine)])
     return asyncio.run(toolbox.call("ocr", {"image": "img_0", **arguments}, ToolContext(images=images)))
 
 
@@ -139,3 +146,47 @@ def test_one_reader_is_built_however_many_threads_race_for_it():
         thread.join()
     assert len(builds) == 1 and len({id(r) for r in readers}) == 1 and engine.started
     assert shared_ocr_engine() is shared_ocr_engine()
+
+
+def test_read_scale_bounds_the_working_resolution():
+    engine = OcrEngine(max_side=1280)  # builds no reader
+    assert engine.read_scale(2000, 3000) == pytest.approx(1280 / 3000)
+    assert engine.read_scale(400, 1280) == 1 and engine.read_scale(400, 600) == 1
+    assert engine.read_scale(30, 200) == 3  # small regions are upscaled ...
+    assert engine.read_scale(20, 1000) == pytest.approx(1.28)  # ... but never past max_side
+    assert OcrEngine().max_side == MAX_SIDE == 1280
+    with pytest.raises(InputError, match="max_side"):
+        OcrEngine(max_side=10)
+    assert "900 px" in make_ocr_tool(OcrEngine(max_side=900)).description  # the model is told
+
+
+def _large_page() -> tuple[np.ndarray, tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """A 3000x900 page: a big heading and a line of fine print (about 12 px caps), and their ink boxes."""
+    image = np.full((900, 3000, 3), 255, dtype=np.uint8)
+    cv2.putText(image, "SPRING SALE", (200, 250), cv2.FONT_HERSHEY_SIMPLEX, 5.0, (0, 0, 0), 12)
+    cv2.putText(image, "LOT 4729", (2100, 700), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 2)
+
+    def ink(x1: int, y1: int, x2: int, y2: int) -> tuple[int, int, int, int]:
+        ys, xs = np.nonzero(image[y1:y2, x1:x2, 0] < 128)
+        return x1 + xs.min(), y1 + ys.min(), x1 + xs.max() + 1, y1 + ys.max() + 1
+
+    return image, ink(150, 50, 1400, 320), ink(2080, 670, 2200, 720)
+
+
+@pytest.mark.slow
+def test_large_images_are_read_at_max_side_with_boxes_in_full_image_pixels():
+    image, heading_box, fine_box = _large_page()
+    whole = _call({}, image)
+    assert whole.ok, whole.message
+    assert "SPRING SALE" in whole.output["text"]
+    assert "4729" not in whole.output["text"].replace(" ", "")  # fine print is ~5 px at 1280 px
+    heading = next(line for line in whole.output["lines"] if "SPRING" in line["text"])
+    assert _iou(heading["box"], heading_box) > 0.6  # mapped back from the downscaled read
+    region = [fine_box[0] - 20, fine_box[1] - 20, fine_box[2] + 20, fine_box[3] + 20]
+    zoomed = _call({"region": region}, image)  # a small region is read at full resolution
+    assert zoomed.ok, zoomed.message
+    (line,) = zoomed.output["lines"]
+    assert line["text"].replace(" ", "") == "LOT4729"
+    assert _iou(line["box"], fine_box) > 0.5
+    crop = image[region[1] : region[3], region[0] : region[2]]
+    assert "4729" in _call({}, crop).output["text"].replace(" ", "")
