@@ -10,7 +10,9 @@ where the user has not set them), and afterwards turn ``sync`` (analytics) off i
 Weights are never fetched by name: callers check that a checkpoint *file* exists before YOLO sees it.
 
 If the user imported ultralytics before regrpo, its import-time decisions are already made; we
-still turn settings sync off, which is what gates analytics.
+still turn settings sync off, which is what gates analytics. ultralytics also patches
+``PIL.Image.open`` process-wide (to pip-install a HEIF plugin for files PIL cannot identify); we
+restore PIL's own ``open``, so a bad image stays a clean error and nothing is installed at run time.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ def import_ultralytics() -> ModuleType:
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("YOLO_AUTOINSTALL", "0")
     import ultralytics
-    from ultralytics.utils import SETTINGS
+    from PIL import Image
+    from ultralytics.utils import SETTINGS, patches
+
+    if Image.open is getattr(patches, "image_open", None):
+        # ultralytics replaces PIL.Image.open with a wrapper that, on a file PIL cannot identify,
+        # pip-installs a HEIF plugin and retries: a network attempt, and a ModuleNotFoundError where
+        # the caller expects PIL's UnidentifiedImageError. We never read HEIF: put PIL's own back.
+        Image.open = patches._image_open
 
     if SETTINGS.get("sync", False):
         SETTINGS.update(sync=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import subprocess
 import sys
@@ -180,3 +181,17 @@ def test_detection_makes_no_network_call(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().endswith("[]")
     assert (tmp_path / "cache" / "regrpo" / "ultralytics").is_dir()  # its settings went to our cache
+
+
+def test_a_bad_image_stays_a_clean_image_error_after_ultralytics_is_imported(detector):
+    """ultralytics patches PIL.Image.open to pip-install a HEIF plugin on unknown files; we undo it."""
+    from PIL import Image
+
+    from regrpo.errors import ImageError
+    from regrpo.tools.images import load_image
+
+    detector.detect(render_scene(np.random.default_rng(5)).image)  # ultralytics is imported by now
+    with pytest.raises(Image.UnidentifiedImageError):
+        Image.open(io.BytesIO(b"not an image"))
+    with pytest.raises(ImageError):
+        load_image(b"not an image either")

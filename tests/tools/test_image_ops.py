@@ -50,7 +50,7 @@ def test_image_tools_are_listed_in_a_stable_order_and_join_the_calculator() -> N
         "crop", "resize", "rotate", "flip", "grayscale", "threshold",
         "enhance_contrast", "draw_box", "add_text",
     ]  # fmt: skip
-    assert Toolbox(default_tools()).names == ["calculator", *names]
+    assert Toolbox(default_tools()).names == ["calculator", *names, "ocr", "detect", "count", "search"]
 
 
 def test_the_context_is_injected_not_shown_to_the_model() -> None:
