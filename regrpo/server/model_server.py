@@ -168,7 +168,6 @@ class _ModelService:
         self._next_id = 0
         self._loads = 0
         self._uid = uuid.uuid4().hex[:8]  # peft names stay unique if a policy outlives its app
-        self._parked: str | None = None  # see _drop
         self._engine = threading.Lock()  # adapter choice + generation + top-k pass, together
         self._name_locks: dict[str, anyio.Lock] = {}
 
@@ -387,23 +386,10 @@ class _ModelService:
             self._drop(peft_name)
         self.policy.load_adapter(lora.peft_name, str(_adapter_dir(lora.path)))
         self._resident[lora.peft_name] = None
-        if self._parked is not None:  # another adapter is in the model now: the parked one can go
-            self.policy.unload_adapter(self._parked)
-            self._parked = None
 
     def _drop(self, peft_name: str) -> None:
-        """Remove an adapter from the model (hold the lock).
-
-        Work-around: after peft deletes a model's *last* adapter, its ``generate`` still looks the
-        deleted name up and raises ``KeyError`` (peft 0.21 through ``LocalPolicy.unload_adapter``).
-        So the last adapter is only switched off ("parked") and deleted once another one is loaded.
-        """
-        if len(self.policy.adapters) > 1:
-            self.policy.unload_adapter(peft_name)
-            return
-        if self.policy.active_adapter == peft_name:
-            self.policy.activate_adapter(None)
-        self._parked = peft_name
+        """Remove an adapter from the model (hold the lock); an active one is switched off first."""
+        self.policy.unload_adapter(peft_name)
 
     def _load(self, lora: _Lora, old: _Lora | None) -> None:
         """Check the adapter folder as vLLM does (contract §7.3, in order), then load it into the model."""
