@@ -137,15 +137,19 @@ def read_report(path: str | Path) -> EvalReport:
         raise InputError(f"{str(file)!r} is not an evaluation report written by regrpo: {exc}") from exc
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _replace_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path`` (same suffix), then rename it over ``path``."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
+        write(temp)
         os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    finally:
+        Path(temp).unlink(missing_ok=True)  # only still there when write or rename failed
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    _replace_atomically(path, lambda temp: Path(temp).write_bytes(data))
 
 
 def _figure():  # type: ignore[no-untyped-def]
@@ -158,13 +162,7 @@ def _figure():  # type: ignore[no-untyped-def]
 
 
 def _save(figure, path: Path) -> None:  # type: ignore[no-untyped-def]
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
-    try:
-        figure.savefig(temp, dpi=120, bbox_inches="tight")
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    _replace_atomically(path, lambda temp: figure.savefig(temp, dpi=120, bbox_inches="tight"))
 
 
 def _success_chart(reports: list[EvalReport], path: Path) -> None:
