@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from logprob_reference import forward_logprobs
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS
 from regrpo.errors import AdapterError, ModelNotFoundError
@@ -14,15 +15,6 @@ CHAT = [
     {"role": "system", "content": "Reply with <answer>...</answer>."},
     {"role": "user", "content": "Name a colour."},
 ]
-
-
-def forward_logprobs(policy, messages, token_ids):
-    """log π(token | prefix) for each generated token, from one full forward pass (no KV cache)."""
-    prompt = policy.encode_chat(messages)
-    ids = torch.tensor([prompt + token_ids], device=policy.device)
-    with torch.inference_mode():
-        logits = policy.model(ids).logits[0, len(prompt) - 1 : -1].float()
-    return logits.log_softmax(-1).gather(-1, torch.tensor(token_ids)[:, None]).squeeze(-1)
 
 
 def test_batched_sampling_returns_n_distinct_completions_with_logprobs(smollm):

@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 import torch
+from logprob_reference import forward_logprobs
 from starlette.responses import JSONResponse
 
 from regrpo import Agent
@@ -52,15 +53,6 @@ class FaultInjector:
                 await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-def forward_logprobs(policy, messages, token_ids):
-    """log π(token | prefix) of each generated token from one full forward pass (no KV cache)."""
-    prompt = policy.encode_chat(messages)
-    ids = torch.tensor([prompt + token_ids], device=policy.device)
-    with torch.inference_mode():
-        logits = policy.model(ids).logits[0, len(prompt) - 1 : -1].float()
-    return logits.log_softmax(-1).gather(-1, torch.tensor(token_ids)[:, None]).squeeze(-1)
 
 
 @pytest.fixture(scope="module")
