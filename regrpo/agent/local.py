@@ -125,6 +125,11 @@ class LocalPolicy:
             cache.batch_repeat_interleave(n)
         return cache
 
+    def weights_changed(self) -> None:
+        """Drop cached keys and values: call after changing the model's weights in place (training)."""
+        with self._lock:
+            self._prefix_cache.clear()
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

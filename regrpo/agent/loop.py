@@ -142,20 +142,22 @@ class Agent:
         *,
         on_step: StepCallback | None = None,
         trace_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Result:
         """Run one episode to its end and return the result (the trace is already durable).
 
         ``on_step`` is called with each step as soon as it is written; ``trace_id`` names the episode
-        (default: a fresh UUID), so a caller can announce it before the episode ends.
+        (default: a fresh UUID), so a caller can announce it before the episode ends; ``metadata``
+        (JSON values) is stored with the episode, e.g. the id of the suite task it ran.
         """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(task, images, on_step=on_step, trace_id=trace_id))
+            return asyncio.run(self.arun(task, images, on_step=on_step, trace_id=trace_id, metadata=metadata))
         # Called from inside an event loop (a notebook, a server): run the episode on its own loop.
         box: dict[str, Any] = {}
         thread = threading.Thread(
-            target=lambda: box.update(r=self._run_catching(task, images, on_step, trace_id))
+            target=lambda: box.update(r=self._run_catching(task, images, on_step, trace_id, metadata))
         )
         thread.start()
         thread.join()
@@ -164,10 +166,16 @@ class Agent:
         return box["r"]["result"]
 
     def _run_catching(
-        self, task: str, images: Any, on_step: StepCallback | None, trace_id: str | None
+        self,
+        task: str,
+        images: Any,
+        on_step: StepCallback | None,
+        trace_id: str | None,
+        metadata: dict[str, Any] | None,
     ) -> dict[str, Any]:
         try:
-            return {"result": asyncio.run(self.arun(task, images, on_step=on_step, trace_id=trace_id))}
+            episode = self.arun(task, images, on_step=on_step, trace_id=trace_id, metadata=metadata)
+            return {"result": asyncio.run(episode)}
         except BaseException as exc:  # handed to the calling thread, which re-raises it
             return {"error": exc}
 
@@ -219,8 +227,11 @@ class Agent:
         *,
         on_step: StepCallback | None = None,
         trace_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Result:
         """Async ``run``: the episode's model calls and tool calls run in worker threads."""
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InputError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
         if trace_id is not None:
             if not _TRACE_ID.fullmatch(str(trace_id)):
                 raise InputError(f"trace_id must be 1-64 letters, digits, '-' or '_', got {trace_id!r}")
@@ -233,6 +244,7 @@ class Agent:
             model=self.policy.model_name,
             adapter=self.policy.active_adapter,
             system_prompt=self.system_prompt,
+            metadata=dict(metadata or {}),
         )
         log = TraceLogger(self.store, episode)
         try:

@@ -162,7 +162,7 @@ async def _run_one(agent: Agent, task: Task, options: EvalOptions) -> EpisodeRec
     started = time.perf_counter()
     expected = task.answer.display()
     try:
-        result = await agent.arun(task.question, list(task.images))
+        result = await agent.arun(task.question, list(task.images), metadata={"task_id": task.id})
     except Exception as exc:  # recorded, not raised: one broken task must not cost the other results
         failed = Usage(wall_s=time.perf_counter() - started)
         trace_id = getattr(exc, "trace_id", "")
