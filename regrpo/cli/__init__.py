@@ -1,5 +1,5 @@
 """The ``regrpo`` command line: ``demo``, ``run``, ``eval``, ``compare``, ``serve``, ``serve-model``,
-``models``, ``export``.
+``models``, ``export``, ``train``.
 
 One module per group of subcommands, each a small function over the public API
 (``episodes``: run/models/export; ``evaluation``: eval/compare/demo; ``serving``: serve/serve-model).
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from regrpo.cli import episodes, evaluation, serving
+from regrpo.cli import episodes, evaluation, serving, training
 from regrpo.errors import RegrpoError
 
 __all__ = ["main"]
@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluation.register(commands)
     episodes.register(commands)
     serving.register(commands)
+    training.register(commands)
     return parser
 
 

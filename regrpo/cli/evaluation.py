@@ -66,9 +66,10 @@ def episode_table(report: EvalReport) -> Table:
     return table
 
 
-def _tasks(args: argparse.Namespace) -> list[Any]:
+def select_tasks(args: argparse.Namespace) -> list[Any]:
+    """The tasks that :func:`suite_selection_options` chose: suite, split, categories, limit."""
     from regrpo.tasks.gta import load_gta
-    from regrpo.tasks.suite import builtin_suite, load_suite
+    from regrpo.tasks.suite import builtin_suite, load_suite, split
 
     tasks: list[Any]
     if args.suite and args.suite.startswith("gta:"):
@@ -83,11 +84,14 @@ def _tasks(args: argparse.Namespace) -> list[Any]:
         if unknown := wanted - known:
             raise InputError(f"unknown categories {sorted(unknown)}; this suite has {sorted(known)}")
         tasks = [t for t in tasks if t.category in wanted]
+    if args.split != "all":
+        train, held_out = split(tasks, args.holdout_fraction, seed=args.seed)  # type: ignore[arg-type]
+        tasks = train if args.split == "train" else held_out
     return tasks[: args.limit] if args.limit else tasks
 
 
 def _evaluate(args: argparse.Namespace, console: Console, label: str) -> EvalReport:
-    tasks = _tasks(args)
+    tasks = select_tasks(args)
     options = EvalOptions(
         max_steps=args.max_steps,
         max_new_tokens=args.max_new_tokens,
@@ -133,16 +137,33 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _suite_options(tasks: int, max_steps: int, max_new_tokens: int, out: Path) -> argparse.ArgumentParser:
-    options = argparse.ArgumentParser(add_help=False, parents=[agent_options(max_steps, max_new_tokens)])
+def suite_selection_options(tasks: int, split: str = "all") -> argparse.ArgumentParser:
+    """``--suite``, ``--tasks``, ``--seed``, ``--categories``, ``--split``, ``--limit``: which tasks."""
+    options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--suite",
         help="a suite folder, or gta:PATH for a GTA dataset.json (default: the built-in suite, made once)",
     )
     options.add_argument("--tasks", type=int, default=tasks, help="size of the built-in suite to generate")
-    options.add_argument("--seed", type=int, default=0, help="seed of the built-in suite")
+    options.add_argument("--seed", type=int, default=0, help="seed of the built-in suite (and of the split)")
     options.add_argument("--categories", help="comma-separated categories to keep")
-    options.add_argument("--limit", type=int, help="evaluate only the first N tasks")
+    options.add_argument(
+        "--split",
+        choices=("all", "train", "holdout"),
+        default=split,
+        help="which part of the seeded per-category split to use (training reads train, gates read holdout)",
+    )
+    options.add_argument(
+        "--holdout-fraction", type=float, default=0.25, help="share of each category held out"
+    )
+    options.add_argument("--limit", type=int, help="use only the first N tasks")
+    return options
+
+
+def _suite_options(tasks: int, max_steps: int, max_new_tokens: int, out: Path) -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(
+        add_help=False, parents=[agent_options(max_steps, max_new_tokens), suite_selection_options(tasks)]
+    )
     options.add_argument("--adapter", type=Path, help="a PEFT adapter folder to evaluate")
     options.add_argument(
         "--fault-rate", type=float, default=0.0, help="probability a tool call is made to fail"

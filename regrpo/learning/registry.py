@@ -8,6 +8,8 @@ Layout under ``root``::
       LIVE                   JSON {"live": "v0002" | null, "previous": ["v0001"]}
       .incoming/<random>/    adapters being written (``begin()``); never listed
       .lock                  flock'd while a writer changes the registry
+      BASE.json              evaluation metrics of the base model (``metrics(None)``; the gate's cache)
+      <name>.json            small state files of other writers (``write_state``: the daemon's watermark)
 
 Why it is crash-safe (a ``kill -9`` at any instant leaves a consistent registry):
 
@@ -35,7 +37,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,37 @@ def _fsync_tree(path: Path) -> None:
             finally:
                 os.close(fd)
         _fsync_dir(Path(folder))
+
+
+_BASE_FILE = "BASE.json"
+_STATE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\.json$")
+
+
+class _BaseRecord(msgspec.Struct):
+    metrics: dict[str, float] = {}
+
+
+def _check_state_name(name: str) -> str:
+    if not _STATE_NAME.match(name) or name == "LIVE":
+        raise AdapterError(
+            f"{name!r} is not a registry state file name; use letters, digits, '-', '_' + '.json'"
+        )
+    return name
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: write a temp file, fsync, ``os.replace``, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class AdapterRegistry:
@@ -218,6 +251,51 @@ class AdapterRegistry:
             target = pointer.previous[-1] if pointer.previous else None
             self._write_pointer(_Pointer(live=target, previous=pointer.previous[:-1]))
         return target
+
+    # -- metrics and small state files (additions for the gate and the trainer daemon) ---------------------
+
+    def metrics(self, version: str | None) -> dict[str, float]:
+        """Recorded evaluation metrics of ``version`` (``None``: of the base model, kept in ``BASE.json``)."""
+        if version is not None:
+            return dict(self.get(version).metrics)
+        data = self.read_state(_BASE_FILE)
+        if data is None:
+            return {}
+        try:
+            return dict(msgspec.json.decode(data, type=_BaseRecord).metrics)
+        except msgspec.DecodeError as exc:
+            raise AdapterError(f"cannot read {_BASE_FILE!r} in {str(self.root)!r}: {exc}") from exc
+
+    def update_metrics(self, version: str | None, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Merge ``metrics`` into the recorded metrics of ``version`` (``None``: the base model).
+
+        The metadata file is replaced atomically (temp + fsync + ``os.replace``) under the registry's
+        lock, so a reader sees the old metrics or the new ones; returns the merged metrics.
+        """
+        with self._locked():
+            merged = self.metrics(version) | {k: float(v) for k, v in metrics.items()}
+            if version is None:
+                self.write_state(_BASE_FILE, msgspec.json.encode(_BaseRecord(metrics=merged)))
+            else:
+                meta = msgspec.structs.replace(self.get(version), metrics=merged)
+                _write_atomic(self.root / version / META_FILE, msgspec.json.format(msgspec.json.encode(meta)))
+        return merged
+
+    def read_state(self, name: str) -> bytes | None:
+        """The bytes of the state file ``name`` in the registry folder (``None`` if never written)."""
+        try:
+            return (self.root / _check_state_name(name)).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AdapterError(f"cannot read {name!r} in {str(self.root)!r}: {exc}") from exc
+
+    def write_state(self, name: str, data: bytes) -> None:
+        """Replace the state file ``name`` atomically (e.g. the trainer daemon's watermark)."""
+        try:
+            _write_atomic(self.root / _check_state_name(name), data)
+        except OSError as exc:
+            raise AdapterError(f"cannot write {name!r} in {str(self.root)!r}: {exc}") from exc
 
     # -- internals --------------------------------------------------------------------------------------
 

@@ -1,0 +1,232 @@
+"""``regrpo train data|sft|regrpo|grpo``: build learning data, then train LoRA adapters on it.
+
+Each subcommand is a thin wrapper over ``regrpo.learning``: ``data`` runs the data engine on the
+training split of a suite (and, with ``--store``, mines that trace store's failed episodes);
+``sft`` warm-starts an adapter; ``regrpo`` and ``grpo`` run an RL round, usually from the warm start
+(``--init``). Every trainer writes a plain PEFT folder to ``--out`` plus ``train_report.json``; with
+``--registry`` the folder is also committed there as the next version (not promoted: promotion is
+the eval gate's job, ``regrpo adapters gate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+
+from regrpo.agent.local import LocalPolicy
+from regrpo.cli.common import model_options, store_options
+from regrpo.cli.evaluation import select_tasks, suite_selection_options
+from regrpo.learning.lora_trainer import LoraSettings
+from regrpo.traces import TraceStore
+
+__all__ = ["register"]
+
+
+def _policy(args: argparse.Namespace, console: Console) -> LocalPolicy:
+    console.print(f"loading {args.model} ...")
+    return LocalPolicy(args.model, cache_dir=args.cache_dir)
+
+
+def _finish(args: argparse.Namespace, console: Console, report: msgspec.Struct, kind: str) -> int:
+    """Write ``train_report.json`` next to the adapter; commit to the registry when asked."""
+    out = Path(args.out)
+    (out / "train_report.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    console.print(f"adapter: {out} ({kind}) · report: {out / 'train_report.json'}")
+    if args.registry:
+        import shutil
+
+        from regrpo.learning.registry import AdapterMeta, AdapterRegistry
+
+        registry = AdapterRegistry(args.registry)
+        folder = registry.begin()
+        try:
+            shutil.copytree(out, folder, dirs_exist_ok=True)
+            meta = registry.commit(
+                folder,
+                AdapterMeta(
+                    base_model=args.model,
+                    config=msgspec.to_builtins(report)["config"] | {"method": kind},
+                    notes=f"regrpo train {kind} --out {out}",
+                ),
+            )
+        except BaseException:
+            registry.discard(folder)
+            raise
+        console.print(f"committed as {meta.version} in {args.registry} (not promoted)")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, console: Console) -> int:
+    from regrpo.learning.data_engine import build_dataset
+
+    tasks = select_tasks(args)
+    store = TraceStore(args.store) if args.traces else None
+    try:
+        dataset = build_dataset(
+            tasks, store=store, near_misses_per_step=args.near_misses, seed=args.data_seed
+        )
+    finally:
+        if store is not None:
+            store.close()
+    dataset.save(args.out)
+    counts = msgspec.to_builtins(dataset.counts)
+    console.print_json(json.dumps(counts))
+    console.print(
+        f"{len(dataset.sft_examples)} SFT examples, {len(dataset.branch_points)} branch points from "
+        f"{len(tasks)} tasks → {args.out}"
+    )
+    return 0
+
+
+def _lora(args: argparse.Namespace) -> LoraSettings:
+    return LoraSettings(rank=args.rank, alpha=args.alpha)
+
+
+def cmd_sft(args: argparse.Namespace, console: Console) -> int:
+    from regrpo.learning.data_engine import Dataset
+    from regrpo.learning.sft import SFTConfig, train_sft
+
+    data = Dataset.load(args.data)
+    config = SFTConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        lora=_lora(args),
+        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+        seed=args.train_seed,
+    )
+    report = train_sft(_policy(args, console), data.sft_examples, config, args.out, init_from=args.init)
+    console.print(f"SFT: {report.steps} steps, loss {report.losses[0]:.3f} → {report.losses[-1]:.3f}")
+    return _finish(args, console, report, "sft")
+
+
+def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
+    from regrpo.learning.data_engine import Dataset
+    from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
+
+    data = Dataset.load(args.data)
+    points = data.branch_points
+    if args.failures_only:
+        points = [p for p in points if p.failed]
+    config = ReGRPOConfig(
+        group_size=args.group_size,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        eta=args.eta,
+        needless_reflection_penalty=args.needless_penalty,
+        diagnosis_weight=args.diagnosis_weight,
+        beta=args.beta,
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        max_rollouts=args.max_rollouts,
+        lora=_lora(args),
+        seed=args.train_seed,
+    )
+    report = train_regrpo(_policy(args, console), points, config, args.out, init_from=args.init)
+    _print_rl(console, report)
+    return _finish(args, console, report, "regrpo")
+
+
+def cmd_grpo(args: argparse.Namespace, console: Console) -> int:
+    from regrpo.learning.grpo import GRPOConfig, train_grpo
+
+    tasks = select_tasks(args)
+    config = GRPOConfig(
+        group_size=args.group_size,
+        temperature=args.temperature,
+        max_steps=args.max_steps,
+        max_new_tokens=args.max_new_tokens,
+        tool_cost=args.tool_cost,
+        fault_rate=args.fault_rate,
+        beta=args.beta,
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        max_rollouts=args.max_rollouts,
+        lora=_lora(args),
+        seed=args.train_seed,
+    )
+    with TraceStore(args.store) as store:
+        report = train_grpo(_policy(args, console), tasks, config, args.out, store=store, init_from=args.init)
+    _print_rl(console, report)
+    return _finish(args, console, report, report.method)
+
+
+def _print_rl(console: Console, report: Any) -> None:
+    console.print(
+        f"{report.method}: {report.groups} groups ({report.skipped_zero_variance} skipped, zero variance), "
+        f"{report.rollouts} rollouts, {report.steps} optimizer steps, {report.seconds:.0f} s"
+    )
+
+
+def _trainer_options(lr: float, epochs: int = 1) -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False, parents=[model_options()])
+    options.add_argument("--out", type=Path, required=True, help="folder to write the adapter to")
+    options.add_argument("--init", type=Path, help="adapter folder to start from (e.g. the SFT warm start)")
+    options.add_argument("--registry", type=Path, help="also commit the adapter to this registry")
+    options.add_argument("--lr", type=float, default=lr, help="learning rate")
+    options.add_argument("--epochs", type=int, default=epochs)
+    options.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    options.add_argument("--alpha", type=int, default=32, help="LoRA alpha")
+    options.add_argument("--train-seed", type=int, default=0)
+    return options
+
+
+def _rl_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--group-size", type=int, default=5, help="G: samples per group")
+    options.add_argument("--temperature", type=float, default=1.0)
+    options.add_argument("--beta", type=float, default=0.04, help="KL weight")
+    options.add_argument("--max-rollouts", type=int, help="stop after this many sampled model turns")
+    return options
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``train`` (with ``data``, ``sft``, ``regrpo``, ``grpo``) to the ``regrpo`` parser."""
+    train = commands.add_parser("train", help="build learning data and train LoRA adapters")
+    kinds = train.add_subparsers(dest="train_command", required=True)
+
+    data = kinds.add_parser(
+        "data",
+        parents=[suite_selection_options(48, split="train"), store_options()],
+        help="RoT SFT examples and branch points from a suite's reference solutions and near-misses",
+    )
+    data.add_argument("--out", type=Path, required=True, help="dataset folder")
+    data.add_argument("--near-misses", type=int, default=2, help="near-misses kept per reference step")
+    data.add_argument("--data-seed", type=int, default=0, help="seeds the perturbations")
+    data.add_argument("--traces", action="store_true", help="also mine --store's failed episodes")
+    data.set_defaults(handler=cmd_data)
+
+    sft = kinds.add_parser(
+        "sft", parents=[_trainer_options(2e-4, epochs=2)], help="warm-start a LoRA adapter (SFT)"
+    )
+    sft.add_argument("--data", type=Path, required=True, help="dataset folder from `regrpo train data`")
+    sft.add_argument("--batch-size", type=int, default=8)
+    sft.add_argument("--kinds", default="reference,rot", help="'reference' = SFT on successes only")
+    sft.set_defaults(handler=cmd_sft)
+
+    regrpo = kinds.add_parser(
+        "regrpo", parents=[_trainer_options(2e-5), _rl_options()], help="a ReGRPO round"
+    )
+    regrpo.add_argument("--data", type=Path, required=True, help="dataset folder from `regrpo train data`")
+    regrpo.add_argument("--max-new-tokens", type=int, default=128)
+    regrpo.add_argument("--eta", type=float, default=0.1, help="reflection cost per 100 reflection tokens")
+    regrpo.add_argument("--needless-penalty", type=float, default=0.1, help="penalty for needless reflection")
+    regrpo.add_argument("--diagnosis-weight", type=float, default=0.25)
+    regrpo.add_argument("--failures-only", action="store_true", help="skip clean branch points")
+    regrpo.set_defaults(handler=cmd_regrpo)
+
+    grpo = kinds.add_parser(
+        "grpo",
+        parents=[_trainer_options(2e-5), _rl_options(), suite_selection_options(48, split="train")],
+        help="the trajectory-level GRPO baseline",
+    )
+    grpo.add_argument("--max-steps", type=int, default=4)
+    grpo.add_argument("--max-new-tokens", type=int, default=128)
+    grpo.add_argument("--tool-cost", action="store_true", help="OTC-GRPO's tool-call reward")
+    grpo.add_argument("--fault-rate", type=float, default=0.0, help="injected tool faults during rollouts")
+    grpo.set_defaults(handler=cmd_grpo)

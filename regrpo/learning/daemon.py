@@ -1,0 +1,304 @@
+"""``TrainerDaemon`` (``regrpo trainer``): watch the traces, train on new failures, gate, promote, swap.
+
+One round: when at least ``min_new_failures`` finished episodes with a failed step arrived past the
+watermark, call ``train_round(trace_ids, folder)`` (the trainer writes a PEFT adapter into a fresh
+``registry.begin()`` folder and returns its settings and statistics), commit the folder as the next
+version, and hand it to the eval gate (:func:`~regrpo.learning.gate.evaluate_and_gate`), which
+promotes and hot-swaps it only if it beats the live adapter on the held-out tasks.
+
+Crash safety (a ``kill -9`` at any instant):
+
+* The watermark and the round in progress live in ``trainer.json`` in the registry folder, replaced
+  atomically. It is advanced only after a round is decided, so a round killed while training is
+  trained again on restart (the same traces, nothing lost); its half-written folder is never listed
+  and ``prune_incoming`` deletes it at start.
+* A committed version is recorded as ``pending`` before the gate runs; a restart gates it instead of
+  training again. Promotion is the gate's atomic pointer move, so nothing half-done is ever live.
+* A ``train_round`` that raises leaves the watermark where it was, discards its folder, and the round
+  is retried at the next poll (``run_forever`` backs off exponentially while it keeps failing).
+
+The watermark is ``(started_at, trace_id)`` of the last episode consumed, in the store's order. It
+never passes an episode that is still running (unless it has been running for ``stale_running_s``:
+its process died), so an episode that started before others but fails and finishes after them is
+not skipped. Episodes of the gate's held-out tasks (``metadata["task_id"]``, which ``evaluate``
+records) are never training data, so the gate's own evaluation episodes may share the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from regrpo.agent.policy import Policy
+from regrpo.errors import AdapterError, InputError
+from regrpo.evaluation.runner import EvalOptions
+from regrpo.learning.gate import GateConfig, GateDecision, evaluate_and_gate
+from regrpo.learning.hotswap import swap_in, swap_to_base
+from regrpo.learning.registry import AdapterMeta, AdapterRegistry
+from regrpo.tasks.schema import Task
+from regrpo.traces import TraceStore
+
+__all__ = ["DaemonConfig", "DaemonState", "RoundReport", "TrainRound", "TrainerDaemon", "STATE_FILE"]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer.json"
+"""The daemon's watermark and round in progress, in the registry folder."""
+
+TrainRound = Callable[[list[str], Path], dict[str, Any]]
+"""``train_round(trace_ids, folder) -> info``: save a PEFT adapter in ``folder``; ``info`` becomes
+the version's ``AdapterMeta.config`` (training settings and statistics). It must leave the policy it
+shares with the daemon (if any) as it found it."""
+
+
+class DaemonConfig(msgspec.Struct, frozen=True):
+    """When the daemon trains, and how it treats leftovers."""
+
+    min_new_failures: int = 8
+    """New finished episodes with a failed step needed to start a round."""
+    stale_running_s: float = 3600.0
+    """An episode still ``running`` after this long is taken as abandoned (its process died) and skipped."""
+    prune_incoming_after_s: float = 600.0
+    """At start, delete unfinished ``begin()`` folders older than this (left by killed rounds)."""
+    max_backoff_s: float = 3600.0
+    """Upper bound of ``run_forever``'s wait after consecutive failed rounds."""
+
+    def __post_init__(self) -> None:
+        if self.min_new_failures < 1:
+            raise InputError(f"min_new_failures must be at least 1, got {self.min_new_failures}")
+        if self.stale_running_s <= 0 or self.prune_incoming_after_s < 0 or self.max_backoff_s <= 0:
+            raise InputError("stale_running_s and max_backoff_s must be > 0, prune_incoming_after_s >= 0")
+
+
+class DaemonState(msgspec.Struct):
+    """What ``trainer.json`` holds."""
+
+    started_at: float | None = None
+    """Watermark: ``started_at`` of the last consumed episode (``None``: nothing consumed yet)."""
+    trace_id: str = ""
+    """Watermark tie-break: its trace id."""
+    pending: str | None = None
+    """A committed version whose gate has not finished (gated first after a restart)."""
+    pending_until: tuple[float, str] | None = None
+    """The watermark to move to once ``pending`` is decided."""
+    rounds: int = 0
+    """Rounds decided (promoted or refused)."""
+
+
+class RoundReport(msgspec.Struct, frozen=True):
+    """What one :meth:`TrainerDaemon.run_once` did."""
+
+    status: Literal["waiting", "decided", "failed"]
+    new_failures: int = 0
+    """Usable new failure episodes seen past the watermark."""
+    trace_ids: list[str] = []
+    """The episodes handed to ``train_round``."""
+    version: str | None = None
+    decision: GateDecision | None = None
+    resumed: bool = False
+    """True when this round gated a version committed before a restart."""
+    error: str | None = None
+
+
+class TrainerDaemon:
+    """Trains, gates and hot-swaps adapters as failures arrive in a trace store.
+
+    Args:
+        store: The trace store the agents write to (read only here, except the gate's eval episodes).
+        registry: Where versions, the live pointer and ``trainer.json`` live.
+        policy: The engine the gate evaluates on.
+        train_round: The trainer (see :data:`TrainRound`).
+        tasks: Held-out tasks for the gate; their episodes are never training data.
+        config: Thresholds (default :class:`DaemonConfig`).
+        gate: The promotion rule (default :class:`~regrpo.learning.gate.GateConfig`).
+        options: Evaluation budgets for the gate (default :class:`~regrpo.evaluation.EvalOptions`).
+        eval_store: Where the gate's episodes go (default: ``store``; they are filtered out by task id).
+        live_policy: The serving engine to hot-swap (default: ``policy``).
+        on_promote: Called with each promoting decision, after the swap and the pointer move (e.g. to
+            ``POST /v1/adapters/promote`` on a ``regrpo serve`` in another process); errors are logged.
+    """
+
+    def __init__(
+        self,
+        store: TraceStore,
+        registry: AdapterRegistry,
+        policy: Policy,
+        train_round: TrainRound,
+        tasks: Sequence[Task],
+        *,
+        config: DaemonConfig | None = None,
+        gate: GateConfig | None = None,
+        options: EvalOptions | None = None,
+        eval_store: TraceStore | None = None,
+        live_policy: Policy | None = None,
+        on_promote: Callable[[GateDecision], None] | None = None,
+    ) -> None:
+        if not tasks:
+            raise InputError("the trainer daemon needs held-out tasks for its gate; pass at least one")
+        self.store, self.registry, self.policy, self.train_round = store, registry, policy, train_round
+        self.tasks = list(tasks)
+        self.config = config or DaemonConfig()
+        self.gate = gate or GateConfig()
+        self.options = options or EvalOptions()
+        self.eval_store = eval_store or store
+        self.live_policy = live_policy or policy
+        self.on_promote = on_promote
+        self._held_out = {task.id for task in self.tasks}
+
+    # -- state ------------------------------------------------------------------------------------------
+
+    def state(self) -> DaemonState:
+        """The persisted watermark and round in progress."""
+        data = self.registry.read_state(STATE_FILE)
+        if data is None:
+            return DaemonState()
+        try:
+            return msgspec.json.decode(data, type=DaemonState)
+        except msgspec.DecodeError as exc:
+            raise AdapterError(f"cannot read {STATE_FILE} in {str(self.registry.root)!r}: {exc}") from exc
+
+    def _save(self, state: DaemonState) -> None:
+        self.registry.write_state(STATE_FILE, msgspec.json.encode(state))
+
+    # -- one poll ---------------------------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Prune dead rounds' folders and make the live policy serve the registry's live version."""
+        removed = self.registry.prune_incoming(older_than_s=self.config.prune_incoming_after_s)
+        live = self.registry.live()
+        if self.live_policy.active_adapter != live:
+            if live is None:
+                swap_to_base(self.live_policy)
+            else:
+                swap_in(self.live_policy, self.registry, live)
+        return removed
+
+    def new_failures(self, state: DaemonState | None = None) -> tuple[list[str], tuple[float, str] | None]:
+        """``(trace ids to train on, watermark after them)``: finished failure episodes past the watermark."""
+        state = state or self.state()
+        mark = (state.started_at, state.trace_id) if state.started_at is not None else None
+        failed = set(self.store.trace_ids(since=state.started_at, failures_only=True))
+        picked: list[str] = []
+        until = mark
+        now = time.time()
+        for trace_id in self.store.trace_ids(since=state.started_at):
+            header = self.store.get_header(trace_id)
+            position = (header.started_at, trace_id)
+            if mark is not None and position <= mark:
+                continue
+            if header.status == "running" and now - header.started_at < self.config.stale_running_s:
+                break  # the watermark waits for it: it may still fail and finish
+            until = position
+            if header.status == "running" or trace_id not in failed:
+                continue  # abandoned, or nothing failed
+            if header.metadata.get("task_id") in self._held_out:
+                continue  # the gate's tasks are never training data
+            picked.append(trace_id)
+        return picked, until
+
+    def run_once(self) -> RoundReport:
+        """One poll: gate a pending version, or train a round if enough new failures arrived."""
+        state = self.state()
+        if state.pending is not None:
+            return self._gate(state, state.pending, [], resumed=True)
+        trace_ids, until = self.new_failures(state)
+        if len(trace_ids) < self.config.min_new_failures:
+            return RoundReport(status="waiting", new_failures=len(trace_ids))
+        folder = self.registry.begin()
+        try:
+            info = self.train_round(list(trace_ids), folder)
+            meta = self.registry.commit(folder, self._meta(trace_ids, info))
+        except Exception as exc:  # the trainer's failure is reported, and the round retried later
+            self.registry.discard(folder)
+            log.exception("training round on %d episodes failed", len(trace_ids))
+            return RoundReport(
+                status="failed",
+                new_failures=len(trace_ids),
+                trace_ids=trace_ids,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        except BaseException:  # KeyboardInterrupt, SystemExit: clean up, then stop
+            self.registry.discard(folder)
+            raise
+        state.pending, state.pending_until = meta.version, until
+        self._save(state)
+        return self._gate(state, meta.version, trace_ids, resumed=False)
+
+    def _meta(self, trace_ids: list[str], info: dict[str, Any]) -> AdapterMeta:
+        started = [self.store.get_header(t).started_at for t in trace_ids]
+        return AdapterMeta(
+            base_model=self.policy.model_name,
+            data_since=min(started),
+            data_until=max(started),
+            config=dict(info),
+            notes=f"trainer daemon round on {len(trace_ids)} failure episodes",
+        )
+
+    def _gate(self, state: DaemonState, version: str, trace_ids: list[str], *, resumed: bool) -> RoundReport:
+        try:
+            decision = evaluate_and_gate(
+                self.policy,
+                self.registry,
+                version,
+                self.tasks,
+                store=self.eval_store,
+                options=self.options,
+                config=self.gate,
+                live_policy=self.live_policy,
+            )
+        except Exception as exc:  # stays pending: the next poll gates it again
+            log.exception("gating %s failed", version)
+            return RoundReport(
+                status="failed",
+                trace_ids=trace_ids,
+                version=version,
+                resumed=resumed,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        if state.pending_until is not None:
+            state.started_at, state.trace_id = state.pending_until
+        state.pending, state.pending_until = None, None
+        state.rounds += 1
+        self._save(state)
+        if decision.promoted and self.on_promote is not None:
+            try:
+                self.on_promote(decision)
+            except Exception:  # the promotion stands; a listener's failure must not stop the daemon
+                log.exception("on_promote failed for %s", version)
+        log.info(
+            "round %d: %s %s (%s)",
+            state.rounds,
+            version,
+            "promoted" if decision.promoted else "refused",
+            decision.reason,
+        )
+        return RoundReport(
+            status="decided",
+            new_failures=len(trace_ids),
+            trace_ids=trace_ids,
+            version=version,
+            decision=decision,
+            resumed=resumed,
+        )
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    def run_forever(self, poll_s: float, stop_event: threading.Event) -> None:
+        """Poll every ``poll_s`` seconds until ``stop_event`` is set (backing off while rounds fail)."""
+        if poll_s <= 0:
+            raise InputError(f"poll_s must be > 0, got {poll_s}")
+        self.start()
+        failures = 0
+        while not stop_event.is_set():
+            report = self.run_once()
+            failures = failures + 1 if report.status == "failed" else 0
+            stop_event.wait(min(poll_s * 2 ** min(failures, 20), max(poll_s, self.config.max_backoff_s)))
+
+    def __repr__(self) -> str:
+        return f"TrainerDaemon(store={self.store!r}, registry={self.registry!r})"

@@ -1,0 +1,194 @@
+"""The baseline: trajectory-level GRPO (outcome reward over whole episodes), optionally with OTC's tool cost.
+
+For each task the current policy runs ``G`` whole episodes (sampling at ``temperature``, with the same
+agent loop, toolbox and reflection prompts as serving). Each episode earns ``1{correct}`` (times
+OTC-GRPO's tool-call reward when ``tool_cost=True``); advantages are group-relative over the G
+episodes exactly as in :func:`regrpo.learning.regrpo.group_advantages`, and every token the policy
+generated in an episode (all its turns) gets that episode's advantage, with the same clipped loss
+and KL term (:func:`regrpo.learning.regrpo.policy_loss`).
+
+The difference from ReGRPO is where the signal comes from: one sparse outcome per episode, spread
+over every turn, versus one executed, locally scored turn per branch point. ``RLReport.rollouts``
+counts sampled model turns in both, so the two are compared at equal rollouts
+(``max_rollouts``). Rollout episodes are ordinary traces in the given store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import torch
+
+from regrpo.agent.local import LocalPolicy
+from regrpo.agent.loop import Agent
+from regrpo.errors import InputError
+from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
+from regrpo.learning.progress import training_bar
+from regrpo.learning.regrpo import RLReport, group_advantages, policy_loss
+from regrpo.learning.rewards import episode_reward
+from regrpo.learning.sequences import TokenSample, rollout_sample
+from regrpo.tasks.schema import Task
+from regrpo.tools import Tool, default_tools
+from regrpo.tools.faults import FaultConfig, inject_faults
+from regrpo.traces import Episode, TraceStore
+
+__all__ = ["GRPOConfig", "train_grpo"]
+
+
+class GRPOConfig(msgspec.Struct, frozen=True):
+    """Trajectory-level GRPO settings; shared coefficients mean what they mean in ``ReGRPOConfig``."""
+
+    group_size: int = 5
+    """Episodes per task."""
+    temperature: float = 1.0
+    max_steps: int = 4
+    max_new_tokens: int = 128
+    tool_cost: bool = False
+    """Multiply the reward of correct episodes by OTC-GRPO's tool-call reward."""
+    fault_rate: float = 0.0
+    """Injected tool-fault rate during rollouts (the same injector as evaluation)."""
+    normalise_std: bool = True
+    eps: float = 1e-4
+    clip_eps: float = 0.2
+    beta: float = 0.04
+    learning_rate: float = 2e-5
+    epochs: int = 1
+    max_rollouts: int | None = None
+    """Stop after this many sampled model turns (the budget ReGRPO is compared at)."""
+    lora: LoraSettings = LoraSettings()
+    detach_system_prompt: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2 or self.temperature <= 0 or self.max_steps < 1 or self.epochs < 1:
+            raise InputError(
+                f"GRPO needs group_size >= 2, temperature > 0, max_steps >= 1, epochs >= 1; got {self}"
+            )
+        if not 0 <= self.fault_rate <= 1:
+            raise InputError(f"fault_rate must be between 0 and 1, got {self.fault_rate}")
+
+
+def train_grpo(
+    policy: LocalPolicy,
+    tasks: Sequence[Task],
+    config: GRPOConfig,
+    out_dir: str | Path,
+    *,
+    store: TraceStore,
+    init_from: str | Path | None = None,
+    tools: Sequence[Tool] | None = None,
+    progress: bool = True,
+) -> RLReport:
+    """Run trajectory GRPO over ``tasks``, save the adapter to ``out_dir``; rollouts go to ``store``."""
+    if not tasks:
+        raise InputError("no tasks to train on; pass suite tasks (regrpo.tasks.suite.builtin_suite)")
+    started = time.perf_counter()
+    toolbox = list(tools) if tools is not None else default_tools()
+    if config.fault_rate > 0:
+        toolbox = inject_faults(toolbox, FaultConfig(rate=config.fault_rate, seed=config.seed))
+    order = [t for _ in range(config.epochs) for t in tasks]
+    random.Random(config.seed).shuffle(order)
+    rollouts = tokens = groups = skipped = 0
+    mean_reward: list[float] = []
+    correct_rate: list[float] = []
+    with LoraTrainer(
+        policy,
+        config.lora,
+        learning_rate=config.learning_rate,
+        init_from=init_from,
+        detach_system_prompt=config.detach_system_prompt,
+        seed=config.seed,
+    ) as trainer:
+        agent = Agent(
+            policy,
+            toolbox,
+            store,
+            config.max_steps,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+        )
+        with training_bar("GRPO", len(order), progress) as advance:
+            for task in order:
+                if config.max_rollouts is not None and rollouts >= config.max_rollouts:
+                    break
+                episodes = [_episode(agent, store, task) for _ in range(config.group_size)]
+                correct = [task.check(e.answer) for e in episodes]
+                calls = [e.usage.tool_calls for e in episodes]
+                fewest = min((c for c, ok in zip(calls, correct, strict=True) if ok), default=None)
+                rewards = [
+                    episode_reward(ok, c, fewest, tool_cost=config.tool_cost)
+                    for ok, c in zip(correct, calls, strict=True)
+                ]
+                groups += 1
+                rollouts += sum(len(e.steps) for e in episodes)
+                tokens += sum(len(s.completion.token_ids) for e in episodes for s in e.steps)
+                mean_reward.append(sum(rewards) / len(rewards))
+                correct_rate.append(sum(correct) / len(correct))
+                advantages = group_advantages(rewards, normalise_std=config.normalise_std, eps=config.eps)
+                if advantages is None:
+                    skipped += 1
+                else:
+                    _update(trainer, policy, episodes, advantages, config)
+                advance(f"rollouts {rollouts}  skipped {skipped}  correct {correct_rate[-1]:.2f}")
+        trainer.save(out_dir)
+        steps = trainer.steps
+    return RLReport(
+        method="grpo+otc" if config.tool_cost else "grpo",
+        groups=groups,
+        skipped_zero_variance=skipped,
+        rollouts=rollouts,
+        generated_tokens=tokens,
+        steps=steps,
+        mean_reward=mean_reward,
+        fix_rate=correct_rate,
+        seconds=time.perf_counter() - started,
+        config=msgspec.to_builtins(config),
+    )
+
+
+def _episode(agent: Agent, store: TraceStore, task: Task) -> Episode:
+    result = asyncio.run(agent.arun(task.question, list(task.images), metadata={"task_id": task.id}))
+    return store.get(result.trace_id)
+
+
+def _update(
+    trainer: LoraTrainer,
+    policy: LocalPolicy,
+    episodes: Sequence[Episode],
+    advantages: Sequence[float],
+    config: GRPOConfig,
+) -> None:
+    """One optimizer step: every generated turn of every episode, weighted by its episode's advantage."""
+    samples: list[TokenSample] = []
+    weights: list[float] = []
+    old: list[torch.Tensor] = []
+    for episode, advantage in zip(episodes, advantages, strict=True):
+        for step in episode.steps:
+            if not step.completion.token_ids:
+                continue
+            samples.append(rollout_sample(policy, episode.messages[: step.prompt_messages], step.completion))
+            weights.append(advantage)
+            old.append(torch.tensor(step.completion.logprobs, device=policy.device))
+    if not samples:
+        return
+    reference = trainer.logprobs(samples, reference=True)
+    total = sum(len(s.completion_ids) for s in samples)
+
+    def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
+        return policy_loss(
+            logprobs,
+            old[i],
+            reference[i],
+            weights[i],
+            clip_eps=config.clip_eps,
+            beta=config.beta,
+            total_tokens=total,
+        )
+
+    trainer.backward(samples, loss_of)
+    trainer.step()

@@ -1,0 +1,113 @@
+"""The learning data on disk: SFT examples and branch points (msgspec Structs, one per JSONL line).
+
+Two records cross the boundary between the data engine (which builds them from tasks and traces)
+and the trainers (which consume them):
+
+* :class:`SFTExample` — a chat to imitate. ``kind="reference"`` is a task's reference solution run
+  with the real tools; ``kind="rot"`` is a grounded Reflection-of-Thought example: the context, a
+  near-miss action that really failed, its real observation with the runtime's reflection request,
+  then the target turn ``<reflection>{...}</reflection>`` + the corrected action. Only the assistant
+  turns listed in ``train_turns`` carry loss (for RoT examples: the reflection turn alone, as the
+  reference release's ``mask_policy`` does).
+* :class:`BranchPoint` — a state where the next turn decides recovery: the exact prompt the runtime
+  would show, how to rebuild the episode's images there, and the action the reference step needed.
+  ReGRPO samples a group of continuations at each one and executes them. ``failed=False`` marks a
+  clean point (the last call worked), where a reflection is needless and costs reward.
+
+Both are written with :func:`write_jsonl` and read back with :func:`read_jsonl`, so a dataset
+built today trains a model next month.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from regrpo.errors import ErrorType, InputError
+from regrpo.tasks.schema import AnswerSpec
+from regrpo.traces.schema import Answer, Message, ToolCall, Unparseable
+
+__all__ = ["BranchPoint", "SFTExample", "read_jsonl", "write_jsonl"]
+
+
+class SFTExample(msgspec.Struct, frozen=True):
+    """A chat to imitate; loss on the assistant messages whose indices are in ``train_turns``."""
+
+    messages: list[Message]
+    train_turns: list[int]
+    """Indices into ``messages`` of the assistant turns that carry loss."""
+    kind: Literal["reference", "rot"]
+    task_id: str = ""
+    error_type: ErrorType | None = None
+    """For RoT examples: the classifier's verdict on the near-miss observation."""
+    meta: dict[str, Any] = {}
+    """Provenance: perturbation kind, failed and corrected actions, reference step index, ..."""
+
+
+class BranchPoint(msgspec.Struct, frozen=True):
+    """A state to sample a group of continuations from, and what a good continuation must do."""
+
+    id: str
+    """Content hash of the prompt and target (the deduplication key)."""
+    task_id: str
+    messages: list[Message]
+    """The prompt of the next turn, exactly as the runtime renders it (ends with a user message)."""
+    images: list[str]
+    """The task's image paths, in order (they become ``img_0``, ``img_1``, ...)."""
+    replay: list[ToolCall]
+    """Calls that re-make the tool-made images existing at this point, in order (ids follow)."""
+    failed: bool
+    """True: the last observation is a failure and a reflection is due. False: a clean point."""
+    error_type: ErrorType | None
+    """The classifier's verdict on the failure observation (``None`` at clean points)."""
+    observation: str
+    """The last observation's text (what a reflection's evidence must quote)."""
+    failed_action: ToolCall | Unparseable | None
+    target: ToolCall | Answer
+    """The action the reference solution takes next."""
+    expects: list[str] = []
+    """Strings the target call's real output contains (``ReferenceStep.expects``)."""
+    answer: AnswerSpec | None = None
+    """The task's answer, for judging an ``<answer>`` continuation."""
+    source: Literal["near_miss", "trace", "reference"] = "near_miss"
+
+
+T = TypeVar("T", SFTExample, BranchPoint)
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[msgspec.Struct]) -> int:
+    """Write records one per line, atomically (temp file + rename); returns how many were written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    encoder = msgspec.json.Encoder()
+    count = 0
+    with open(tmp, "wb") as handle:
+        for record in records:
+            handle.write(encoder.encode(record) + b"\n")
+            count += 1
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    return count
+
+
+def read_jsonl(path: str | os.PathLike[str], kind: type[T]) -> list[T]:
+    """Read a file written by :func:`write_jsonl`; the error names the file and line of a bad record."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"{str(source)!r} does not exist; build it with `regrpo train data` first")
+    decoder = msgspec.json.Decoder(kind)
+    records: list[T] = []
+    for number, line in enumerate(source.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(decoder.decode(line))
+        except msgspec.DecodeError as exc:
+            raise InputError(f"{str(source)!r} line {number} is not a {kind.__name__}: {exc}") from None
+    return records

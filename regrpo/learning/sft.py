@@ -1,0 +1,129 @@
+"""Warm start: supervised fine-tuning of a LoRA adapter on reference and RoT examples.
+
+ENVIRONMENT.md and ``docs/results.md`` found the base SmolLM2-135M rarely follows the tool format (92 of
+93 turns unparseable), so RL from the base model has almost no reward to work with. The warm start
+teaches the format, the tools and the reflection triplet first:
+
+* reference examples (a task's reference solution, run with the real tools) train every assistant turn;
+* RoT examples (context → near-miss → its real failure + the runtime's reflection request) train only
+  the target turn ``<reflection>{...}</reflection>`` + corrected action, as the reference release's
+  ``mask_policy`` does; the near-miss turn itself is context and never imitated.
+
+Loss: mean negative log-likelihood over all target tokens of a batch (token-mean), prompts masked
+(they are never in the completion; see :mod:`regrpo.learning.sequences`). Samples are shuffled with
+the config's seed; each optimizer step takes ``batch_size`` samples.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import torch
+
+from regrpo.agent.local import LocalPolicy
+from regrpo.errors import InputError
+from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
+from regrpo.learning.progress import training_bar
+from regrpo.learning.records import SFTExample
+from regrpo.learning.sequences import TokenSample, example_samples
+
+__all__ = ["SFTConfig", "SFTReport", "train_sft"]
+
+
+class SFTConfig(msgspec.Struct, frozen=True):
+    """Warm-start settings. Defaults are what ``regrpo train sft`` ran on the 2-core CPU (docs/results.md)."""
+
+    epochs: int = 2
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    """Above the reference's 2e-5 over 2,000 steps: a CPU run affords ~100 steps; LoRA tolerates it."""
+    lora: LoraSettings = LoraSettings()
+    kinds: tuple[str, ...] = ("reference", "rot")
+    """Which example kinds to train on (``("reference",)`` = SFT on successes only, the baseline)."""
+    max_target_tokens: int = 192
+    """Target turns longer than this are skipped (counted): long answers teach nothing but cost time."""
+    detach_system_prompt: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise InputError(f"SFT needs epochs >= 1, batch_size >= 1, learning_rate > 0; got {self}")
+        unknown = set(self.kinds) - {"reference", "rot"}
+        if unknown or not self.kinds:
+            raise InputError(f"kinds must be chosen from 'reference', 'rot'; got {list(self.kinds)}")
+
+
+class SFTReport(msgspec.Struct, frozen=True):
+    """What a warm-start run did."""
+
+    examples: int
+    samples: int
+    skipped_long: int
+    steps: int
+    losses: list[float]
+    """Token-mean NLL of each optimizer step."""
+    target_tokens: int
+    seconds: float
+    config: SFTConfig
+
+
+def train_sft(
+    policy: LocalPolicy,
+    examples: Sequence[SFTExample],
+    config: SFTConfig,
+    out_dir: str | Path,
+    *,
+    init_from: str | Path | None = None,
+    progress: bool = True,
+) -> SFTReport:
+    """Train a LoRA adapter on ``examples`` and save it to ``out_dir`` (a PEFT folder).
+
+    The adapter is taken out of ``policy`` afterwards; load ``out_dir`` to use it.
+    """
+    chosen = [e for e in examples if e.kind in config.kinds]
+    if not chosen:
+        raise InputError(f"no SFT examples of kinds {list(config.kinds)} among {len(examples)} given")
+    started = time.perf_counter()
+    samples: list[TokenSample] = [s for e in chosen for s in example_samples(policy, e)]
+    kept = [s for s in samples if len(s.completion_ids) <= config.max_target_tokens]
+    rng = random.Random(config.seed)
+    losses: list[float] = []
+    with LoraTrainer(
+        policy,
+        config.lora,
+        learning_rate=config.learning_rate,
+        init_from=init_from,
+        detach_system_prompt=config.detach_system_prompt,
+        seed=config.seed,
+    ) as trainer:
+        batches = []
+        for _ in range(config.epochs):
+            order = kept[:]
+            rng.shuffle(order)
+            batches += [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        with training_bar("SFT", len(batches), progress) as advance:
+            for batch in batches:
+                tokens = sum(len(s.completion_ids) for s in batch)
+
+                def token_mean_nll(_: int, logprobs: torch.Tensor, tokens: int = tokens) -> torch.Tensor:
+                    return -logprobs.sum() / tokens
+
+                loss, _ = trainer.backward(batch, token_mean_nll)
+                trainer.step()
+                losses.append(loss)
+                advance(f"loss {loss:.3f}")
+        trainer.save(out_dir)
+    return SFTReport(
+        examples=len(chosen),
+        samples=len(kept),
+        skipped_long=len(samples) - len(kept),
+        steps=len(losses),
+        losses=losses,
+        target_tokens=sum(len(s.completion_ids) for s in kept) * config.epochs,
+        seconds=time.perf_counter() - started,
+        config=config,
+    )

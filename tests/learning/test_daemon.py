@@ -1,0 +1,277 @@
+"""TrainerDaemon: trains on new failures past a persisted watermark, gates, survives failed and killed rounds.
+
+The store, registry, evaluation and gate are real; ``train_round`` really saves a fresh peft LoRA (on a
+tiny randomly initialised Llama, so a round takes milliseconds). The gate evaluates a
+``ScriptedPolicy`` (a test double: any adapter answers right, the base model wrong), so the first
+round is promoted and later equal ones are refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import msgspec
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from regrpo.agent.loop import Agent
+from regrpo.agent.scripted import ScriptedPolicy
+from regrpo.evaluation import EvalOptions
+from regrpo.learning.daemon import STATE_FILE, DaemonConfig, DaemonState, TrainerDaemon
+from regrpo.learning.registry import AdapterMeta, AdapterRegistry
+from regrpo.tasks.schema import AnswerSpec, Task
+from regrpo.tools.calculator import calculator
+from regrpo.traces.schema import Episode
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    return LlamaForCausalLM(config)
+
+
+class LoraRounds:
+    """A real, tiny ``train_round``: records the trace ids it got and saves a fresh LoRA."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, []
+
+    def __call__(self, trace_ids, folder):
+        from peft import LoraConfig, get_peft_model
+
+        self.calls.append(list(trace_ids))
+        lora = get_peft_model(copy.deepcopy(self.model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        lora.save_pretrained(folder)
+        return {"episodes": len(trace_ids), "lora_r": 4}
+
+
+@pytest.fixture
+def held_out(tmp_path):
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((16, 16, 3), 255, np.uint8)).save(path)
+    answer = AnswerSpec(kind="number", value=1.0, tolerance=0.01)
+    return [
+        Task(
+            id="held-1",
+            category="expression",
+            difficulty=1,
+            question="Say 1.",
+            images=[str(path)],
+            answer=answer,
+            reference=[],
+            seed=0,
+        )
+    ]
+
+
+def adapter_answers_right() -> ScriptedPolicy:
+    holder: list[ScriptedPolicy] = []
+    holder.append(
+        ScriptedPolicy(
+            [lambda chat: "<answer>1</answer>" if holder[0].active_adapter else "<answer>0</answer>"],
+            cycle=True,
+        )
+    )
+    return holder[0]
+
+
+def episode(store, *, fails: bool = True, task_id: str | None = None) -> str:
+    """A finished episode: an unparseable turn (a failed step) then an answer, or just the answer."""
+    script = (["no action here", "<answer>2</answer>"] if fails else []) + ["<answer>2</answer>"]
+    agent = Agent(ScriptedPolicy(script), [calculator], store, 3)
+    return agent.run("Add 1 and 1.", metadata={"task_id": task_id} if task_id else None).trace_id
+
+
+def daemon(store, registry, train_round, tasks, on_promote=None, **config) -> TrainerDaemon:
+    return TrainerDaemon(
+        store,
+        registry,
+        adapter_answers_right(),
+        train_round,
+        tasks,
+        config=DaemonConfig(**({"min_new_failures": 2} | config)),
+        options=EvalOptions(max_steps=2, max_new_tokens=16),
+        on_promote=on_promote,
+    )
+
+
+def test_rounds_train_on_new_failures_only_and_the_watermark_survives_a_restart(
+    store, tmp_path, tiny_model, held_out
+):
+    registry = AdapterRegistry(tmp_path / "registry")
+    rounds = LoraRounds(tiny_model)
+    first = episode(store)
+    assert daemon(store, registry, rounds, held_out).run_once().status == "waiting"  # 1 < 2 failures
+
+    episode(store, fails=False)  # nothing failed: not training data
+    episode(store, task_id="held-1")  # a held-out task's episode: never training data
+    second = episode(store)
+    promotions = []
+    report = daemon(store, registry, rounds, held_out, on_promote=promotions.append).run_once()
+
+    assert report.status == "decided" and rounds.calls == [[first, second]]
+    assert report.decision is not None and report.decision.promoted and registry.live() == report.version
+    assert promotions == [report.decision]
+    meta = registry.get(report.version)
+    assert meta.config == {"episodes": 2, "lora_r": 4} and meta.data_until >= meta.data_since
+    assert (registry.path(report.version) / "adapter_model.safetensors").is_file()
+
+    restarted = daemon(store, registry, rounds, held_out)  # a new process: state comes from trainer.json
+    assert restarted.state().rounds == 1 and restarted.run_once().status == "waiting"
+
+    third, fourth = episode(store), episode(store)
+    again = restarted.run_once()
+    assert again.status == "decided" and rounds.calls[-1] == [third, fourth]
+    assert not again.decision.promoted and registry.live() == report.version  # equal: refused
+
+
+def test_the_watermark_waits_for_an_episode_still_running(store, tmp_path, tiny_model, held_out):
+    registry = AdapterRegistry(tmp_path / "registry")
+    rounds = LoraRounds(tiny_model)
+    running = Episode(trace_id="still-running", task="Add 1 and 1.", started_at=time.time(), model="scripted")
+    store.put_header(running)
+    later = [episode(store), episode(store)]
+    worker = daemon(store, registry, rounds, held_out)
+    assert worker.new_failures()[0] == [] and worker.run_once().status == "waiting"
+
+    store.put_header(msgspec.structs.replace(running, status="error", error="crashed"))  # it failed
+    assert worker.run_once().status == "decided" and rounds.calls == [["still-running", *later]]
+
+
+def test_a_failing_round_leaves_nothing_behind_and_is_retried(store, tmp_path, tiny_model, held_out):
+    registry = AdapterRegistry(tmp_path / "registry")
+    ids = [episode(store), episode(store)]
+
+    def broken(trace_ids, folder):
+        (folder / "adapter_config.json").write_text("{}")
+        raise RuntimeError("out of memory")
+
+    report = daemon(store, registry, broken, held_out).run_once()
+    assert report.status == "failed" and "out of memory" in report.error
+    assert registry.list() == [] and registry.live() is None
+    assert (
+        list((registry.root / ".incoming").iterdir()) == []
+        and daemon(store, registry, broken, held_out).state() == DaemonState()
+    )
+
+    rounds = LoraRounds(tiny_model)
+    assert daemon(store, registry, rounds, held_out).run_once().status == "decided" and rounds.calls == [ids]
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from regrpo.agent.scripted import ScriptedPolicy
+    from regrpo.learning.daemon import DaemonConfig, TrainerDaemon
+    from regrpo.learning.registry import AdapterRegistry
+    from regrpo.tasks.schema import AnswerSpec, Task
+    from regrpo.traces import TraceStore
+
+    def train_round(trace_ids, folder):
+        (folder / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        with open(folder / "adapter_model.safetensors", "wb") as f:
+            f.write(b"x" * 4096)  # the first half of the weights
+            f.flush()
+            os.write(1, b"half\\n")  # tell the parent: kill me now
+            sys.stdin.read()  # block until killed
+        return {}
+
+    task = Task(id="held-1", category="expression", difficulty=1, question="Say 1.", images=[],
+                answer=AnswerSpec(kind="number", value=1.0), reference=[], seed=0)
+    daemon = TrainerDaemon(TraceStore(sys.argv[1]), AdapterRegistry(sys.argv[2]), ScriptedPolicy(["x"]),
+                           train_round, [task], config=DaemonConfig(min_new_failures=2))
+    daemon.run_once()
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_round_killed_mid_write_promotes_nothing_and_the_restart_retrains_the_same_traces(
+    store, tmp_path, tiny_model, held_out
+):
+    registry = AdapterRegistry(tmp_path / "registry")
+    ids = [episode(store), episode(store)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, store.path, str(registry.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout.readline() == b"half\n"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        assert child.wait(timeout=120) == -signal.SIGKILL
+        child.stdin.close()
+        child.stdout.close()
+
+    assert registry.list() == [] and registry.live() is None
+    assert registry.read_state(STATE_FILE) is None  # the watermark never moved
+    assert len(list((registry.root / ".incoming").iterdir())) == 1  # the half-written folder, unlisted
+
+    rounds = LoraRounds(tiny_model)
+    restarted = daemon(store, registry, rounds, held_out, prune_incoming_after_s=0)
+    assert len(restarted.start()) == 1 and list((registry.root / ".incoming").iterdir()) == []
+    report = restarted.run_once()
+    assert (
+        report.status == "decided" and rounds.calls == [ids] and registry.live() == report.version == "v0001"
+    )
+
+
+def test_a_version_committed_before_a_crash_is_gated_on_restart_not_retrained(
+    store, tmp_path, tiny_model, held_out
+):
+    registry = AdapterRegistry(tmp_path / "registry")
+    ids = [episode(store), episode(store)]
+    rounds = LoraRounds(tiny_model)
+    worker = daemon(store, registry, rounds, held_out)
+    _, until = worker.new_failures()
+    folder = registry.begin()  # what run_once had done when the process died: trained and committed
+    rounds(ids, folder)
+    version = registry.commit(folder, AdapterMeta(base_model="scripted")).version
+    registry.write_state(STATE_FILE, msgspec.json.encode(DaemonState(pending=version, pending_until=until)))
+
+    report = daemon(store, registry, rounds, held_out).run_once()
+    assert report.resumed and report.status == "decided" and report.version == version
+    assert registry.live() == version and len(rounds.calls) == 1  # gated, not trained again
+    state = worker.state()
+    assert state.pending is None and (state.started_at, state.trace_id) == until and state.rounds == 1
+    assert worker.run_once().status == "waiting"
+
+
+def test_run_forever_trains_when_failures_arrive_and_stops_on_the_event(
+    store, tmp_path, tiny_model, held_out
+):
+    registry = AdapterRegistry(tmp_path / "registry")
+    rounds = LoraRounds(tiny_model)
+    trained, stop = threading.Event(), threading.Event()
+
+    def train_and_signal(trace_ids, folder):
+        info = rounds(trace_ids, folder)
+        trained.set()
+        return info
+
+    worker = daemon(store, registry, train_and_signal, held_out)
+    thread = threading.Thread(target=worker.run_forever, args=(0.05, stop))
+    thread.start()
+    try:
+        ids = [episode(store), episode(store)]
+        assert trained.wait(timeout=60)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive() and rounds.calls == [ids]
+    assert registry.live() == "v0001" and worker.state().rounds == 1

@@ -1,0 +1,137 @@
+"""``LoraTrainer`` on the real SmolLM2: log-probs, masking, KL at init, one step's direction, save/load.
+
+Every test adds an adapter to the shared ``smollm`` policy and takes it out again (``with``), so the
+session's model is the base model before and after.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regrpo.agent.actions import ACTION_STOP_STRINGS
+from regrpo.agent.prompts import render_system_prompt
+from regrpo.errors import InputError
+from regrpo.learning.lora_trainer import LoraTrainer
+from regrpo.learning.regrpo import policy_loss
+from regrpo.learning.sequences import TokenSample, rollout_sample
+from regrpo.tools import default_tools
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chat():
+    """A real runtime prompt with the calculator alone: short, so the tests stay cheap on CPU."""
+    calculator = [t for t in default_tools() if t.name == "calculator"]
+    return [
+        {"role": "system", "content": render_system_prompt(calculator)},
+        {"role": "user", "content": "What is 12 * 7 + 1?"},
+    ]
+
+
+@pytest.fixture(scope="module")
+def rollouts(smollm, chat):
+    torch.manual_seed(3)
+    return smollm.generate(chat, n=2, temperature=1.0, max_new_tokens=12, stop=ACTION_STOP_STRINGS)
+
+
+def test_trainer_log_probs_equal_the_rollout_log_probs_and_the_system_prompt_detach_is_exact_forward(
+    smollm, chat, rollouts
+):
+    samples = [rollout_sample(smollm, chat, c) for c in rollouts]
+    assert 0 < samples[0].system_tokens < len(samples[0].prompt_ids)
+    with LoraTrainer(smollm) as trainer:
+        detached = trainer.logprobs(samples)
+        trainer.detach_system_prompt = False
+        exact = trainer.logprobs(samples)
+    for completion, a, b in zip(rollouts, detached, exact, strict=True):
+        assert a.shape == (len(completion.token_ids),)
+        assert torch.allclose(a, torch.tensor(completion.logprobs), atol=1e-4)
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_kl_is_zero_and_has_zero_gradient_with_a_fresh_adapter(smollm, chat, rollouts):
+    sample = rollout_sample(smollm, chat, rollouts[0])
+    with LoraTrainer(smollm) as trainer:
+        (policy,) = trainer.logprobs([sample])
+        (reference,) = trainer.logprobs([sample], reference=True)
+        assert torch.equal(policy, reference)  # LoRA's B starts at 0: the adapter changes nothing yet
+
+        def kl_only(_: int, logprobs: torch.Tensor) -> torch.Tensor:
+            return policy_loss(
+                logprobs, policy, reference, 0.0, clip_eps=0.2, beta=1.0, total_tokens=len(policy)
+            )
+
+        loss, _ = trainer.backward([sample], kl_only)
+        assert loss == 0.0
+        grads = [p.grad for p in trainer.parameters if p.grad is not None]
+        assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
+
+
+def test_only_completion_tokens_carry_loss(smollm, chat, rollouts):
+    """The trainer's NLL gradient equals a full-sequence cross-entropy with the prompt labelled -100."""
+    sample = rollout_sample(smollm, chat, rollouts[0])
+    ids = torch.tensor([sample.prompt_ids + sample.completion_ids])
+    labels = ids.clone()
+    labels[0, : len(sample.prompt_ids)] = -100  # the usual "masked" labels
+    with LoraTrainer(smollm, detach_system_prompt=False) as trainer:
+        trainer.backward([sample], lambda _, lp: -lp.mean())
+        ours = [p.grad.clone() for p in trainer.parameters]
+        trainer.optimizer.zero_grad(set_to_none=True)
+        logits = smollm.model(input_ids=ids).logits[0, :-1].float()
+        loss = torch.nn.functional.cross_entropy(logits, labels[0, 1:], ignore_index=-100)
+        loss.backward()
+        masked = [p.grad for p in trainer.parameters]
+    assert max(float((a - b).abs().max()) for a, b in zip(ours, masked, strict=True)) < 1e-5
+    assert any(float(g.abs().max()) > 0 for g in ours)
+
+
+def test_one_step_raises_the_positive_completion_and_lowers_the_negative(smollm, chat, rollouts):
+    samples = [rollout_sample(smollm, chat, c) for c in rollouts]
+    advantages = [1.0, -1.0]
+    total = sum(len(s.completion_ids) for s in samples)
+    with LoraTrainer(smollm, learning_rate=1e-3) as trainer:
+        before = trainer.logprobs(samples)
+        reference = trainer.logprobs(samples, reference=True)
+
+        def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
+            return policy_loss(
+                logprobs, before[i], reference[i], advantages[i], clip_eps=0.2, beta=0.04, total_tokens=total
+            )
+
+        trainer.backward(samples, loss_of)
+        trainer.step()
+        after = trainer.logprobs(samples)
+    assert float(after[0].sum()) > float(before[0].sum())
+    assert float(after[1].sum()) < float(before[1].sum())
+
+
+def test_saved_adapter_reloads_with_the_same_log_probs(smollm, chat, rollouts, tmp_path):
+    sample = rollout_sample(smollm, chat, rollouts[0])
+    with LoraTrainer(smollm, learning_rate=1e-3) as trainer:
+        trainer.backward([sample], lambda _, lp: -lp.sum())
+        trainer.step()
+        (trained,) = trainer.logprobs([sample])
+        trainer.save(tmp_path / "adapter")
+    smollm.load_adapter("reloaded", str(tmp_path / "adapter"))
+    try:
+        smollm.activate_adapter("reloaded")
+        again = smollm.generate(chat, n=1, max_new_tokens=1)[0]
+        with LoraTrainer(smollm, init_from=tmp_path / "adapter", name="continued") as continued:
+            (resumed,) = continued.logprobs([sample])
+    finally:
+        smollm.activate_adapter(None)
+        smollm.unload_adapter("reloaded")
+    assert torch.allclose(resumed, trained, atol=1e-4)
+    assert (
+        again.logprobs[0] == pytest.approx(float(trained[0]), abs=1e-3)
+        or again.token_ids[0] != sample.completion_ids[0]
+    )
+
+
+def test_bad_inputs_are_refused(smollm):
+    with pytest.raises(InputError, match="completion token"):
+        TokenSample([1, 2], [])
+    with pytest.raises(InputError, match="learning_rate"):
+        LoraTrainer(smollm, learning_rate=0.0)

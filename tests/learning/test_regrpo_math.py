@@ -1,0 +1,77 @@
+"""ReGRPO's math on hand-made numbers: group advantages, zero-variance skipping, the clipped loss, KL."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from regrpo.errors import InputError
+from regrpo.learning.regrpo import ReGRPOConfig, group_advantages, policy_loss
+
+
+def test_advantages_are_standardised_within_the_group():
+    advantages = group_advantages([1.0, 0.0, 0.0, 0.0, 0.0], eps=1e-4)
+    assert advantages is not None
+    # mean 0.2, population std 0.4
+    assert advantages[0] == pytest.approx(0.8 / 0.4001)
+    assert advantages[1:] == pytest.approx([-0.2 / 0.4001] * 4)
+    assert sum(advantages) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reference_release_advantage_is_reward_minus_mean():
+    assert group_advantages([0.5, 1.0, 0.0], normalise_std=False) == pytest.approx([0.0, 0.5, -0.5])
+
+
+@pytest.mark.parametrize("rewards", [[0.0] * 5, [1.0] * 3, [-0.07, -0.07]])
+def test_zero_variance_groups_are_skipped(rewards):
+    assert group_advantages(rewards) is None
+
+
+def test_a_group_of_one_is_refused():
+    with pytest.raises(InputError, match="at least two"):
+        group_advantages([1.0])
+
+
+def test_on_policy_loss_is_minus_advantage_times_token_share():
+    logprobs = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    loss = policy_loss(
+        logprobs, logprobs.detach(), logprobs.detach(), 2.0, clip_eps=0.2, beta=0.04, total_tokens=6
+    )
+    assert float(loss.detach()) == pytest.approx(-2.0 * 3 / 6)  # ratio 1, KL 0
+    loss.backward()
+    assert logprobs.grad is not None
+    assert logprobs.grad.tolist() == pytest.approx([-2.0 / 6] * 3)  # d(-A·ρ)/dlogp = -A·ρ, per token share
+
+
+def test_clipping_stops_the_gradient_once_the_ratio_left_the_trust_region():
+    old = torch.tensor([-1.0, -1.0])
+    logprobs = torch.tensor([-1.0 + math.log(1.5), -1.0 + math.log(1.1)], requires_grad=True)
+    loss = policy_loss(logprobs, old, logprobs.detach(), 1.0, clip_eps=0.2, beta=0.0, total_tokens=2)
+    loss.backward()
+    assert logprobs.grad is not None
+    assert logprobs.grad[0] == 0.0  # ratio 1.5 > 1.2 with A > 0: clipped, no push further
+    assert logprobs.grad[1] == pytest.approx(-1.1 / 2)
+
+
+def test_kl_term_is_zero_at_the_reference_and_positive_away_from_it():
+    logprobs = torch.tensor([-1.0, -3.0], requires_grad=True)
+    at_ref = policy_loss(
+        logprobs, logprobs.detach(), logprobs.detach(), 0.0, clip_eps=0.2, beta=1.0, total_tokens=2
+    )
+    assert float(at_ref.detach()) == 0.0
+    at_ref.backward()
+    assert logprobs.grad is not None and logprobs.grad.abs().max() == 0.0
+    away = policy_loss(
+        logprobs, logprobs.detach(), torch.tensor([-1.5, -2.0]), 0.0, clip_eps=0.2, beta=1.0, total_tokens=2
+    )
+    assert float(away.detach()) > 0.0
+
+
+def test_config_refuses_settings_that_cannot_work():
+    with pytest.raises(InputError, match="group_size"):
+        ReGRPOConfig(group_size=1)
+    with pytest.raises(InputError, match="temperature"):
+        ReGRPOConfig(temperature=0.0)
+    assert ReGRPOConfig().group_size == 5 and ReGRPOConfig().beta == 0.04 and ReGRPOConfig().eta == 0.1
