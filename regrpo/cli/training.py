@@ -1,4 +1,4 @@
-"""``regrpo train data|sft|regrpo|grpo``: build learning data, then train LoRA adapters on it.
+"""``regrpo train data|sft|regrpo|grpo`` and ``regrpo trainer``: learning data, adapters, the daemon.
 
 Each subcommand is a thin wrapper over ``regrpo.learning``: ``data`` runs the data engine on the
 training split of a suite (and, with ``--store``, mines that trace store's failed episodes);
@@ -156,6 +156,54 @@ def cmd_grpo(args: argparse.Namespace, console: Console) -> int:
     return _finish(args, console, report, report.method)
 
 
+def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
+    """The background trainer: watch the store, train on new failures, gate, promote, hot-swap."""
+    import threading
+
+    from regrpo.evaluation.runner import EvalOptions
+    from regrpo.learning.daemon import DaemonConfig, TrainerDaemon
+    from regrpo.learning.gate import GateConfig
+    from regrpo.learning.online import ReGRPORound
+    from regrpo.learning.registry import AdapterRegistry
+    from regrpo.learning.regrpo import ReGRPOConfig
+    from regrpo.tasks.suite import builtin_suite, split
+
+    train_tasks, held_out = split(
+        builtin_suite(n=args.tasks, seed=args.seed, cache_dir=args.cache_dir),
+        args.holdout_fraction,
+        args.seed,
+    )
+    policy = _policy(args, console)
+    registry = AdapterRegistry(args.registry)
+    config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
+    with TraceStore(args.store) as store:
+        round_ = ReGRPORound(policy, registry, train_tasks, store, config, warm_start=args.init)
+        daemon = TrainerDaemon(
+            store,
+            registry,
+            policy,
+            round_,
+            held_out,
+            config=DaemonConfig(min_new_failures=args.min_new_failures),
+            gate=GateConfig(margin=args.margin),
+            options=EvalOptions(max_steps=args.max_steps, max_new_tokens=args.max_new_tokens),
+        )
+        if args.once:
+            daemon.start()
+            report = daemon.run_once()
+            console.print_json(msgspec.json.encode(report).decode())
+            return 0 if report.status != "failed" else 1
+        console.print(
+            f"watching {args.store} every {args.poll_s:.0f} s; registry {args.registry} (Ctrl-C stops)"
+        )
+        stop = threading.Event()
+        try:
+            daemon.run_forever(args.poll_s, stop)
+        except KeyboardInterrupt:
+            stop.set()
+    return 0
+
+
 def _print_rl(console: Console, report: Any) -> None:
     console.print(
         f"{report.method}: {report.groups} groups ({report.skipped_zero_variance} skipped, zero variance), "
@@ -230,3 +278,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     grpo.add_argument("--tool-cost", action="store_true", help="OTC-GRPO's tool-call reward")
     grpo.add_argument("--fault-rate", type=float, default=0.0, help="injected tool faults during rollouts")
     grpo.set_defaults(handler=cmd_grpo)
+
+    trainer = commands.add_parser(
+        "trainer",
+        parents=[model_options()],
+        help="background trainer: learn from new failures in the store, gate, promote, hot-swap",
+    )
+    trainer.add_argument("--registry", type=Path, required=True, help="adapter registry folder")
+    trainer.add_argument("--init", type=Path, help="warm-start adapter used while the base model is live")
+    trainer.add_argument("--min-new-failures", type=int, default=8, help="failed episodes that start a round")
+    trainer.add_argument("--poll-s", type=float, default=60.0, help="seconds between polls of the store")
+    trainer.add_argument("--once", action="store_true", help="poll once, print what happened, exit")
+    trainer.add_argument("--tasks", type=int, default=48, help="built-in suite size (train and held-out)")
+    trainer.add_argument("--seed", type=int, default=0, help="suite and split seed")
+    trainer.add_argument("--holdout-fraction", type=float, default=0.25, help="share held out for the gate")
+    trainer.add_argument("--margin", type=float, default=0.0, help="success a candidate must beat live by")
+    trainer.add_argument("--group-size", type=int, default=5)
+    trainer.add_argument("--max-rollouts", type=int, default=80, help="sampled continuations per round")
+    trainer.add_argument("--max-steps", type=int, default=4, help="gate evaluation: turns per episode")
+    trainer.add_argument("--max-new-tokens", type=int, default=128, help="gate evaluation: tokens per turn")
+    trainer.add_argument("--train-seed", type=int, default=0)
+    trainer.set_defaults(handler=cmd_trainer)

@@ -578,6 +578,7 @@ async def abuild_dataset(
     *,
     toolbox: Toolbox | None = None,
     store: TraceStore | None = None,
+    trace_ids: Sequence[str] | None = None,
     system_prompt: str | None = None,
     near_misses_per_step: int = 2,
     seed: int = 0,
@@ -600,7 +601,10 @@ async def abuild_dataset(
             )
             bar.advance(job)
     if store is not None:
-        points, examples = trace_branch_points(store.episodes(failures_only=True), recordings, out.tally)
+        episodes = (
+            store.episodes(failures_only=True) if trace_ids is None else [store.get(t) for t in trace_ids]
+        )
+        points, examples = trace_branch_points(episodes, recordings, out.tally)
         for example in examples:
             out.add_sft(example)
         for point in points:
@@ -614,6 +618,7 @@ def build_dataset(
     *,
     toolbox: Toolbox | None = None,
     store: TraceStore | None = None,
+    trace_ids: Sequence[str] | None = None,
     system_prompt: str | None = None,
     near_misses_per_step: int = 2,
     seed: int = 0,
@@ -625,6 +630,7 @@ def build_dataset(
         tasks: Suite tasks; a task whose reference does not hold is skipped and listed in the counts.
         toolbox: The tools the agent runs with (default ``Toolbox(default_tools())``, the agent's default).
         store: A trace store to mine for failures of these tasks (episodes need ``metadata["task_id"]``).
+        trace_ids: Mine only these episodes of ``store`` (default: every episode with a failure).
         system_prompt: Default ``render_system_prompt(toolbox.members)``, the runtime's; pass the agent's
             own only if it was built with ``instructions``.
         near_misses_per_step: Near-misses kept per reference step (each really fails).
@@ -638,6 +644,7 @@ def build_dataset(
             tasks,
             toolbox=toolbox,
             store=store,
+            trace_ids=trace_ids,
             system_prompt=system_prompt,
             near_misses_per_step=near_misses_per_step,
             seed=seed,

@@ -64,6 +64,7 @@ from regrpo.errors import (
     TraceNotFoundError,
     TraceStoreError,
 )
+from regrpo.learning.hotswap import swap_in, swap_to_base
 from regrpo.learning.registry import AdapterRegistry
 from regrpo.server.admission import ERROR_TYPES, EpisodeGate, Refusal, Ticket
 from regrpo.server.agent_protocol import (
@@ -246,11 +247,11 @@ class _AgentService:
 
     def activate(self, version: str | None) -> None:
         """Load (once) and activate ``version`` in the policy (``None`` = base); runs in a worker thread."""
-        policy = self.agent.policy
-        if version is not None and version not in self.loaded:
-            policy.load_adapter(version, str(self.need_registry().path(version)))
+        if version is None:
+            swap_to_base(self.agent.policy, unload_previous=False)
+        else:
+            swap_in(self.agent.policy, self.need_registry(), version, unload_previous=False)
             self.loaded.add(version)
-        policy.activate_adapter(version)
 
     def unload_stale(self, keep: set[str | None]) -> None:
         for version in sorted(self.loaded - {v for v in keep if v}):

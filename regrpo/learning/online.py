@@ -1,0 +1,100 @@
+"""One online learning round: the agent's own new failures → branch points → ReGRPO → a new adapter.
+
+:class:`ReGRPORound` is the ``train_round`` the trainer daemon calls (``regrpo trainer``) and the
+step ``regrpo demo`` runs to close the loop. Given the trace ids of new failed episodes and an empty
+folder, it
+
+1. runs the data engine on the training tasks, mining exactly those episodes: their branch points
+   (the prompt right after each real failure, the reference step as the target) come first, then
+   executed near-miss points of the training tasks fill the round up to ``max_points``;
+2. continues training from the live adapter (or the warm start, when the base model is live), so
+   each round builds on the last promoted one;
+3. writes the adapter into the folder and returns what it did (stored as the version's metadata).
+
+Promotion is not decided here: the caller gates the committed version on held-out tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from regrpo.agent.local import LocalPolicy
+from regrpo.learning.data_engine import build_dataset
+from regrpo.learning.records import BranchPoint
+from regrpo.learning.registry import AdapterRegistry
+from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
+from regrpo.tasks.schema import Task
+from regrpo.traces import TraceStore
+
+__all__ = ["ReGRPORound"]
+
+
+class ReGRPORound:
+    """A training round over new failures (see the module docstring).
+
+    Args:
+        policy: The local engine to train in (the adapter is added to it and taken out again).
+        registry: Where the live version (the round's starting point) is read from.
+        tasks: Training tasks (never the gate's held-out tasks).
+        store: The trace store the failed episodes are in.
+        config: ReGRPO's settings.
+        warm_start: The adapter to start from while the base model is live (``None``: a fresh adapter).
+        max_points: Branch points per round (trace points first).
+        near_misses_per_step: Near-misses per reference step for the filler points.
+        progress: Show progress bars.
+    """
+
+    def __init__(
+        self,
+        policy: LocalPolicy,
+        registry: AdapterRegistry,
+        tasks: Sequence[Task],
+        store: TraceStore,
+        config: ReGRPOConfig,
+        *,
+        warm_start: str | os.PathLike[str] | None = None,
+        max_points: int = 16,
+        near_misses_per_step: int = 1,
+        progress: bool = False,
+    ) -> None:
+        self.policy, self.registry, self.tasks, self.store = policy, registry, list(tasks), store
+        self.config = config
+        self.warm_start = Path(warm_start) if warm_start is not None else None
+        self.max_points = max_points
+        self.near_misses_per_step = near_misses_per_step
+        self.progress = progress
+
+    def points(self, trace_ids: Sequence[str]) -> list[BranchPoint]:
+        """The round's branch points: from the given episodes first, then executed near-misses."""
+        data = build_dataset(
+            self.tasks,
+            store=self.store,
+            trace_ids=list(trace_ids),
+            near_misses_per_step=self.near_misses_per_step,
+            seed=len(self.registry.list()),
+            progress=self.progress,
+        )
+        from_traces = [p for p in data.branch_points if p.source == "trace"]
+        others = [p for p in data.branch_points if p.source != "trace"]
+        return (from_traces + others)[: self.max_points]
+
+    def __call__(self, trace_ids: Sequence[str], folder: Path) -> dict[str, Any]:
+        points = self.points(trace_ids)
+        live = self.registry.live()
+        start = self.registry.path(live) if live is not None else self.warm_start
+        report = train_regrpo(
+            self.policy, points, self.config, folder, init_from=start, progress=self.progress
+        )
+        return {
+            "method": "regrpo",
+            "started_from": str(start) if start is not None else None,
+            "trace_ids": len(trace_ids),
+            "branch_points": len(points),
+            "from_traces": sum(p.source == "trace" for p in points),
+            "report": msgspec.to_builtins(report),
+        }
