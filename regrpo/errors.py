@@ -17,14 +17,15 @@ The exception tree::
     │   │   └── ImageURLError         an image URL refused by the server (server/image_urls.py)
     │   ├── ToolDefinitionError       a user's @tool function cannot be turned into a tool
     │   ├── SuiteError                a task suite cannot be generated or loaded (tasks/suite.py)
-    │   └── GtaFormatError            a GTA dataset.json is missing or malformed (tasks/gta.py)
+    │   ├── GtaFormatError            a GTA dataset.json is missing or malformed (tasks/gta.py)
+    │   └── ReplayError               a branch point's state cannot be rebuilt (learning/replay.py)
     ├── ModelError                    a policy could not be built or could not generate
     │   └── ModelNotFoundError        unknown model name or path, missing weight package
     ├── AdapterError                  a LoRA adapter could not be loaded, found or activated
     └── TraceStoreError               the trace store cannot be opened or read
         └── TraceNotFoundError        no episode with that trace id
 
-The three subclasses defined next to the code that raises them are drawn here so the tree is
+The subclasses defined next to the code that raises them are drawn here so the tree is
 complete in one place. Every exception carries a message that says what was wrong and what to do about it.
 """
 

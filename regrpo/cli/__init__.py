@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from regrpo.cli import episodes, evaluation, serving, training
+from regrpo.cli import demo, episodes, evaluation, serving, training
 from regrpo.errors import RegrpoError
 
 __all__ = ["main"]
@@ -23,6 +23,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regrpo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    demo.register(commands)
     evaluation.register(commands)
     episodes.register(commands)
     serving.register(commands)

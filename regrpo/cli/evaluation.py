@@ -1,7 +1,6 @@
-"""``regrpo eval`` (measure an agent on a task set), ``regrpo compare`` and ``regrpo demo``.
+"""``regrpo eval`` (measure an agent on a task set) and ``regrpo compare`` (two reports side by side).
 
-``demo`` is ``eval`` on a small slice of the built-in suite with the default model, printing each
-episode and the summary table: the one command a newcomer runs first.
+The task-selection options and the tables live here too; ``regrpo demo`` (cli/demo.py) reuses them.
 """
 
 from __future__ import annotations
@@ -116,18 +115,6 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    report = _evaluate(args, console, "demo")
-    console.print(episode_table(report))
-    console.print(summary_table(report))
-    solved = sum(e.correct for e in report.episodes)
-    console.print(
-        f"solved {solved}/{len(report.episodes)} · report in {args.out} · traces in {args.store} "
-        "(scored through feedback, ready for learning)"
-    )
-    return 0
-
-
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     a, b = read_report(args.before), read_report(args.after)
     out = write_comparison(a, b, args.out)
@@ -176,7 +163,7 @@ def _suite_options(tasks: int, max_steps: int, max_new_tokens: int, out: Path) -
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``eval``, ``compare`` and ``demo`` to the ``regrpo`` parser."""
+    """Add ``eval`` and ``compare`` to the ``regrpo`` parser."""
     reports = default_cache_dir() / "reports"
     evaluation = commands.add_parser(
         "eval", parents=[_suite_options(48, 6, 128, reports / "eval")], help="measure an agent on a task set"
@@ -189,10 +176,3 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("after", type=Path, help="report.json (or its folder) of the second run")
     compare.add_argument("--out", type=Path, default=reports / "comparison")
     compare.set_defaults(handler=cmd_compare)
-
-    demo = commands.add_parser(
-        "demo",
-        parents=[_suite_options(6, 3, 64, reports / "demo")],
-        help="run the default agent on a slice of the built-in suite and score it",
-    )
-    demo.set_defaults(handler=cmd_demo)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -31,6 +31,7 @@ __all__ = [
     "report_markdown",
     "report_rows",
     "write_comparison",
+    "write_learning_curve",
     "write_report",
 ]
 
@@ -196,3 +197,20 @@ def _cost_chart(report: EvalReport, path: Path) -> None:
     figure.suptitle(report.label)
     _save(figure, path)
     plt.close(figure)
+
+
+def write_learning_curve(stages: Sequence[tuple[str, float]], path: str | Path, *, title: str = "") -> Path:
+    """A line chart of task success (%) over learning stages (``[("base", 0.0), ("v0001", 0.5), ...]``)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    plt = _figure()
+    figure, axes = plt.subplots(figsize=(max(5.0, 1.4 * len(stages)), 3.4))
+    axes.plot(range(len(stages)), [100 * value for _, value in stages], marker="o")
+    axes.set_xticks(range(len(stages)), [name for name, _ in stages], rotation=15)
+    axes.set_ylabel("task success (%)")
+    axes.set_ylim(-2, 102)
+    axes.grid(alpha=0.3)
+    axes.set_title(title or "Learning curve (held-out tasks)")
+    _save(figure, target)
+    plt.close(figure)
+    return target

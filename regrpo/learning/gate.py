@@ -43,7 +43,15 @@ from regrpo.learning.registry import AdapterRegistry
 from regrpo.tasks.schema import Task
 from regrpo.traces import TraceStore
 
-__all__ = ["GateConfig", "GateDecision", "decide", "eval_key", "evaluate_and_gate", "measure"]
+__all__ = [
+    "GateConfig",
+    "GateDecision",
+    "decide",
+    "eval_key",
+    "evaluate_and_gate",
+    "measure",
+    "record_metrics",
+]
 
 Metric = Literal["success_rate", "recovery_rate"]
 TieBreaker = Literal["none", "reflection_tokens", "tool_calls"]
@@ -168,8 +176,20 @@ def measure(
     policy.activate_adapter(before)
     if loaded_here and version is not None and not keep_loaded:
         policy.unload_adapter(version)
-    metrics = _as_metrics(report.overall)
-    registry.update_metrics(version, _keyed(metrics, eval_key(policy.model_name, tasks, options)))
+    return record_metrics(registry, version, policy.model_name, tasks, options, report.overall)
+
+
+def record_metrics(
+    registry: AdapterRegistry,
+    version: str | None,
+    model_name: str,
+    tasks: Sequence[Task],
+    options: EvalOptions,
+    summary: GroupSummary,
+) -> dict[str, float]:
+    """Cache the metrics of an evaluation already run (``version`` on ``tasks``, ``options``) for the gate."""
+    metrics = _as_metrics(summary)
+    registry.update_metrics(version, _keyed(metrics, eval_key(model_name, tasks, options)))
     return metrics
 
 

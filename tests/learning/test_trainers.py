@@ -1,0 +1,105 @@
+"""The three trainers end to end on the real SmolLM2, with tiny budgets: SFT, ReGRPO, trajectory GRPO."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from regrpo.agent.prompts import render_system_prompt
+from regrpo.errors import InputError
+from regrpo.learning.records import BranchPoint, SFTExample
+from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
+from regrpo.learning.replay import observation_of
+from regrpo.learning.sft import SFTConfig, train_sft
+from regrpo.tools import Toolbox, ToolContext, default_tools
+from regrpo.tools.images import ImageStore
+from regrpo.traces.schema import Message, ToolCall
+
+pytestmark = pytest.mark.slow
+
+CALCULATOR = [t for t in default_tools() if t.name == "calculator"]
+SYSTEM = render_system_prompt(CALCULATOR)
+TARGET = '<tool_call>{"name": "calculator", "arguments": {"expression": "17 * 23"}}</tool_call>'
+
+
+def test_sft_teaches_a_target_turn_and_only_the_target_turn_is_trained(smollm, tmp_path):
+    example = SFTExample(
+        messages=[
+            Message("system", SYSTEM),
+            Message("user", "What is 17 * 23?"),
+            Message("assistant", TARGET),
+        ],
+        train_turns=[2],
+        kind="reference",
+    )
+    config = SFTConfig(epochs=6, batch_size=1, learning_rate=3e-3, seed=1)
+    report = train_sft(smollm, [example], config, tmp_path / "sft", progress=False)
+    assert report.steps == 6 and report.samples == 1
+    assert report.losses[-1] < report.losses[0] / 4
+    assert smollm.adapters == []  # the trainee is taken out again
+    smollm.load_adapter("sft", str(tmp_path / "sft"))
+    try:
+        smollm.activate_adapter("sft")
+        (completion,) = smollm.generate(example.messages[:2], max_new_tokens=40, stop=["</tool_call>"])
+    finally:
+        smollm.activate_adapter(None)
+        smollm.unload_adapter("sft")
+    assert completion.text.strip() == TARGET
+
+
+def test_sft_refuses_an_example_set_without_the_chosen_kinds(smollm, tmp_path):
+    example = SFTExample(
+        messages=[Message("user", "q"), Message("assistant", "a")], train_turns=[1], kind="rot"
+    )
+    with pytest.raises(InputError, match="no SFT examples"):
+        train_sft(smollm, [example], SFTConfig(kinds=("reference",)), tmp_path / "x", progress=False)
+
+
+def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
+    bad = ToolCall("calculater", {"expression": "17 * 23"})
+    outcome = asyncio.run(Toolbox(CALCULATOR).call(bad.name, bad.arguments, ToolContext(images=ImageStore())))
+    observation = observation_of(outcome)
+    point = BranchPoint(
+        id="p1",
+        task_id="t",
+        messages=[
+            Message("system", SYSTEM),
+            Message("user", "What is 17 * 23?"),
+            Message("assistant", TARGET.replace("calculator", "calculater")),
+            Message("user", observation.content),
+        ],
+        images=[],
+        replay=[],
+        failed=True,
+        error_type=observation.error_type,
+        observation=observation.content,
+        failed_action=bad,
+        target=ToolCall("calculator", {"expression": "17 * 23"}),
+        expects=["391"],
+    )
+    config = ReGRPOConfig(group_size=3, max_new_tokens=24, groups_per_step=1, seed=2)
+    report = train_regrpo(smollm, [point, point], config, tmp_path / "rl", tools=CALCULATOR, progress=False)
+    assert report.groups == 2 and report.rollouts == 6
+    assert report.steps == report.groups - report.skipped_zero_variance
+    assert report.generated_tokens > 0 and (tmp_path / "rl" / "adapter_model.safetensors").is_file()
+    assert smollm.adapters == []
+    capped = ReGRPOConfig(group_size=3, max_new_tokens=8, max_rollouts=3, seed=2)
+    assert (
+        train_regrpo(smollm, [point] * 3, capped, tmp_path / "rl2", tools=CALCULATOR, progress=False).rollouts
+        == 3
+    )
+
+
+def test_grpo_rolls_out_whole_episodes_into_the_store(smollm, store, tmp_path):
+    from regrpo.learning.grpo import GRPOConfig, train_grpo
+    from regrpo.tasks.suite import builtin_suite
+
+    task = next(t for t in builtin_suite(6) if t.category == "expression")
+    config = GRPOConfig(group_size=2, max_steps=1, max_new_tokens=16, seed=3)
+    report = train_grpo(smollm, [task], config, tmp_path / "grpo", store=store, progress=False)
+    assert report.groups == 1 and report.rollouts == 2
+    episodes = [store.get(t) for t in store.trace_ids()]
+    assert len(episodes) == 2 and all(e.metadata["task_id"] == task.id for e in episodes)
+    assert report.steps == (0 if report.skipped_zero_variance else 1)
+    assert (tmp_path / "grpo" / "adapter_config.json").is_file()
