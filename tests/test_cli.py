@@ -98,17 +98,40 @@ def test_export_writes_json_lines(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_scores_and_records_rewards(tmp_path):
+def test_demo_without_learning_runs_scores_and_records_rewards(tmp_path):
     store = tmp_path / "demo.sqlite"
-    args = ("--tasks", "2", "--max-steps", "1", "--max-new-tokens", "16", "--concurrency", "1")
+    args = ("--limit", "2", "--max-steps", "1", "--max-new-tokens", "16", "--no-learn")
     done = regrpo("demo", *args, "--store", str(store), "--out", str(tmp_path / "report"))
     assert done.returncode == 0, done.stderr
-    assert "solved" in done.stdout and "expected" in done.stdout  # the summary line and episode table
+    assert "expected" in done.stdout  # the episode table
     episodes = list(TraceStore(store).episodes())
     assert len(episodes) == 2
     assert all(e.reward in (0.0, 1.0) and e.feedback[-1].answer for e in episodes)  # scored via feedback
-    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    report = json.loads((tmp_path / "report" / "base" / "report.json").read_text())
     assert sorted(e["trace_id"] for e in report["episodes"]) == sorted(e.trace_id for e in episodes)
+
+
+@pytest.mark.slow
+def test_demo_closes_the_loop_with_gated_versions_and_a_learning_curve(tmp_path):
+    from regrpo.learning.registry import AdapterRegistry
+
+    store, out = tmp_path / "demo.sqlite", tmp_path / "report"
+    budgets = ("--limit", "1", "--traffic", "1", "--rollouts", "2", "--group-size", "2")
+    small = ("--max-steps", "2", "--max-new-tokens", "40", "--fault-rate", "0.5")
+    done = regrpo("demo", *budgets, *small, "--store", str(store), "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gate v0001" in done.stdout and "gate v0002" in done.stdout
+    assert (out / "learning_curve.png").stat().st_size > 1000
+    registry = AdapterRegistry(out / "registry")
+    versions = registry.list()
+    assert [m.version for m in versions] == ["v0001", "v0002"]
+    assert all(any(k.endswith("/success_rate") for k in m.metrics) for m in versions)  # both were gated
+    assert versions[1].config["method"] == "regrpo" and versions[1].config["report"]["rollouts"] == 2
+    with TraceStore(store) as traces:
+        episodes = list(traces.episodes())
+    adapters = {s.adapter for e in episodes for s in e.steps}
+    assert None in adapters and "v0001" in adapters  # base episodes, then the warm start's (gate or live)
+    assert all(e.feedback for e in episodes)
 
 
 def test_run_and_demo_keep_their_own_defaults():
@@ -117,4 +140,4 @@ def test_run_and_demo_keep_their_own_defaults():
     run = _parser().parse_args(["run", "task"])
     demo = _parser().parse_args(["demo"])
     assert (run.max_steps, run.max_new_tokens) == (6, 128)
-    assert (demo.max_steps, demo.max_new_tokens) == (3, 64)
+    assert (demo.max_steps, demo.max_new_tokens, demo.split, demo.fault_rate) == (3, 112, "holdout", 0.2)
