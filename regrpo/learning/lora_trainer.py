@@ -111,6 +111,7 @@ class LoraTrainer:
         self.detach_system_prompt = detach_system_prompt
         self.lora = lora or LoraSettings()
         config = self._config(init_from)
+        self._previous = policy.active_adapter  # serving resumes with it after close()
         torch.manual_seed(seed)
         random.seed(seed)
         policy.add_trainable_adapter(name, config)
@@ -245,10 +246,11 @@ class LoraTrainer:
         return target
 
     def close(self) -> None:
-        """Take the adapter out of the policy (the base model, or the adapter active before, is left)."""
+        """Take the adapter out of the policy and re-activate the adapter that was active before."""
         self.optimizer.zero_grad(set_to_none=True)
         self._prefixes.clear()
         self.policy.unload_adapter(self.name)
+        self.policy.activate_adapter(self._previous)
 
     def __enter__(self) -> LoraTrainer:
         return self
