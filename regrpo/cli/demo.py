@@ -169,7 +169,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--warm-start", type=Path, default=WARM_START, help="RoT SFT adapter to start from")
     demo.add_argument("--traffic", type=int, default=3, help="training tasks the live agent works")
     demo.add_argument("--group-size", type=int, default=4, help="ReGRPO's G")
-    demo.add_argument("--rollouts", type=int, default=16, help="sampled continuations in the online round")
+    demo.add_argument("--rollouts", type=int, default=12, help="sampled continuations in the online round")
     demo.add_argument("--no-learn", action="store_true", help="only evaluate the base model")
     demo.add_argument(
         "--out", type=Path, default=default_cache_dir() / "reports" / "demo", help="output folder"
