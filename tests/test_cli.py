@@ -140,4 +140,4 @@ def test_run_and_demo_keep_their_own_defaults():
     run = _parser().parse_args(["run", "task"])
     demo = _parser().parse_args(["demo"])
     assert (run.max_steps, run.max_new_tokens) == (6, 128)
-    assert (demo.max_steps, demo.max_new_tokens, demo.split, demo.fault_rate) == (3, 112, "holdout", 0.2)
+    assert (demo.max_steps, demo.max_new_tokens, demo.split, demo.fault_rate) == (4, 112, "holdout", 0.2)

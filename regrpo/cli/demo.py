@@ -158,18 +158,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``demo`` to the ``regrpo`` parser."""
     demo = commands.add_parser(
         "demo",
-        parents=[agent_options(3, 112), suite_selection_options(48, split="holdout")],
+        parents=[agent_options(4, 112), suite_selection_options(48, split="holdout")],
         help="watch the agent learn: base → warm start → online ReGRPO round, gated and hot-swapped",
     )
-    demo.set_defaults(limit=3, categories="receipt,count,expression", fault_rate=0.2)
+    demo.set_defaults(limit=2, categories="expression,count", fault_rate=0.2)
     demo.add_argument(
         "--fault-rate", type=float, help="probability a tool call is made to fail (default 0.2)"
     )
     demo.add_argument("--fault-seed", type=int, default=0)
     demo.add_argument("--warm-start", type=Path, default=WARM_START, help="RoT SFT adapter to start from")
-    demo.add_argument("--traffic", type=int, default=3, help="training tasks the live agent works")
+    demo.add_argument("--traffic", type=int, default=2, help="training tasks the live agent works")
     demo.add_argument("--group-size", type=int, default=4, help="ReGRPO's G")
-    demo.add_argument("--rollouts", type=int, default=12, help="sampled continuations in the online round")
+    demo.add_argument("--rollouts", type=int, default=8, help="sampled continuations in the online round")
     demo.add_argument("--no-learn", action="store_true", help="only evaluate the base model")
     demo.add_argument(
         "--out", type=Path, default=default_cache_dir() / "reports" / "demo", help="output folder"
