@@ -22,16 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
-import torch
 
 from regrpo.agent.local import LocalPolicy
 from regrpo.agent.loop import Agent
 from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.progress import training_bar
-from regrpo.learning.regrpo import RLReport, group_advantages, policy_loss
+from regrpo.learning.regrpo import RLReport, group_advantages, policy_gradient_steps
 from regrpo.learning.rewards import episode_reward
-from regrpo.learning.sequences import TokenSample, rollout_sample
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool, default_tools
 from regrpo.tools.faults import FaultConfig, inject_faults
@@ -164,31 +162,11 @@ def _update(
     config: GRPOConfig,
 ) -> None:
     """One optimizer step: every generated turn of every episode, weighted by its episode's advantage."""
-    samples: list[TokenSample] = []
-    weights: list[float] = []
-    old: list[torch.Tensor] = []
-    for episode, advantage in zip(episodes, advantages, strict=True):
-        for step in episode.steps:
-            if not step.completion.token_ids:
-                continue
-            samples.append(rollout_sample(policy, episode.messages[: step.prompt_messages], step.completion))
-            weights.append(advantage)
-            old.append(torch.tensor(step.completion.logprobs, device=policy.device))
-    if not samples:
-        return
-    reference = trainer.logprobs(samples, reference=True)
-    total = sum(len(s.completion_ids) for s in samples)
-
-    def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
-        return policy_loss(
-            logprobs,
-            old[i],
-            reference[i],
-            weights[i],
-            clip_eps=config.clip_eps,
-            beta=config.beta,
-            total_tokens=total,
-        )
-
-    trainer.backward(samples, loss_of)
-    trainer.step()
+    rollouts = [
+        (episode.messages[: step.prompt_messages], step.completion, advantage)
+        for episode, advantage in zip(episodes, advantages, strict=True)
+        for step in episode.steps
+        if step.completion.token_ids
+    ]
+    if rollouts:
+        policy_gradient_steps(trainer, policy, rollouts, clip_eps=config.clip_eps, beta=config.beta)

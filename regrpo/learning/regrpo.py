@@ -56,9 +56,9 @@ from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
-from regrpo.learning.sequences import TokenSample, rollout_sample
+from regrpo.learning.sequences import rollout_sample
 from regrpo.tools import Tool, Toolbox, default_tools
-from regrpo.traces.schema import Completion, ToolCall
+from regrpo.traces.schema import Completion, Message, ToolCall
 
 __all__ = [
     "Group",
@@ -286,30 +286,49 @@ def train_regrpo(
 
 def _update(trainer: LoraTrainer, policy: LocalPolicy, groups: Sequence[Group], config: ReGRPOConfig) -> None:
     """``updates_per_group`` optimizer steps on the accumulated loss of ``groups``."""
-    samples: list[TokenSample] = []
-    advantages: list[float] = []
-    old: list[torch.Tensor] = []
+    rollouts = []
     for group in groups:
         assert group.advantages is not None
-        for completion, advantage in zip(group.completions, group.advantages, strict=True):
-            samples.append(rollout_sample(policy, group.point.messages, completion))
-            advantages.append(advantage)
-            old.append(torch.tensor(completion.logprobs, device=policy.device))
+        rollouts += [
+            (group.point.messages, completion, advantage)
+            for completion, advantage in zip(group.completions, group.advantages, strict=True)
+        ]
+    policy_gradient_steps(
+        trainer,
+        policy,
+        rollouts,
+        clip_eps=config.clip_eps,
+        beta=config.beta,
+        updates=config.updates_per_group,
+    )
+
+
+def policy_gradient_steps(
+    trainer: LoraTrainer,
+    policy: LocalPolicy,
+    rollouts: Sequence[tuple[Sequence[Message], Completion, float]],
+    *,
+    clip_eps: float,
+    beta: float,
+    updates: int = 1,
+) -> None:
+    """``updates`` optimizer steps of :func:`policy_loss` over ``(prompt, completion, advantage)`` rollouts.
+
+    ``π_old`` is each completion's own log-probs; the KL reference (adapters off) is computed once.
+    Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline (every turn).
+    """
+    samples = [rollout_sample(policy, messages, completion) for messages, completion, _ in rollouts]
+    advantages = [advantage for _, _, advantage in rollouts]
+    old = [torch.tensor(completion.logprobs, device=policy.device) for _, completion, _ in rollouts]
     reference = trainer.logprobs(samples, reference=True)
     total = sum(len(s.completion_ids) for s in samples)
-    for _ in range(config.updates_per_group):
 
-        def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
-            return policy_loss(
-                logprobs,
-                old[i],
-                reference[i],
-                advantages[i],
-                clip_eps=config.clip_eps,
-                beta=config.beta,
-                total_tokens=total,
-            )
+    def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
+        return policy_loss(
+            logprobs, old[i], reference[i], advantages[i], clip_eps=clip_eps, beta=beta, total_tokens=total
+        )
 
+    for _ in range(updates):
         trainer.backward(samples, loss_of)
         trainer.step()
 
