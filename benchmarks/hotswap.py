@@ -23,7 +23,6 @@ prints a table and writes nothing else. The issue's target is <= 100 ms per swap
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 import time
@@ -33,21 +32,7 @@ from pathlib import Path
 import torch
 
 from regrpo.agent.local import LocalPolicy
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def make_lora(base: torch.nn.Module, folder: Path, seed: int, rank: int = 16) -> None:
-    """Save a fresh LoRA for ``base`` (a private copy is wrapped) with random non-zero B matrices."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=rank, lora_alpha=32, target_modules=TARGETS))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0.0, 0.02)
-    model.save_pretrained(folder)
+from regrpo.learning.lora_trainer import LoraSettings, save_random_adapter
 
 
 def timed(swap: Callable[[int], None], reset: Callable[[int], None], repeats: int) -> list[float]:
@@ -79,8 +64,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory(prefix="regrpo-hotswap-") as tmp:
         live_dir, candidate_dir = Path(tmp) / "live", Path(tmp) / "candidate"
-        make_lora(policy.model, live_dir, seed=1)
-        make_lora(policy.model, candidate_dir, seed=2)
+        save_random_adapter(policy.model, live_dir, seed=1)
+        save_random_adapter(policy.model, candidate_dir, seed=2)
         # "in memory" = tensors a trainer in this process holds; read once, outside the timing
         config = LoraConfig.from_pretrained(str(candidate_dir))
         tensors = load_file(str(candidate_dir / "adapter_model.safetensors"))
@@ -140,7 +125,7 @@ def main() -> None:
 
     disk = statistics.median(rows["from disk"])
     print(
-        f"LoRA r=16 on {', '.join(TARGETS)}: {n_parameters / 1e6:.2f} M parameters; "
+        f"LoRA r=16 on {', '.join(LoraSettings().target_modules)}: {n_parameters / 1e6:.2f} M parameters; "
         f"{policy.model_name} on {policy.device.type}, {torch.get_num_threads()} threads; "
         f"{args.repeats} repeats"
     )

@@ -1,32 +1,80 @@
 """Print the results table of docs/results.md from evaluation reports, and draw its chart.
 
 Usage: ``python scripts/results_table.py RUNS_DIR [--chart docs/results.png]`` where ``RUNS_DIR`` holds
-the report folders written by ``regrpo eval --out RUNS_DIR/eval-f<rate>-<method>`` (the commands are
-in docs/results.md). Methods are listed in the order below; missing runs are printed as "not run".
+the report folders written by ``regrpo eval --out RUNS_DIR/eval-f<rate>-s<fault seed>-<method>`` (the
+commands are in docs/results.md). A row pools every seed of one method at one fault rate: success is
+the mean over seeds (each seed's count in brackets), the other columns are over all pooled episodes.
+Methods are listed in the order below; missing runs are printed as "not run".
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import statistics
 from pathlib import Path
 
 from regrpo.evaluation import read_report
-from regrpo.evaluation.records import EvalReport
+from regrpo.evaluation.records import EvalReport, summarise
 
 METHODS = ["base", "sft-successes", "rot-sft", "grpo", "regrpo", "regrpo-nocost"]
-RATES = ["0.2", "0"]
+RATES = ["0", "0.2"]
+RUN_FOLDER = re.compile(r"eval-f(?P<rate>[0-9.]+)-s(?P<seed>\d+)-(?P<method>.+)")
 
 
-def _row(method: str, rate: str, report: EvalReport | None) -> str:
-    if report is None:
-        return f"| {method} | {rate} | not run | | | | |"
-    s = report.overall
-    recovery = f"{s.recovery_rate:.0%} ({s.episodes_with_failure})" if s.recovery_rate is not None else "n/a"
+def _runs(root: Path) -> dict[tuple[str, str], list[tuple[int, EvalReport]]]:
+    """Reports by (method, fault rate), each with its fault seed, in seed order."""
+    runs: dict[tuple[str, str], list[tuple[int, EvalReport]]] = {}
+    for folder in sorted(root.iterdir()):
+        match = RUN_FOLDER.fullmatch(folder.name)
+        if match and (folder / "report.json").is_file():
+            key = (match["method"], match["rate"])
+            runs.setdefault(key, []).append((int(match["seed"]), read_report(folder)))
+    return {key: sorted(value, key=lambda run: run[0]) for key, value in runs.items()}
+
+
+def _solved(report: EvalReport) -> int:
+    return sum(episode.correct for episode in report.episodes)
+
+
+def _row(method: str, rate: str, runs: list[tuple[int, EvalReport]]) -> str:
+    if not runs:
+        return f"| {method} | {rate} | not run | | | | | |"
+    rates = [report.overall.success_rate for _, report in runs]
+    per_seed = ", ".join(f"s{seed} {_solved(r)}/{r.overall.episodes}" for seed, r in runs)
+    spread = f" ± {statistics.stdev(rates):.0%}" if len(rates) > 1 else ""
+    pooled = summarise([episode for _, report in runs for episode in report.episodes])
+    recovery = "n/a"
+    if pooled.recovery_rate is not None:
+        recovery = f"{pooled.recovery_rate:.0%} ({pooled.episodes_with_failure})"
     return (
-        f"| {method} | {rate} | {s.success_rate:.0%} ({round(s.success_rate * s.episodes)}/{s.episodes}) | "
-        f"{recovery} | {s.tool_calls_per_episode:.2f} | {s.reflection_tokens_per_episode:.1f} | "
-        f"{s.latency_mean_s:.0f} |"
+        f"| {method} | {rate} | {statistics.mean(rates):.0%}{spread} ({per_seed}) | {recovery} | "
+        f"{pooled.tool_calls_per_episode:.2f} | {pooled.tool_failure_rate:.0%} | "
+        f"{pooled.reflection_tokens_per_episode:.1f} | {pooled.latency_mean_s:.0f} |"
     )
+
+
+def _chart(runs: dict[tuple[str, str], list[tuple[int, EvalReport]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 3.4))
+    width = 0.38
+    for i, rate in enumerate(RATES):
+        xs = [x + (i - 0.5) * width for x in range(len(METHODS))]
+        means, errors = [], []
+        for method in METHODS:
+            rates = [100 * report.overall.success_rate for _, report in runs.get((method, rate), [])]
+            means.append(statistics.mean(rates) if rates else 0)
+            errors.append(statistics.stdev(rates) if len(rates) > 1 else 0)
+        axes.bar(xs, means, width, yerr=errors, capsize=3, label=f"faults {rate}")
+    axes.set_xticks(range(len(METHODS)), METHODS, rotation=15)
+    axes.set_ylabel("held-out task success (%)")
+    axes.set_ylim(0, 100)
+    axes.legend()
+    figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def main() -> None:
@@ -34,40 +82,18 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--chart", type=Path)
     args = parser.parse_args()
-    reports: dict[tuple[str, str], EvalReport] = {}
-    for rate in RATES:
-        for method in METHODS:
-            folder = args.runs / f"eval-f{rate}-{method}"
-            if (folder / "report.json").is_file():
-                reports[(method, rate)] = read_report(folder)
+    runs = _runs(args.runs)
     print(
-        "| method | fault rate | success | recovery (episodes with a failed call) | tool calls/ep "
+        "| method | fault rate | success: mean ± sd over seeds (per seed) "
+        "| recovery (episodes with a failed call) | tool calls/ep | tool-failure rate "
         "| reflection tokens/ep | s/ep |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     for rate in RATES:
         for method in METHODS:
-            print(_row(method, rate, reports.get((method, rate))))
+            print(_row(method, rate, runs.get((method, rate), [])))
     if args.chart:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axes = plt.subplots(figsize=(8, 3.4))
-        width = 0.38
-        for i, rate in enumerate(RATES):
-            values = [
-                100 * reports[(m, rate)].overall.success_rate if (m, rate) in reports else 0 for m in METHODS
-            ]
-            axes.bar(
-                [x + (i - 0.5) * width for x in range(len(METHODS))], values, width, label=f"faults {rate}"
-            )
-        axes.set_xticks(range(len(METHODS)), METHODS, rotation=15)
-        axes.set_ylabel("held-out task success (%)")
-        axes.set_ylim(0, 100)
-        axes.legend()
-        figure.savefig(args.chart, dpi=120, bbox_inches="tight")
+        _chart(runs, args.chart)
 
 
 if __name__ == "__main__":

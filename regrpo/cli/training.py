@@ -105,6 +105,21 @@ def cmd_sft(args: argparse.Namespace, console: Console) -> int:
     return _finish(args, console, report, "sft")
 
 
+def _rl_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``regrpo train regrpo`` and ``regrpo train grpo`` share, as config fields."""
+    return {
+        "group_size": args.group_size,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "beta": args.beta,
+        "learning_rate": args.lr,
+        "epochs": args.epochs,
+        "max_rollouts": args.max_rollouts,
+        "lora": _lora(args),
+        "seed": args.train_seed,
+    }
+
+
 def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
     from regrpo.learning.data_engine import Dataset
     from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
@@ -114,18 +129,10 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
     if args.failures_only:
         points = [p for p in points if p.failed]
     config = ReGRPOConfig(
-        group_size=args.group_size,
-        temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
         eta=args.eta,
         needless_reflection_penalty=args.needless_penalty,
         diagnosis_weight=args.diagnosis_weight,
-        beta=args.beta,
-        learning_rate=args.lr,
-        epochs=args.epochs,
-        max_rollouts=args.max_rollouts,
-        lora=_lora(args),
-        seed=args.train_seed,
+        **_rl_settings(args),
     )
     report = train_regrpo(_policy(args, console), points, config, args.out, init_from=args.init)
     _print_rl(console, report)
@@ -137,18 +144,7 @@ def cmd_grpo(args: argparse.Namespace, console: Console) -> int:
 
     tasks = select_tasks(args)
     config = GRPOConfig(
-        group_size=args.group_size,
-        temperature=args.temperature,
-        max_steps=args.max_steps,
-        max_new_tokens=args.max_new_tokens,
-        tool_cost=args.tool_cost,
-        fault_rate=args.fault_rate,
-        beta=args.beta,
-        learning_rate=args.lr,
-        epochs=args.epochs,
-        max_rollouts=args.max_rollouts,
-        lora=_lora(args),
-        seed=args.train_seed,
+        max_steps=args.max_steps, tool_cost=args.tool_cost, fault_rate=args.fault_rate, **_rl_settings(args)
     )
     with TraceStore(args.store) as store:
         report = train_grpo(_policy(args, console), tasks, config, args.out, store=store, init_from=args.init)

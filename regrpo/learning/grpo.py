@@ -10,7 +10,9 @@ and KL term (:func:`regrpo.learning.regrpo.policy_loss`).
 The difference from ReGRPO is where the signal comes from: one sparse outcome per episode, spread
 over every turn, versus one executed, locally scored turn per branch point. ``RLReport.rollouts``
 counts sampled model turns in both, so the two are compared at equal rollouts
-(``max_rollouts``). Rollout episodes are ordinary traces in the given store.
+(``max_rollouts``: GRPO checks it before each episode, so it may pass it by at most ``max_steps - 1``
+turns; ReGRPO checks it before each group and never passes it). Rollout episodes are ordinary
+traces in the given store.
 """
 
 from __future__ import annotations
@@ -94,14 +96,7 @@ def train_grpo(
     rollouts = tokens = groups = skipped = 0
     mean_reward: list[float] = []
     correct_rate: list[float] = []
-    with LoraTrainer(
-        policy,
-        config.lora,
-        learning_rate=config.learning_rate,
-        init_from=init_from,
-        detach_system_prompt=config.detach_system_prompt,
-        seed=config.seed,
-    ) as trainer:
+    with LoraTrainer.for_config(policy, config, init_from) as trainer:
         agent = Agent(
             policy,
             toolbox,
@@ -112,9 +107,10 @@ def train_grpo(
         )
         with training_bar("GRPO", len(order), progress) as advance:
             for task in order:
-                if config.max_rollouts is not None and rollouts >= config.max_rollouts:
+                episodes = _group(agent, store, task, config, rollouts)
+                if len(episodes) < 2:  # the budget ran out: one episode has no group to be relative to
+                    rollouts += sum(len(e.steps) for e in episodes)
                     break
-                episodes = [_episode(agent, store, task) for _ in range(config.group_size)]
                 correct = [task.check(e.answer) for e in episodes]
                 calls = [e.usage.tool_calls for e in episodes]
                 fewest = min((c for c, ok in zip(calls, correct, strict=True) if ok), default=None)
@@ -149,9 +145,20 @@ def train_grpo(
     )
 
 
-def _episode(agent: Agent, store: TraceStore, task: Task) -> Episode:
-    result = asyncio.run(agent.arun(task.question, list(task.images), metadata={"task_id": task.id}))
-    return store.get(result.trace_id)
+def _group(agent: Agent, store: TraceStore, task: Task, config: GRPOConfig, spent: int) -> list[Episode]:
+    """Up to G episodes of ``task``; none is started once ``spent`` plus this group's turns reach the budget.
+
+    An episode's length is known only at its end, so the budget is checked before each episode and
+    the last one may pass it by at most ``max_steps - 1`` turns.
+    """
+    episodes: list[Episode] = []
+    for _ in range(config.group_size):
+        turns = spent + sum(len(e.steps) for e in episodes)
+        if config.max_rollouts is not None and turns >= config.max_rollouts:
+            break
+        result = asyncio.run(agent.arun(task.question, list(task.images), metadata={"task_id": task.id}))
+        episodes.append(store.get(result.trace_id))
+    return episodes
 
 
 def _update(

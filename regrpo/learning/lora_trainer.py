@@ -26,7 +26,7 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import torch
@@ -35,7 +35,7 @@ from regrpo.agent.local import LocalPolicy
 from regrpo.errors import AdapterError, InputError
 from regrpo.learning.sequences import TokenSample
 
-__all__ = ["LoraSettings", "LoraTrainer"]
+__all__ = ["LoraSettings", "LoraTrainer", "save_random_adapter"]
 
 
 class LoraSettings(msgspec.Struct, frozen=True):
@@ -69,8 +69,40 @@ class LoraSettings(msgspec.Struct, frozen=True):
         )
 
 
+def save_random_adapter(
+    model: torch.nn.Module, folder: str | os.PathLike[str], lora: LoraSettings | None = None, *, seed: int = 0
+) -> None:
+    """Save a LoRA for ``model`` whose B matrices are random (N(0, 0.02²)), not zero.
+
+    A freshly initialised LoRA changes nothing (B = 0); benchmarks and tests of loading and swapping
+    need adapters that do. ``model`` itself is not touched: a private copy is wrapped.
+    """
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    wrapped = get_peft_model(copy.deepcopy(model), (lora or LoraSettings()).peft_config())
+    with torch.no_grad():
+        for name, parameter in wrapped.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.02)
+    wrapped.save_pretrained(str(folder))
+
+
 LossOfSample = Callable[[int, torch.Tensor], torch.Tensor]
 """``loss_of(i, token_logprobs)``: sample ``i``'s share of the loss from its completion's log-probs."""
+
+
+class TrainerSettings(Protocol):
+    """The fields every training config (``SFTConfig``, ``ReGRPOConfig``, ``GRPOConfig``) shares."""
+
+    @property
+    def lora(self) -> LoraSettings: ...
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def detach_system_prompt(self) -> bool: ...
+    @property
+    def seed(self) -> int: ...
 
 
 class LoraTrainer:
@@ -121,6 +153,20 @@ class LoraTrainer:
         self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=0.0)
         self.steps = 0
         self._prefixes: dict[tuple[bool, tuple[int, ...]], Any] = {}  # (reference?, ids) -> KV cache
+
+    @classmethod
+    def for_config(
+        cls, policy: LocalPolicy, config: TrainerSettings, init_from: str | os.PathLike[str] | None
+    ) -> LoraTrainer:
+        """A trainer set up from a training config's shared fields."""
+        return cls(
+            policy,
+            config.lora,
+            learning_rate=config.learning_rate,
+            init_from=init_from,
+            detach_system_prompt=config.detach_system_prompt,
+            seed=config.seed,
+        )
 
     # -- set-up --------------------------------------------------------------------------------------
 

@@ -251,14 +251,7 @@ def train_regrpo(
     random.Random(config.seed).shuffle(order)
     environment = BranchEnvironment(Toolbox(list(tools) if tools is not None else default_tools()))
     stats = _Tally()
-    with LoraTrainer(
-        policy,
-        config.lora,
-        learning_rate=config.learning_rate,
-        init_from=init_from,
-        detach_system_prompt=config.detach_system_prompt,
-        seed=config.seed,
-    ) as trainer:
+    with LoraTrainer.for_config(policy, config, init_from) as trainer:
         pending: list[Group] = []
         with training_bar("ReGRPO", len(order), progress) as advance:
             for point in order:

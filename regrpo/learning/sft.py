@@ -92,14 +92,7 @@ def train_sft(
     kept = [s for s in samples if len(s.completion_ids) <= config.max_target_tokens]
     rng = random.Random(config.seed)
     losses: list[float] = []
-    with LoraTrainer(
-        policy,
-        config.lora,
-        learning_rate=config.learning_rate,
-        init_from=init_from,
-        detach_system_prompt=config.detach_system_prompt,
-        seed=config.seed,
-    ) as trainer:
+    with LoraTrainer.for_config(policy, config, init_from) as trainer:
         batches = []
         for _ in range(config.epochs):
             order = kept[:]

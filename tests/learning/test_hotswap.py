@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 
 import pytest
@@ -12,26 +11,13 @@ from regrpo.agent.actions import ACTION_STOP_STRINGS
 from regrpo.agent.loop import Agent
 from regrpo.errors import AdapterError
 from regrpo.learning.hotswap import AdapterWeights, swap_in, swap_to_base
+from regrpo.learning.lora_trainer import LoraSettings, save_random_adapter
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.tools.calculator import calculator
 
 pytestmark = pytest.mark.slow
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CHAT = [{"role": "user", "content": "What is 17 times 23?"}]
-
-
-def make_lora(base, folder, seed: int, rank: int = 16) -> None:
-    """A fresh peft LoRA for ``base`` (on a private copy) with random non-zero B, saved to ``folder``."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=rank, lora_alpha=32, target_modules=TARGETS))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0.0, 0.02)
-    model.save_pretrained(folder)
 
 
 def tensors_of(folder) -> dict[str, torch.Tensor]:
@@ -51,7 +37,7 @@ def loras(smollm, tmp_path_factory):
     assert smollm.adapters == []
     root = tmp_path_factory.mktemp("loras")
     for name, seed, rank in (("a", 1, 16), ("b", 2, 16), ("r8", 3, 8)):
-        make_lora(smollm.model, root / name, seed, rank)
+        save_random_adapter(smollm.model, root / name, LoraSettings(rank=rank), seed=seed)
     return root
 
 
@@ -150,7 +136,7 @@ def test_swap_in_from_the_registry_then_in_place_then_back_to_base(policy, loras
 def test_a_swap_between_two_steps_changes_the_adapter_of_later_steps(policy, loras, store, tmp_path):
     registry = AdapterRegistry(tmp_path / "registry")
     folder = registry.begin()
-    make_lora(policy.model, folder, seed=1)
+    save_random_adapter(policy.model, folder, seed=1)
     version = registry.commit(folder, AdapterMeta(base_model="smollm2")).version
     swaps = []
 

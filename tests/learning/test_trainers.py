@@ -103,3 +103,15 @@ def test_grpo_rolls_out_whole_episodes_into_the_store(smollm, store, tmp_path):
     assert len(episodes) == 2 and all(e.metadata["task_id"] == task.id for e in episodes)
     assert report.steps == (0 if report.skipped_zero_variance else 1)
     assert (tmp_path / "grpo" / "adapter_config.json").is_file()
+
+
+def test_grpo_stops_starting_episodes_once_the_rollout_budget_is_spent(smollm, store, tmp_path):
+    from regrpo.learning.grpo import GRPOConfig, train_grpo
+    from regrpo.tasks.suite import builtin_suite
+
+    task = next(t for t in builtin_suite(6) if t.category == "expression")
+    config = GRPOConfig(group_size=3, max_steps=1, max_new_tokens=16, max_rollouts=4, seed=3)
+    report = train_grpo(smollm, [task, task], config, tmp_path / "grpo", store=store, progress=False)
+    # Group 1: 3 one-turn episodes; group 2 stops after one more (4 turns), too few to compare.
+    assert report.groups == 1 and report.rollouts == 4
+    assert len(store.trace_ids()) == 4
