@@ -155,6 +155,7 @@ class LocalPolicy:
         )
         prefix = self.system_prefix_ids(messages, prompt)
         with self._lock, torch.inference_mode():
+            adapter = self.active_adapter
             try:
                 out = self.model.generate(
                     input_ids=input_ids,
@@ -175,12 +176,17 @@ class LocalPolicy:
         logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
         token_logprobs = logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)  # (n, new_tokens)
         return [
-            self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt))
+            self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt), adapter)
             for i in range(n)
         ]
 
     def _completion(
-        self, tokens: list[int], logprobs: list[float], stop: Sequence[str], prompt_tokens: int
+        self,
+        tokens: list[int],
+        logprobs: list[float],
+        stop: Sequence[str],
+        prompt_tokens: int,
+        adapter: str | None,
     ) -> Completion:
         """Cut one row at its end: the end-of-turn token (kept) or the padding after a stop string."""
         end = next((p for p, token in enumerate(tokens) if token in self._end_ids), None)
@@ -198,6 +204,7 @@ class LocalPolicy:
             logprobs=logprobs,
             finish_reason="stop" if stopped else "length",
             prompt_tokens=prompt_tokens,
+            adapter=adapter,
         )
 
     # -- LoRA adapters ----------------------------------------------------------------------------

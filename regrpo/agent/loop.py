@@ -406,7 +406,7 @@ class Agent:
                 reflection_problem=problem,
                 reflection_tokens=reflection_tokens,
                 confidence=confidence,
-                adapter=self.policy.active_adapter,
+                adapter=completion.adapter,
                 timings=StepTimings(
                     generate_s=generate_s, tool_s=tool_s, total_s=time.perf_counter() - started
                 ),

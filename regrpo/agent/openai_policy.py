@@ -275,7 +275,7 @@ class OpenAIPolicy:
     ) -> list[Completion]:
         """Sample ``n`` completions (greedy when ``temperature == 0``); see ``Policy.generate``."""
         check_sampling(n, temperature, max_new_tokens)
-        served = self._served_name()
+        adapter, served = self._serving()
         body: dict[str, Any] = {
             "model": served,
             "messages": as_chat(messages),
@@ -304,11 +304,11 @@ class OpenAIPolicy:
             raise ModelError(f"{self.base_url} returned a chat completion regrpo cannot read: {exc}") from exc
         prompt_tokens = parsed.usage.prompt_tokens or len(parsed.prompt_token_ids or [])
         return [
-            self._completion(choice, prompt_tokens)
+            self._completion(choice, prompt_tokens, adapter)
             for choice in sorted(parsed.choices, key=lambda c: c.index)
         ]
 
-    def _completion(self, choice: Choice, prompt_tokens: int) -> Completion:
+    def _completion(self, choice: Choice, prompt_tokens: int, adapter: str | None) -> Completion:
         if choice.finish_reason == "abort":
             raise ModelError(
                 f"{self.base_url} aborted the generation (paused or shutting down); try again later"
@@ -329,6 +329,7 @@ class OpenAIPolicy:
             logprobs=logprobs,
             finish_reason="length" if choice.finish_reason == "length" else "stop",
             prompt_tokens=prompt_tokens,
+            adapter=adapter,
         )
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -371,9 +372,11 @@ class OpenAIPolicy:
 
     # -- adapters ---------------------------------------------------------------------------------
 
-    def _served_name(self) -> str:
+    def _serving(self) -> tuple[str | None, str]:
+        """The active adapter and the model name the server knows it by, read together."""
         with self._state:
-            return self._served[self.active_adapter] if self.active_adapter else self.model_name
+            adapter = self.active_adapter
+            return adapter, self._served[adapter] if adapter else self.model_name
 
     def load_adapter(self, name: str, path: str) -> None:
         """Make adapter ``name`` available (not activated); with ``vllm=True`` a known name is hot-swapped."""

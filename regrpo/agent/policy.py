@@ -59,7 +59,8 @@ class Policy(Protocol):
         """Sample ``n`` completions of the chat (greedy when ``temperature == 0``).
 
         Generation stops at the end-of-turn token, at ``max_new_tokens``, or just after any string
-        in ``stop`` (the stop string is kept in the text).
+        in ``stop`` (the stop string is kept in the text). Each completion names the adapter that
+        generated it (``Completion.adapter``), so a swap while an episode runs labels its steps right.
         """
         ...
 

@@ -50,7 +50,9 @@ class ScriptedPolicy:
         chat = as_chat(messages)
         text = reply(chat) if callable(reply) else reply
         prompt_tokens = sum(self.count_tokens(m["content"]) for m in chat)
-        return [Completion(text=text, prompt_tokens=prompt_tokens) for _ in range(n)]
+        return [
+            Completion(text=text, prompt_tokens=prompt_tokens, adapter=self.active_adapter) for _ in range(n)
+        ]
 
     def count_tokens(self, text: str) -> int:
         """Whitespace-separated words: a stand-in for a tokenizer."""

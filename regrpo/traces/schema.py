@@ -58,6 +58,8 @@ class Completion(msgspec.Struct, frozen=True):
     finish_reason: Literal["stop", "length"] = "stop"
     prompt_tokens: int = 0
     """Tokens in the prompt this completion continued (0 when the engine does not say)."""
+    adapter: str | None = None
+    """The LoRA adapter that generated it, read when generation started (``None``: the base model)."""
 
 
 class ToolCall(msgspec.Struct, frozen=True, tag="tool_call"):

@@ -74,6 +74,7 @@ def test_lora_adapter_load_activate_deactivate_unload(tmp_path, smollm):
     assert policy.generate(CHAT, max_new_tokens=8)[0].logprobs == pytest.approx(base.logprobs, abs=1e-5)
 
     policy.activate_adapter("v1")
+    assert base.adapter is None and policy.generate(CHAT, max_new_tokens=2)[0].adapter == "v1"
     tuned = forward_logprobs(policy, CHAT, base.token_ids)
     assert not torch.allclose(tuned, torch.tensor(base.logprobs), atol=1e-3)
 

@@ -305,6 +305,23 @@ def test_every_step_records_the_adapter_that_produced_it(store):
     assert (base.adapter, [s.adapter for s in base.steps]) == (None, [None])
 
 
+def test_a_swap_during_a_tool_call_does_not_relabel_the_step_that_made_the_call(store):
+    call_swap = '<tool_call>{"name": "swap", "arguments": {}}</tool_call>'
+    policy = ScriptedPolicy([call_swap, "<answer>a</answer>"])
+    policy.load_adapter("v1", "/adapters/v1")
+    policy.load_adapter("v2", "/adapters/v2")
+    policy.activate_adapter("v1")
+
+    @tool
+    def swap() -> str:
+        """Promotes v2 while the step that called it is still running."""
+        policy.activate_adapter("v2")
+        return "swapped"
+
+    episode = store.get(Agent(policy, tools=[swap], store=store).run("q").trace_id)
+    assert [s.adapter for s in episode.steps] == ["v1", "v2"]
+
+
 def test_confidence_scores_the_action_not_the_reflection(store):
     from regrpo.traces import Completion
 

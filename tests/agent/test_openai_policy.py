@@ -139,6 +139,7 @@ def test_lora_load_select_hot_swap_and_unload_in_place(lora_policy, adapters, st
         assert result.steps[0].adapter == "policy" and store.get(result.trace_id).adapter == "policy"
         tuned = remote.generate(CHAT, max_new_tokens=6)[0]
         assert tuned.token_ids != base.token_ids  # the adapter is what answered
+        assert (base.adapter, tuned.adapter) == (None, "policy")
         # the server's weights are the adapter's: log-probs equal a forward pass of the local engine with it
         assert torch.allclose(
             torch.tensor(tuned.logprobs), forward_logprobs(lora_policy, CHAT, tuned.token_ids), atol=1e-4
