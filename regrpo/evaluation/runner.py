@@ -36,9 +36,6 @@ from regrpo.traces import TraceStore, Usage
 
 __all__ = ["EvalOptions", "evaluate"]
 
-EVAL_ADAPTER_NAME = "eval-candidate"
-
-
 @dataclass(frozen=True)
 class EvalOptions:
     """How the agent runs during an evaluation; recorded verbatim in the report's ``settings``."""
@@ -87,6 +84,7 @@ def evaluate(
         options: Budgets, concurrency and fault rate (defaults: :class:`EvalOptions`).
         tools: The toolbox before fault injection (default: the built-in tools).
         adapter: A PEFT adapter folder to load and activate for the run (``None``: the policy as it is).
+            Its traces name it ``eval-<folder name>``.
         label: A name for the report (shown in tables and comparisons).
         progress: Show a progress bar on the terminal.
     """
@@ -110,15 +108,16 @@ def evaluate(
         reflect=options.reflect,
     )
     adapter_before = policy.active_adapter
-    if adapter is not None:
-        policy.load_adapter(EVAL_ADAPTER_NAME, str(adapter))
-        policy.activate_adapter(EVAL_ADAPTER_NAME)
+    adapter_name = f"eval-{Path(adapter).name}" if adapter is not None else None
+    if adapter_name is not None:
+        policy.load_adapter(adapter_name, str(adapter))
+        policy.activate_adapter(adapter_name)
     try:
         records = asyncio.run(_run_all(agent, tasks, options, progress))
     finally:
-        if adapter is not None:
+        if adapter_name is not None:
             policy.activate_adapter(adapter_before)
-            policy.unload_adapter(EVAL_ADAPTER_NAME)
+            policy.unload_adapter(adapter_name)
     by_category: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in records:
         by_category[record.category].append(record)

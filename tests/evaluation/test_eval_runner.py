@@ -147,6 +147,6 @@ def test_an_adapter_is_active_for_the_run_and_removed_after(tasks, store, tmp_pa
         options=EvalOptions(max_steps=1, max_new_tokens=8),
     )
     episode = store.get(report.episodes[0].trace_id)
-    assert episode.adapter == "eval-candidate" and all(s.adapter == "eval-candidate" for s in episode.steps)
+    assert episode.adapter == "eval-adapter" and all(s.adapter == "eval-adapter" for s in episode.steps)
     assert policy.active_adapter is None and policy.adapters == []
     assert report.settings["adapter_path"] == str(tmp_path / "adapter")
