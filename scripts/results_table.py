@@ -1,9 +1,10 @@
 """Print the results table of docs/results.md from evaluation reports, and draw its chart.
 
 Usage: ``python scripts/results_table.py RUNS_DIR [--chart docs/results.png]`` where ``RUNS_DIR`` holds
-the report folders written by ``regrpo eval --out RUNS_DIR/eval-f<rate>-s<fault seed>-<method>`` (the
-commands are in docs/results.md). A row pools every seed of one method at one fault rate: success is
-the mean over seeds (each seed's count in brackets), the other columns are over all pooled episodes.
+the report folders written by ``regrpo eval --out RUNS_DIR/eval-f<rate>-s<fault seed>-<method>[-t<train
+seed>]`` (the commands are in docs/results.md; no ``-t`` means training seed 0). A row pools every run
+of one method at one fault rate: success is the mean over runs (each run's count in brackets, as
+``t<train seed>s<fault seed>``), the other columns are over all pooled episodes.
 Methods are listed in the order below; missing runs are printed as "not run".
 """
 
@@ -19,17 +20,20 @@ from regrpo.evaluation.records import EvalReport, summarise
 
 METHODS = ["base", "sft-successes", "rot-sft", "grpo", "regrpo", "regrpo-nocost"]
 RATES = ["0", "0.2"]
-RUN_FOLDER = re.compile(r"eval-f(?P<rate>[0-9.]+)-s(?P<seed>\d+)-(?P<method>.+)")
+RUN_FOLDER = re.compile(r"eval-f(?P<rate>[0-9.]+)-s(?P<seed>\d+)-(?P<method>.+?)(?:-t(?P<train>\d+))?")
+Runs = dict[tuple[str, str], list[tuple[str, EvalReport]]]
+"""(method, fault rate) -> [(run name ``t<train seed>s<fault seed>``, report)]."""
 
 
-def _runs(root: Path) -> dict[tuple[str, str], list[tuple[int, EvalReport]]]:
-    """Reports by (method, fault rate), each with its fault seed, in seed order."""
-    runs: dict[tuple[str, str], list[tuple[int, EvalReport]]] = {}
+def _runs(root: Path) -> Runs:
+    """Reports by (method, fault rate), in run-name order."""
+    runs: Runs = {}
     for folder in sorted(root.iterdir()):
         match = RUN_FOLDER.fullmatch(folder.name)
         if match and (folder / "report.json").is_file():
             key = (match["method"], match["rate"])
-            runs.setdefault(key, []).append((int(match["seed"]), read_report(folder)))
+            name = f"t{match['train'] or 0}s{match['seed']}"
+            runs.setdefault(key, []).append((name, read_report(folder)))
     return {key: sorted(value, key=lambda run: run[0]) for key, value in runs.items()}
 
 
@@ -37,11 +41,11 @@ def _solved(report: EvalReport) -> int:
     return sum(episode.correct for episode in report.episodes)
 
 
-def _row(method: str, rate: str, runs: list[tuple[int, EvalReport]]) -> str:
+def _row(method: str, rate: str, runs: list[tuple[str, EvalReport]]) -> str:
     if not runs:
         return f"| {method} | {rate} | not run | | | | | |"
     rates = [report.overall.success_rate for _, report in runs]
-    per_seed = ", ".join(f"s{seed} {_solved(r)}/{r.overall.episodes}" for seed, r in runs)
+    per_seed = ", ".join(f"{name} {_solved(r)}/{r.overall.episodes}" for name, r in runs)
     spread = f" ± {statistics.stdev(rates):.0%}" if len(rates) > 1 else ""
     pooled = summarise([episode for _, report in runs for episode in report.episodes])
     recovery = "n/a"
@@ -54,7 +58,7 @@ def _row(method: str, rate: str, runs: list[tuple[int, EvalReport]]) -> str:
     )
 
 
-def _chart(runs: dict[tuple[str, str], list[tuple[int, EvalReport]]], path: Path) -> None:
+def _chart(runs: Runs, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
