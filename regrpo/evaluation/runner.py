@@ -36,6 +36,7 @@ from regrpo.traces import TraceStore, Usage
 
 __all__ = ["EvalOptions", "evaluate"]
 
+
 @dataclass(frozen=True)
 class EvalOptions:
     """How the agent runs during an evaluation; recorded verbatim in the report's ``settings``."""
