@@ -194,11 +194,11 @@ def test_gating_the_live_version_or_with_no_tasks_is_an_input_error(tasks, store
 
 @pytest.mark.slow
 def test_real_adapters_are_gated_by_their_measured_metrics(smollm, tasks, store, tmp_path):
-    from test_hotswap import make_lora
+    from regrpo.learning.lora_trainer import save_random_adapter
 
     registry = AdapterRegistry(tmp_path / "registry")
     folder = registry.begin()
-    make_lora(smollm.model, folder, seed=5)
+    save_random_adapter(smollm.model, folder, seed=5)
     version = registry.commit(folder, AdapterMeta(base_model=smollm.model_name)).version
     options = EvalOptions(max_steps=1, max_new_tokens=12)
     try:
