@@ -37,6 +37,12 @@ def _runs(root: Path) -> Runs:
     return {key: sorted(value, key=lambda run: run[0]) for key, value in runs.items()}
 
 
+def _success(runs: list[tuple[str, EvalReport]]) -> tuple[float, float]:
+    """Mean and sample sd of the runs' success rates (sd 0 for a single run)."""
+    rates = [report.overall.success_rate for _, report in runs]
+    return statistics.mean(rates), statistics.stdev(rates) if len(rates) > 1 else 0.0
+
+
 def _solved(report: EvalReport) -> int:
     return sum(episode.correct for episode in report.episodes)
 
@@ -44,15 +50,15 @@ def _solved(report: EvalReport) -> int:
 def _row(method: str, rate: str, runs: list[tuple[str, EvalReport]]) -> str:
     if not runs:
         return f"| {method} | {rate} | not run | | | | | |"
-    rates = [report.overall.success_rate for _, report in runs]
+    mean, sd = _success(runs)
     per_seed = ", ".join(f"{name} {_solved(r)}/{r.overall.episodes}" for name, r in runs)
-    spread = f" ± {statistics.stdev(rates):.0%}" if len(rates) > 1 else ""
+    spread = f" ± {sd:.0%}" if len(runs) > 1 else ""
     pooled = summarise([episode for _, report in runs for episode in report.episodes])
     recovery = "n/a"
     if pooled.recovery_rate is not None:
         recovery = f"{pooled.recovery_rate:.0%} ({pooled.episodes_with_failure})"
     return (
-        f"| {method} | {rate} | {statistics.mean(rates):.0%}{spread} ({per_seed}) | {recovery} | "
+        f"| {method} | {rate} | {mean:.0%}{spread} ({per_seed}) | {recovery} | "
         f"{pooled.tool_calls_per_episode:.2f} | {pooled.tool_failure_rate:.0%} | "
         f"{pooled.reflection_tokens_per_episode:.1f} | {pooled.latency_mean_s:.0f} |"
     )
@@ -68,11 +74,8 @@ def _chart(runs: Runs, path: Path) -> None:
     width = 0.38
     for i, rate in enumerate(RATES):
         xs = [x + (i - 0.5) * width for x in range(len(METHODS))]
-        means, errors = [], []
-        for method in METHODS:
-            rates = [100 * report.overall.success_rate for _, report in runs.get((method, rate), [])]
-            means.append(statistics.mean(rates) if rates else 0)
-            errors.append(statistics.stdev(rates) if len(rates) > 1 else 0)
+        stats = [_success(runs[(m, rate)]) if (m, rate) in runs else (0.0, 0.0) for m in METHODS]
+        means, errors = [100 * mean for mean, _ in stats], [100 * sd for _, sd in stats]
         axes.bar(xs, means, width, yerr=errors, capsize=3, label=f"faults {rate}")
     axes.set_xticks(range(len(METHODS)), METHODS, rotation=15)
     axes.set_ylabel("held-out task success (%)")

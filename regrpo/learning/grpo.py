@@ -108,8 +108,8 @@ def train_grpo(
         with training_bar("GRPO", len(order), progress) as advance:
             for task in order:
                 episodes = _group(agent, store, task, config, rollouts)
+                rollouts += sum(len(e.steps) for e in episodes)
                 if len(episodes) < 2:  # the budget ran out: one episode has no group to be relative to
-                    rollouts += sum(len(e.steps) for e in episodes)
                     break
                 correct = [task.check(e.answer) for e in episodes]
                 calls = [e.usage.tool_calls for e in episodes]
@@ -119,7 +119,6 @@ def train_grpo(
                     for ok, c in zip(correct, calls, strict=True)
                 ]
                 groups += 1
-                rollouts += sum(len(e.steps) for e in episodes)
                 tokens += sum(len(s.completion.token_ids) for e in episodes for s in e.steps)
                 mean_reward.append(sum(rewards) / len(rewards))
                 correct_rate.append(sum(correct) / len(correct))
