@@ -1,10 +1,17 @@
 """``LocalPolicy``: a transformers causal LM in this process (CPU or GPU), with LoRA adapters via peft.
 
-Log-probs: each generated token's log-probability is taken from the model's *raw* logits
-(``output_logits=True``, before temperature or top-p), i.e. log π_θ(token | prefix). That is what the
-RL loss needs, and ``tests/agent/test_local_policy.py`` checks it equals a fresh forward pass over
-the same tokens. ``n > 1`` samples share one batched ``generate`` call (the prompt is repeated n
-times, so no padding is needed).
+Log-probs: each generated token's log-probability is that of the distribution it was *sampled
+from*: ``log_softmax(logits / T)`` at temperature ``T > 0`` (top-p and top-k are off), and the raw
+``log_softmax(logits)`` for greedy decoding (``T = 0``, where the confidence trigger reads them).
+So an RL loss that scores tokens at the same ``T`` (``LoraTrainer(temperature=T)``) is exactly
+on-policy; ``tests/agent/test_local_policy.py`` checks both against a fresh forward pass. ``n > 1``
+samples share one batched ``generate`` call (the prompt is repeated n times, so no padding is needed).
+
+Completions hold exactly the tokens the model sampled: a row is cut after the token that completes
+a stop string (that token may run past the stop string, e.g. ``>"``) or after an end-of-turn token,
+whichever comes first. The padding ``generate`` appends to rows that finished early is never kept
+(it is the end-of-turn id for SmolLM2, so keeping it used to smuggle a token the model never chose,
+with log-prob about −23, into the RL loss).
 
 Prefix cache: every step of every episode starts with the same system prompt (about 600 tokens with
 the built-in tools), and on a 2-core CPU prefilling it cost more than decoding a short action. So the
@@ -172,8 +179,10 @@ class LocalPolicy:
             except (RuntimeError, ValueError) as exc:
                 raise ModelError(f"generation failed: {exc}") from exc
         generated = out.sequences[:, len(prompt) :]  # (n, new_tokens)
-        # raw logits -> log π(token | prefix); logits is a tuple of new_tokens tensors of (n, vocab)
-        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
+        # logits is a tuple of new_tokens tensors of (n, vocab), raw (before the logits processors);
+        # scale by T so the log-probs are those of the distribution actually sampled from
+        logits = torch.stack(out.logits, dim=1).float()
+        logprobs = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
         token_logprobs = logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)  # (n, new_tokens)
         return [
             self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt), adapter)
@@ -188,24 +197,40 @@ class LocalPolicy:
         prompt_tokens: int,
         adapter: str | None,
     ) -> Completion:
-        """Cut one row at its end: the end-of-turn token (kept) or the padding after a stop string."""
-        end = next((p for p, token in enumerate(tokens) if token in self._end_ids), None)
-        if end is not None:
-            before = self._decode(tokens[:end]).rstrip()
-            # A row that stopped on a stop string is padded with pad (== end-of-turn here): not a token
-            # the model chose, so it is dropped; a real end-of-turn is kept for the RL loss.
-            keep = end if any(before.endswith(s) for s in stop) else end + 1
+        """Cut one row after its last sampled token: the one completing a stop string, or end-of-turn."""
+        keep = self._sampled_length(tokens, stop)
+        stopped = keep is not None
+        if keep is not None:
             tokens, logprobs = tokens[:keep], logprobs[:keep]
-        text = self._decode(tokens)
-        stopped = end is not None or any(text.rstrip().endswith(s) for s in stop)
         return Completion(
-            text=text,
+            text=self._decode(tokens),
             token_ids=tokens,
             logprobs=logprobs,
             finish_reason="stop" if stopped else "length",
             prompt_tokens=prompt_tokens,
             adapter=adapter,
         )
+
+    def _sampled_length(self, tokens: list[int], stop: Sequence[str]) -> int | None:
+        """How many leading tokens the model sampled before it stopped, or ``None`` (hit the length limit).
+
+        The first end-of-turn token ends the turn and is kept (the model chose it: the RL loss needs
+        it). A stop string ends the turn at the token that completes it, which may run past it;
+        everything after is ``generate``'s padding, never a sampled token.
+        """
+        end = next((p + 1 for p, token in enumerate(tokens) if token in self._end_ids), None)
+        searched = tokens[: end - 1] if end is not None else tokens
+        if stop and any(s in self._decode(searched) for s in stop):
+            # the shortest prefix whose text holds a stop string (text grows with the prefix)
+            low, high = 1, len(searched)
+            while low < high:
+                middle = (low + high) // 2
+                if any(s in self._decode(searched[:middle]) for s in stop):
+                    high = middle
+                else:
+                    low = middle + 1
+            return low
+        return end
 
     # -- LoRA adapters ----------------------------------------------------------------------------
 

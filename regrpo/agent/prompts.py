@@ -99,7 +99,9 @@ def observation_text(observation: Observation) -> str:
     if observation.error_type is ErrorType.UNPARSEABLE_ACTION:
         return f"Your reply could not be used: {observation.error_message}"
     if not observation.ok:
-        return f"<tool_response>Error ({observation.error_type}): {observation.error_message}</tool_response>"
+        # the message only, never the error type: naming it would hand the model the diagnosis that
+        # ReGRPO rewards (it must be read off the message, as a reflection's evidence must quote it)
+        return f"<tool_response>Error: {observation.error_message}</tool_response>"
     output = observation.output if isinstance(observation.output, str) else _compact(observation.output)
     return f"<tool_response>{output}</tool_response>"
 
@@ -126,7 +128,7 @@ def reflection_request(
     }[reason]
     evidence = []
     if observation.error_type is not None:
-        evidence.append(f"- error: {observation.error_type}: {observation.error_message}")
+        evidence.append(f"- error: {observation.error_message}")  # no type: see observation_text
     if isinstance(action, ToolCall):
         evidence.append(f"- action: {_compact({'name': action.name, 'arguments': action.arguments})}")
     if observation.ok:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.progress import training_bar
 from regrpo.learning.regrpo import RLReport, group_advantages, policy_gradient_steps
 from regrpo.learning.rewards import episode_reward
+from regrpo.learning.telemetry import StepLog
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool, default_tools
 from regrpo.tools.faults import FaultConfig, inject_faults
@@ -96,7 +98,10 @@ def train_grpo(
     rollouts = tokens = groups = skipped = 0
     mean_reward: list[float] = []
     correct_rate: list[float] = []
-    with LoraTrainer.for_config(policy, config, init_from) as trainer:
+    with (
+        LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
+        StepLog(out_dir) as log,
+    ):
         agent = Agent(
             policy,
             toolbox,
@@ -106,6 +111,7 @@ def train_grpo(
             temperature=config.temperature,
         )
         with training_bar("GRPO", len(order), progress) as advance:
+            group_started = time.perf_counter()
             for task in order:
                 episodes = _group(agent, store, task, config, rollouts)
                 rollouts += sum(len(e.steps) for e in episodes)
@@ -126,7 +132,25 @@ def train_grpo(
                 if advantages is None:
                     skipped += 1
                 else:
-                    _update(trainer, policy, episodes, advantages, config)
+                    update = _update(trainer, policy, episodes, advantages, config)
+                    if update:
+                        turns = [s.completion for e in episodes for s in e.steps]
+                        log.log(
+                            trainer.steps,
+                            {
+                                **update,
+                                "reward_mean": mean_reward[-1],
+                                "reward_spread": max(rewards) - min(rewards),
+                                "correct_rate": correct_rate[-1],
+                                "skipped_groups": float(skipped),
+                                "truncation_rate": statistics.fmean(
+                                    c.finish_reason == "length" for c in turns
+                                ),
+                                "tokens_per_s": sum(len(c.token_ids) for c in turns)
+                                / max(1e-9, time.perf_counter() - group_started),
+                            },
+                        )
+                group_started = time.perf_counter()
                 advance(f"rollouts {rollouts}  skipped {skipped}  correct {correct_rate[-1]:.2f}")
         trainer.save(out_dir)
         steps = trainer.steps
@@ -166,13 +190,17 @@ def _update(
     episodes: Sequence[Episode],
     advantages: Sequence[float],
     config: GRPOConfig,
-) -> None:
-    """One optimizer step: every generated turn of every episode, weighted by its episode's advantage."""
+) -> dict[str, float]:
+    """One optimizer step: every generated turn of every episode, weighted by its episode's advantage.
+
+    Returns the step's metrics, or ``{}`` when no turn had token ids (no step was taken).
+    """
     rollouts = [
         (episode.messages[: step.prompt_messages], step.completion, advantage)
         for episode, advantage in zip(episodes, advantages, strict=True)
         for step in episode.steps
         if step.completion.token_ids
     ]
-    if rollouts:
-        policy_gradient_steps(trainer, policy, rollouts, clip_eps=config.clip_eps, beta=config.beta)
+    if not rollouts:
+        return {}
+    return policy_gradient_steps(trainer, policy, rollouts, clip_eps=config.clip_eps, beta=config.beta)

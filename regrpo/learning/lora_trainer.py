@@ -1,12 +1,15 @@
 """``LoraTrainer``: train a LoRA adapter in place inside a ``LocalPolicy``'s model.
 
 One model copy does everything (DESIGN step 7): the policy samples rollouts with the adapter being
-trained, the loss is computed on the same weights, and the KL reference is the same model with its
-adapters disabled (``PeftModel.disable_adapter()``), so no second model is held in memory.
+trained, the loss is computed on the same weights, and the KL reference is the same model with the
+adapter's *starting* weights (the ``init_from`` adapter, or B = 0, i.e. the base model) copied back
+in for the reference pass and the trained weights restored after, so no second model is held in
+memory (a LoRA's tensors are a few MB: the copy costs far less than the forward pass).
 
 Per-token log-probs come from one forward pass over ``prompt + completion``: the logits at position
-``t-1`` score token ``t``, on the raw (un-tempered) distribution, which is what ``LocalPolicy``
-records for rollouts (``tests/learning`` checks the two agree).
+``t-1`` score token ``t``, divided by ``temperature`` (1 by default): the distribution
+``LocalPolicy`` sampled the rollout from at that temperature, whose log-probs it records
+(``tests/learning`` checks the two agree).
 
 **The system prompt is computed once, without gradient** (``detach_system_prompt=True``, the
 default). Every sample starts with the same ~770-token system message; on the 2-core CPU a
@@ -21,12 +24,14 @@ Backward runs sample by sample (gradient accumulation), so memory holds one samp
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import torch
@@ -35,7 +40,7 @@ from regrpo.agent.local import LocalPolicy
 from regrpo.errors import AdapterError, InputError
 from regrpo.learning.sequences import TokenSample
 
-__all__ = ["LoraSettings", "LoraTrainer", "save_random_adapter"]
+__all__ = ["Backward", "LoraSettings", "LoraTrainer", "save_random_adapter", "warmup_cosine"]
 
 
 class LoraSettings(msgspec.Struct, frozen=True):
@@ -88,8 +93,39 @@ def save_random_adapter(
     wrapped.save_pretrained(str(folder))
 
 
+def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.1) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``floor`` at ``total_steps``.
+
+    Returns ``scale(step)`` for ``LoraTrainer(lr_scale=...)``; ``step`` counts steps already done.
+    """
+    if total_steps < 1 or not 0 <= warmup_steps < total_steps or not 0 <= floor <= 1:
+        raise InputError(
+            f"need total_steps >= 1, 0 <= warmup_steps < total_steps, 0 <= floor <= 1; got "
+            f"{total_steps}, {warmup_steps}, {floor}"
+        )
+
+    def scale(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return scale
+
+
 LossOfSample = Callable[[int, torch.Tensor], torch.Tensor]
 """``loss_of(i, token_logprobs)``: sample ``i``'s share of the loss from its completion's log-probs."""
+
+
+class Backward(NamedTuple):
+    """What :meth:`LoraTrainer.backward` accumulated."""
+
+    loss: float
+    """The summed loss of the samples."""
+    logprobs: list[torch.Tensor]
+    """Each sample's per-token log-probs (detached)."""
+    entropy: float
+    """Mean per-token entropy of the trained distribution over the samples' completion tokens (nats)."""
 
 
 class TrainerSettings(Protocol):
@@ -117,6 +153,10 @@ class LoraTrainer:
         grad_clip: Max global gradient norm per optimizer step.
         detach_system_prompt: Reuse the system prompt's keys/values without gradient (module docstring).
         seed: Seeds LoRA's initialisation.
+        temperature: Score tokens under ``softmax(logits / temperature)``: the rollouts' sampling
+            temperature, so the policy ratio is exact (SFT: 1).
+        lr_scale: ``lr_scale(steps_done)`` multiplies ``learning_rate`` for the next step (a schedule,
+            e.g. :func:`warmup_cosine`); ``None``: constant.
     """
 
     def __init__(
@@ -130,13 +170,19 @@ class LoraTrainer:
         grad_clip: float = 1.0,
         detach_system_prompt: bool = True,
         seed: int = 0,
+        temperature: float = 1.0,
+        lr_scale: Callable[[int], float] | None = None,
     ) -> None:
         if not isinstance(policy, LocalPolicy):
             raise InputError(
                 f"training needs a LocalPolicy (weights in this process), got {type(policy).__name__}"
             )
-        if learning_rate <= 0 or grad_clip <= 0:
-            raise InputError(f"learning_rate and grad_clip must be > 0, got {learning_rate} and {grad_clip}")
+        if learning_rate <= 0 or grad_clip <= 0 or temperature <= 0:
+            raise InputError(
+                "learning_rate, grad_clip and temperature must be > 0, got "
+                f"{learning_rate}, {grad_clip} and {temperature}"
+            )
+        self.temperature = temperature
         self.policy = policy
         self.name = name
         self.grad_clip = grad_clip
@@ -150,15 +196,27 @@ class LoraTrainer:
         if init_from is not None:
             self._load_weights(Path(init_from))
         self.parameters = [p for p in policy.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=0.0)
+        # the KL reference: the weights this run starts from (module docstring)
+        self._reference_weights = [p.detach().clone() for p in self.parameters]
+        self.base_learning_rate = learning_rate
+        self.lr_scale = lr_scale
+        first = learning_rate * (lr_scale(0) if lr_scale is not None else 1.0)
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=first, weight_decay=0.0)
         self.steps = 0
         self._prefixes: dict[tuple[bool, tuple[int, ...]], Any] = {}  # (reference?, ids) -> KV cache
+        self._entropy_sum, self._entropy_tokens = 0.0, 0  # of the current backward() call
 
     @classmethod
     def for_config(
-        cls, policy: LocalPolicy, config: TrainerSettings, init_from: str | os.PathLike[str] | None
+        cls,
+        policy: LocalPolicy,
+        config: TrainerSettings,
+        init_from: str | os.PathLike[str] | None,
+        *,
+        temperature: float = 1.0,
+        lr_scale: Callable[[int], float] | None = None,
     ) -> LoraTrainer:
-        """A trainer set up from a training config's shared fields."""
+        """A trainer set up from a training config's shared fields (RL passes its sampling temperature)."""
         return cls(
             policy,
             config.lora,
@@ -166,6 +224,8 @@ class LoraTrainer:
             init_from=init_from,
             detach_system_prompt=config.detach_system_prompt,
             seed=config.seed,
+            temperature=temperature,
+            lr_scale=lr_scale,
         )
 
     # -- set-up --------------------------------------------------------------------------------------
@@ -211,10 +271,22 @@ class LoraTrainer:
             self._prefixes[key] = cache
         return copy.deepcopy(self._prefixes[key])
 
-    def _weights(self, reference: bool) -> Any:
-        import contextlib
-
-        return self.policy.model.disable_adapter() if reference else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _weights(self, reference: bool) -> Iterator[None]:
+        """Run the block under the reference (starting) weights, or the current ones."""
+        if not reference:
+            yield
+            return
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.parameters]
+            for parameter, start in zip(self.parameters, self._reference_weights, strict=True):
+                parameter.copy_(start)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for parameter, current in zip(self.parameters, trained, strict=True):
+                    parameter.copy_(current)
 
     def _token_logprobs(self, sample: TokenSample, reference: bool) -> torch.Tensor:
         """log π(completion token t | prefix) for every completion token, shape ``(len(completion),)``."""
@@ -225,32 +297,33 @@ class LoraTrainer:
         )  # the last prompt token's logits score the first target
         device = self.policy.device
         past = self._prefix_cache(ids[:split], reference) if split > 0 else None
+        targets = len(sample.completion_ids)
         with self._weights(reference):
+            # the LM head runs only where it scores a completion token: the last prompt position and
+            # every completion position but the last (logits_to_keep keeps the final targets + 1)
             logits = self.policy.model(
                 input_ids=torch.tensor([ids[split:]], device=device),
                 past_key_values=past,
                 use_cache=past is not None,
-            ).logits[0]
-        # position p of the suffix predicts token split + p + 1; completion tokens start at len(prompt)
-        first = len(sample.prompt_ids) - split - 1
-        scores = logits[first : first + len(sample.completion_ids)].float().log_softmax(-1)
-        targets = torch.tensor(sample.completion_ids, device=device)
-        return scores.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                logits_to_keep=targets + 1,
+            ).logits[0, :-1]  # (completion tokens, vocab): row t scores completion token t
+        scores = (logits.float() / self.temperature).log_softmax(-1)
+        with torch.no_grad():  # telemetry only: mean per-token entropy, no gradient
+            self._entropy_sum += float(-(scores.exp() * scores).sum())
+            self._entropy_tokens += scores.shape[0]
+        chosen = torch.tensor(sample.completion_ids, device=device)
+        return scores.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
     def logprobs(self, samples: Sequence[TokenSample], *, reference: bool = False) -> list[torch.Tensor]:
-        """Per-token log-probs of each sample's completion, without gradient (reference = adapters off)."""
+        """Per-token log-probs of each sample's completion, without gradient (reference: starting weights)."""
         with torch.no_grad():
             return [self._token_logprobs(sample, reference).detach() for sample in samples]
 
-    def backward(
-        self, samples: Sequence[TokenSample], loss_of: LossOfSample
-    ) -> tuple[float, list[torch.Tensor]]:
-        """Accumulate gradients of ``Σ_i loss_of(i, logprobs_i)``, one sample at a time.
-
-        Returns the summed loss and each sample's (detached) per-token log-probs.
-        """
+    def backward(self, samples: Sequence[TokenSample], loss_of: LossOfSample) -> Backward:
+        """Accumulate gradients of ``Σ_i loss_of(i, logprobs_i)``, one sample at a time."""
         total = 0.0
         seen = []
+        self._entropy_sum, self._entropy_tokens = 0.0, 0
         for index, sample in enumerate(samples):
             token_logprobs = self._token_logprobs(sample, reference=False)
             loss = loss_of(index, token_logprobs)
@@ -258,7 +331,8 @@ class LoraTrainer:
                 loss.backward()
             total += float(loss.detach())
             seen.append(token_logprobs.detach())
-        return total, seen
+        entropy = self._entropy_sum / max(1, self._entropy_tokens)
+        return Backward(total, seen, entropy)
 
     def step(self) -> float:
         """Clip, apply and clear the accumulated gradients; returns the gradient norm before clipping."""
@@ -266,11 +340,19 @@ class LoraTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
+        if self.lr_scale is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.base_learning_rate * self.lr_scale(self.steps)
         self._prefixes = {
             key: cache for key, cache in self._prefixes.items() if key[0]
         }  # reference stays valid
         self.policy.weights_changed()
         return norm
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next optimizer step will use."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
     # -- output --------------------------------------------------------------------------------------
 

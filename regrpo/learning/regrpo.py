@@ -12,13 +12,21 @@ The method, as this module runs it (one round = one pass over the branch points)
    the point's state; :func:`regrpo.learning.rewards.score_continuation` scores it: local fix,
    diagnosis match, minus the reflection cost η·tokens/100 and a penalty for needless reflection.
 4. **Advantages.** ``A_i = (R_i − mean R) / (std R + eps)`` within the group (``normalise_std=False``
-   gives the reference release's ``R_i − mean R``). A group whose rewards are all equal carries no
-   signal and is skipped (and counted).
+   gives the reference release's ``R_i − mean R``). A group whose reward *spread*
+   ``max R − min R`` is below ``min_reward_spread`` carries no signal worth its step and is skipped
+   (and counted): DAPO's dynamic sampling drops groups whose rewards are all equal; we drop groups
+   that differ by less than the smallest meaningful reward difference (default 0.1, the needless-
+   reflection penalty), because std-normalising would blow a reflection-length difference of one
+   token (rewards −0.024 vs −0.025) up to advantages of ±1.6.
 5. **Loss.** Over the generated tokens only (the prompt and tool outputs are never in a completion):
    ``ρ_t = π_θ(o_t)/π_old(o_t)``, ``L = −min(ρ_t A, clip(ρ_t, 1±ε) A) + β·KL_t``, token-mean over the
-   group, where ``π_old`` is the rollout's own log-probs and ``KL_t`` is the k3 estimator
-   ``exp(r) − r − 1`` with ``r = log π_ref − log π_θ`` against the base model (adapters disabled:
-   no second copy). It is zero, with zero gradient, while the adapter is fresh.
+   group, where ``π_old`` is the rollout's own log-probs (of the distribution sampled from, at
+   ``temperature``; the trainer scores at the same temperature) and ``KL_t`` is the k3 estimator
+   ``exp(r) − r − 1`` with ``r = log π_ref − log π_θ``, clamped as verl's ``low_var_kl`` does
+   (``r`` to ±20, ``KL_t`` to ≤ 10). The reference ``π_ref`` is the round's *starting* adapter (the
+   warm start when the round continues from one; the base model otherwise), swapped in for the
+   reference pass: the KL keeps a round near where it started instead of pulling a tool-using warm
+   start back towards a base model that never calls tools.
 
 Where we differ from the public reference (``shared/REFERENCES.md`` §2.4) and why:
 
@@ -29,9 +37,11 @@ Where we differ from the public reference (``shared/REFERENCES.md`` §2.4) and w
   spread of a group's rewards; and ratio clipping (the release: plain REINFORCE), which is inert at
   one update per group (ratio 1) but keeps ``updates_per_group > 1`` safe.
 * k3 KL instead of k1: non-negative per token and unbiased, so it cannot reward drifting away.
-* The reference for KL is the base model (adapter disabled). When training continues from a warm
-  start, the KL therefore also pulls towards the base; β = 0.04 keeps that weak.
-* A diagnosis reward (0.25) that the release only has inside its optional verifier.
+* A diagnosis reward (0.25) that the release only has inside its optional verifier, paid only for a
+  *grounded* reflection (its evidence quotes the observation) whose error type matches the
+  classifier's verdict; the observation text never names the error type, so it cannot be copied.
+* The reflection cost counts every token of the reflection block (tags, JSON and all), not just
+  the parsed fields.
 * Learning rate 2e-5 (release: 5e-6 over 250+ steps): a CPU round is tens of steps.
 """
 
@@ -41,7 +51,7 @@ import asyncio
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,16 +67,21 @@ from regrpo.learning.records import BranchPoint
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
 from regrpo.learning.sequences import rollout_sample
+from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
-from regrpo.traces.schema import Completion, Message, ToolCall
+from regrpo.traces.schema import Completion, Message, Reflection, ToolCall
 
 __all__ = [
     "Group",
     "ReGRPOConfig",
     "RLReport",
     "group_advantages",
+    "clipped_surrogate",
+    "k3_kl",
     "policy_loss",
+    "reflection_block",
     "sample_group",
+    "scored_reflection",
     "train_regrpo",
 ]
 
@@ -86,6 +101,8 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
     reflection_cost_scale: float = 100.0
     needless_reflection_penalty: float = 0.1
     normalise_std: bool = True
+    min_reward_spread: float = 0.1
+    """Skip a group whose ``max R − min R`` is below this (module docstring, step 4)."""
     eps: float = 1e-4
     clip_eps: float = 0.2
     beta: float = 0.04
@@ -112,6 +129,8 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
             raise InputError("groups_per_step, updates_per_group, epochs and max_new_tokens must be >= 1")
         if self.eps <= 0 or self.clip_eps <= 0 or self.beta < 0 or self.learning_rate <= 0:
             raise InputError(f"need eps > 0, clip_eps > 0, beta >= 0, learning_rate > 0; got {self}")
+        if self.min_reward_spread < 0:
+            raise InputError(f"min_reward_spread must be >= 0, got {self.min_reward_spread}")
 
     @property
     def weights(self) -> RewardWeights:
@@ -128,13 +147,22 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
 
 
 def group_advantages(
-    rewards: Sequence[float], *, normalise_std: bool = True, eps: float = 1e-4
+    rewards: Sequence[float],
+    *,
+    normalise_std: bool = True,
+    eps: float = 1e-4,
+    min_spread: float = 0.0,
 ) -> list[float] | None:
-    """``(r − mean) / (std + eps)`` (population std), or ``r − mean``; ``None`` when all rewards are equal."""
+    """``(r − mean) / (std + eps)`` (population std), or ``r − mean``.
+
+    ``None`` (skip the group) when ``max r − min r`` is below ``min_spread``, or the rewards are all
+    equal: the group-filtering rule of the module docstring, step 4.
+    """
     if len(rewards) < 2:
         raise InputError("a group needs at least two rewards")
     mean = statistics.fmean(rewards)
-    if max(rewards) - min(rewards) <= 1e-12:
+    spread = max(rewards) - min(rewards)
+    if spread <= 1e-12 or spread < min_spread:
         return None
     std = statistics.pstdev(rewards) if normalise_std else 0.0
     return [(r - mean) / (std + eps) if normalise_std else r - mean for r in rewards]
@@ -150,14 +178,32 @@ def policy_loss(
     beta: float,
     total_tokens: int,
 ) -> torch.Tensor:
-    """One completion's share of the clipped policy-gradient + KL loss, token-mean over ``total_tokens``."""
+    """One completion's share of the clipped policy-gradient + KL loss, token-mean over ``total_tokens``.
+
+    ``L = Σ_t [−min(ρ_t A, clip(ρ_t, 1 ± ε) A) + β·KL_t] / total_tokens``, ``ρ_t = exp(log π_θ − log π_old)``.
+    """
+    pg = clipped_surrogate(logprobs, old_logprobs, advantage, clip_eps)
+    return (pg + beta * k3_kl(logprobs, ref_logprobs)).sum() / total_tokens
+
+
+def clipped_surrogate(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantage: float, clip_eps: float
+) -> torch.Tensor:
+    """Per-token PPO surrogate ``−min(ρ_t A, clip(ρ_t, 1 ± ε) A)``, shape of ``logprobs``."""
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = ratio * advantage
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantage
-    pg = -torch.minimum(unclipped, clipped)
-    log_ratio_ref = ref_logprobs - logprobs
-    kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1.0
-    return (pg + beta * kl).sum() / total_tokens
+    return -torch.minimum(unclipped, clipped)
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(π_θ ‖ π_ref): ``exp(r) − r − 1``, ``r = log π_ref − log π_θ``.
+
+    Clamped as verl's ``low_var_kl`` (``r`` to ±20, the estimate to ≤ 10): one token the reference
+    finds near-impossible (r ≈ −23) otherwise contributes ~1e6 and its gradient swamps the step.
+    """
+    log_ratio = torch.clamp(ref_logprobs - logprobs, -20.0, 20.0)
+    return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, max=10.0)
 
 
 # -- one group -----------------------------------------------------------------------------------------
@@ -186,9 +232,26 @@ def sample_group(
     )
     rewards = [asyncio.run(_score(policy, environment, point, c, config)) for c in completions]
     advantages = group_advantages(
-        [r.reward for r in rewards], normalise_std=config.normalise_std, eps=config.eps
+        [r.reward for r in rewards],
+        normalise_std=config.normalise_std,
+        eps=config.eps,
+        min_spread=config.min_reward_spread,
     )
     return Group(point, completions, rewards, advantages)
+
+
+def reflection_block(text: str) -> str:
+    """The whole ``<reflection>...</reflection>`` block of a turn (tags included), or ``""``.
+
+    What the reflection cost counts: every token the model spent reflecting, not just the JSON fields.
+    """
+    body, outside = split_reflection(text)
+    if body is None:
+        return ""
+    start = text.find("<reflection>")
+    # split_reflection returns text[:start] + text[end:], so the block is text[start:end]
+    end = start + len(text) - len(outside)
+    return text[start:end]
 
 
 async def _score(
@@ -200,12 +263,23 @@ async def _score(
 ) -> LocalReward:
     action = parse_action(completion.text)
     outcome = (await environment.execute(point, action)).outcome if isinstance(action, ToolCall) else None
-    body, _ = split_reflection(completion.text)
-    reflection, _problem = (
-        parse_reflection(completion.text, point.observation) if body is not None else (None, None)
-    )
-    tokens = policy.count_tokens(body) if body is not None else 0
+    reflection, tokens = scored_reflection(completion.text, point.observation, policy.count_tokens)
     return score_continuation(point, action, outcome, reflection, tokens, config.weights)
+
+
+def scored_reflection(
+    text: str, observation: str, count_tokens: Callable[[str], int]
+) -> tuple[Reflection | None, int]:
+    """``(the reflection if it parsed and is grounded, else None; tokens of the whole block)``.
+
+    An ungrounded reflection (its evidence does not quote ``observation``) still costs its tokens but
+    earns no diagnosis reward: otherwise a guessed error type is paid like a diagnosis.
+    """
+    block = reflection_block(text)
+    if not block:
+        return None, 0
+    reflection, problem = parse_reflection(text, observation)
+    return (reflection if problem is None else None), count_tokens(block)
 
 
 # -- a round -------------------------------------------------------------------------------------------
@@ -217,6 +291,7 @@ class RLReport(msgspec.Struct, frozen=True):
     method: str
     groups: int
     skipped_zero_variance: int
+    """Groups skipped for too little reward spread (``min_reward_spread``; all-equal groups included)."""
     rollouts: int
     """Sampled completions (model turns), the budget two methods are compared at."""
     generated_tokens: int
@@ -251,7 +326,10 @@ def train_regrpo(
     random.Random(config.seed).shuffle(order)
     environment = BranchEnvironment(Toolbox(list(tools) if tools is not None else default_tools()))
     stats = _Tally()
-    with LoraTrainer.for_config(policy, config, init_from) as trainer:
+    with (
+        LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
+        StepLog(out_dir) as log,
+    ):
         pending: list[Group] = []
         with training_bar("ReGRPO", len(order), progress) as advance:
             for point in order:
@@ -265,20 +343,20 @@ def train_regrpo(
                 if group.advantages is not None:
                     pending.append(group)
                 if len(pending) >= config.groups_per_step:
-                    _update(trainer, policy, pending, config)
-                    stats.close_step()
+                    stats.close_step(log, trainer.steps + 1, _update(trainer, policy, pending, config))
                     pending = []
                 advance(stats.status())
             if pending:
-                _update(trainer, policy, pending, config)
-                stats.close_step()
+                stats.close_step(log, trainer.steps + 1, _update(trainer, policy, pending, config))
         trainer.save(out_dir)
         steps = trainer.steps
     return stats.report("regrpo", steps, time.perf_counter() - started, msgspec.to_builtins(config))
 
 
-def _update(trainer: LoraTrainer, policy: LocalPolicy, groups: Sequence[Group], config: ReGRPOConfig) -> None:
-    """``updates_per_group`` optimizer steps on the accumulated loss of ``groups``."""
+def _update(
+    trainer: LoraTrainer, policy: LocalPolicy, groups: Sequence[Group], config: ReGRPOConfig
+) -> dict[str, float]:
+    """``updates_per_group`` optimizer steps on the accumulated loss of ``groups``; the last one's metrics."""
     rollouts = []
     for group in groups:
         assert group.advantages is not None
@@ -286,7 +364,7 @@ def _update(trainer: LoraTrainer, policy: LocalPolicy, groups: Sequence[Group], 
             (group.point.messages, completion, advantage)
             for completion, advantage in zip(group.completions, group.advantages, strict=True)
         ]
-    policy_gradient_steps(
+    return policy_gradient_steps(
         trainer,
         policy,
         rollouts,
@@ -304,36 +382,57 @@ def policy_gradient_steps(
     clip_eps: float,
     beta: float,
     updates: int = 1,
-) -> None:
+) -> dict[str, float]:
     """``updates`` optimizer steps of :func:`policy_loss` over ``(prompt, completion, advantage)`` rollouts.
 
-    ``π_old`` is each completion's own log-probs; the KL reference (adapters off) is computed once.
-    Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline (every turn).
+    ``π_old`` is each completion's own log-probs; the KL reference (the round's starting weights) is
+    computed once. Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline
+    (every turn). Returns the last update's telemetry (:mod:`regrpo.learning.telemetry`).
     """
     samples = [rollout_sample(policy, messages, completion) for messages, completion, _ in rollouts]
     advantages = [advantage for _, _, advantage in rollouts]
     old = [torch.tensor(completion.logprobs, device=policy.device) for _, completion, _ in rollouts]
     reference = trainer.logprobs(samples, reference=True)
     total = sum(len(s.completion_ids) for s in samples)
+    terms = {"policy_loss": 0.0, "kl": 0.0, "clipped_tokens": 0.0}
 
     def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # telemetry: each term's share of the token-mean
+            ratio = torch.exp(logprobs - old[i])
+            terms["policy_loss"] += float(clipped_surrogate(logprobs, old[i], advantages[i], clip_eps).sum())
+            terms["kl"] += float(k3_kl(logprobs, reference[i]).sum())
+            terms["clipped_tokens"] += float(((ratio - 1.0).abs() > clip_eps).sum())
         return policy_loss(
             logprobs, old[i], reference[i], advantages[i], clip_eps=clip_eps, beta=beta, total_tokens=total
         )
 
+    metrics: dict[str, float] = {}
     for _ in range(updates):
-        trainer.backward(samples, loss_of)
-        trainer.step()
+        terms.update(policy_loss=0.0, kl=0.0, clipped_tokens=0.0)
+        result = trainer.backward(samples, loss_of)
+        grad_norm = trainer.step()
+        metrics = {
+            "loss": result.loss,
+            "policy_loss": terms["policy_loss"] / total,
+            "kl": terms["kl"] / total,
+            "entropy": result.entropy,
+            "clip_fraction": terms["clipped_tokens"] / total,
+            "grad_norm": grad_norm,
+            "learning_rate": trainer.learning_rate,
+        }
+    return metrics
 
 
 class _Tally:
-    """Running counts for an RL report."""
+    """Running counts for an RL report and its per-step telemetry."""
 
     def __init__(self) -> None:
         self.groups = self.skipped = self.rollouts = self.tokens = 0
         self.mean_reward: list[float] = []
         self.fix_rate: list[float] = []
         self._recent: list[Group] = []
+        self._since = time.perf_counter()
+        self._last: dict[str, float] = {}  # the latest step's update metrics, for the progress bar
 
     def add_group(self, group: Group) -> None:
         self.groups += 1
@@ -342,18 +441,40 @@ class _Tally:
         self.tokens += sum(len(c.token_ids) for c in group.completions)
         self._recent.append(group)
 
-    def close_step(self) -> None:
-        """Record the groups sampled since the last optimizer step."""
+    def close_step(self, log: StepLog, step: int, update: dict[str, float]) -> None:
+        """Record the groups sampled since the last optimizer step, with the step's ``update`` metrics."""
         rewards = [r for g in self._recent for r in g.rewards]
+        completions = [c for g in self._recent for c in g.completions]
+        now = time.perf_counter()
+        self._last = update
         if rewards:
             self.mean_reward.append(statistics.fmean(r.reward for r in rewards))
             self.fix_rate.append(statistics.fmean(r.fixed for r in rewards))
+            log.log(
+                step,
+                {
+                    **update,
+                    "reward_mean": self.mean_reward[-1],
+                    "reward_spread": statistics.fmean(
+                        max(r.reward for r in g.rewards) - min(r.reward for r in g.rewards)
+                        for g in self._recent
+                    ),
+                    "fix_rate": self.fix_rate[-1],
+                    "skipped_groups": float(self.skipped),
+                    "truncation_rate": statistics.fmean(c.finish_reason == "length" for c in completions),
+                    "tokens_per_s": sum(len(c.token_ids) for c in completions) / max(1e-9, now - self._since),
+                },
+            )
         self._recent = []
+        self._since = now
 
     def status(self) -> str:
         recent = [r for g in self._recent for r in g.rewards]
         fixed = statistics.fmean(r.fixed for r in recent) if recent else 0.0
-        return f"rollouts {self.rollouts}  skipped {self.skipped}  fixed {fixed:.2f}"
+        last = (
+            f"  kl {self._last['kl']:.3f}  grad {self._last['grad_norm']:.2f}" if "kl" in self._last else ""
+        )
+        return f"rollouts {self.rollouts}  skipped {self.skipped}  fixed {fixed:.2f}{last}"
 
     def report(self, method: str, steps: int, seconds: float, config: dict[str, object]) -> RLReport:
         return RLReport(

@@ -26,10 +26,11 @@ import torch
 
 from regrpo.agent.local import LocalPolicy
 from regrpo.errors import InputError
-from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
+from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer, warmup_cosine
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import SFTExample
 from regrpo.learning.sequences import TokenSample, example_samples
+from regrpo.learning.telemetry import StepLog
 
 __all__ = ["SFTConfig", "SFTReport", "train_sft"]
 
@@ -47,11 +48,20 @@ class SFTConfig(msgspec.Struct, frozen=True):
     max_target_tokens: int = 192
     """Target turns longer than this are skipped (counted): long answers teach nothing but cost time."""
     detach_system_prompt: bool = True
+    warmup_fraction: float = 0.1
+    """Share of the steps over which the learning rate warms up linearly (then cosine decay)."""
+    final_lr_fraction: float = 0.1
+    """The cosine decay ends at ``learning_rate × final_lr_fraction`` on the last step."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise InputError(f"SFT needs epochs >= 1, batch_size >= 1, learning_rate > 0; got {self}")
+        if not 0 <= self.warmup_fraction < 1 or not 0 <= self.final_lr_fraction <= 1:
+            raise InputError(
+                "SFT needs 0 <= warmup_fraction < 1 and 0 <= final_lr_fraction <= 1; got "
+                f"{self.warmup_fraction} and {self.final_lr_fraction}"
+            )
         unknown = set(self.kinds) - {"reference", "rot"}
         if unknown or not self.kinds:
             raise InputError(f"kinds must be chosen from 'reference', 'rot'; got {list(self.kinds)}")
@@ -90,25 +100,48 @@ def train_sft(
     started = time.perf_counter()
     samples: list[TokenSample] = [s for e in chosen for s in example_samples(policy, e)]
     kept = [s for s in samples if len(s.completion_ids) <= config.max_target_tokens]
+    if not kept:
+        raise InputError(
+            f"every one of the {len(samples)} target turns is longer than max_target_tokens="
+            f"{config.max_target_tokens}; raise it or rebuild the data with shorter targets"
+        )
     rng = random.Random(config.seed)
     losses: list[float] = []
-    with LoraTrainer.for_config(policy, config, init_from) as trainer:
-        batches = []
-        for _ in range(config.epochs):
-            order = kept[:]
-            rng.shuffle(order)
-            batches += [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    batches = []
+    for _ in range(config.epochs):
+        order = kept[:]
+        rng.shuffle(order)
+        batches += [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    schedule = warmup_cosine(
+        len(batches), int(config.warmup_fraction * len(batches)), config.final_lr_fraction
+    )
+    with (
+        LoraTrainer.for_config(policy, config, init_from, lr_scale=schedule) as trainer,
+        StepLog(out_dir) as log,
+    ):
         with training_bar("SFT", len(batches), progress) as advance:
             for batch in batches:
+                step_started = time.perf_counter()
                 tokens = sum(len(s.completion_ids) for s in batch)
 
                 def token_mean_nll(_: int, logprobs: torch.Tensor, tokens: int = tokens) -> torch.Tensor:
                     return -logprobs.sum() / tokens
 
-                loss, _ = trainer.backward(batch, token_mean_nll)
-                trainer.step()
-                losses.append(loss)
-                advance(f"loss {loss:.3f}")
+                learning_rate = trainer.learning_rate
+                result = trainer.backward(batch, token_mean_nll)
+                grad_norm = trainer.step()
+                losses.append(result.loss)
+                log.log(
+                    trainer.steps,
+                    {
+                        "loss": result.loss,
+                        "entropy": result.entropy,
+                        "grad_norm": grad_norm,
+                        "learning_rate": learning_rate,
+                        "tokens_per_s": tokens / max(1e-9, time.perf_counter() - step_started),
+                    },
+                )
+                advance(f"loss {result.loss:.3f}  grad {grad_norm:.2f}  lr {learning_rate:.1e}")
         trainer.save(out_dir)
     return SFTReport(
         examples=len(chosen),

@@ -38,6 +38,39 @@ def test_logprobs_match_a_fresh_forward_pass(smollm):
         )
 
 
+def test_logprobs_are_those_of_the_tempered_distribution_sampled_from(smollm):
+    """Issue 11 (4): at T != 1 each log-prob is log softmax(logits / T), not of the raw logits."""
+    torch.manual_seed(2)
+    (completion,) = smollm.generate(CHAT, n=1, temperature=0.5, max_new_tokens=16)
+    tempered = forward_logprobs(smollm, CHAT, completion.token_ids, temperature=0.5)
+    assert torch.allclose(torch.tensor(completion.logprobs), tempered, atol=1e-4)
+    raw = forward_logprobs(smollm, CHAT, completion.token_ids)
+    assert not torch.allclose(torch.tensor(completion.logprobs), raw, atol=1e-2)
+
+
+def test_a_token_running_past_a_stop_string_ends_the_completion_and_padding_is_dropped(smollm):
+    """Issue 11 (1): '>\"' completes '</answer>' and runs past it; the pad after it was kept before."""
+    ids = smollm.tokenizer('<answer>blue</answer>"', add_special_tokens=False)["input_ids"]
+    assert smollm.tokenizer.decode(ids[-1:]) == '>"'  # the overhanging token this test is about
+    pad = smollm.tokenizer.pad_token_id
+    tokens = ids + [pad, pad]
+    logprobs = [-0.5] * len(ids) + [-23.0, -23.0]  # what generate reports for padding
+    completion = smollm._completion(tokens, logprobs, ACTION_STOP_STRINGS, 10, None)
+    assert completion.token_ids == ids and completion.logprobs == [-0.5] * len(ids)
+    assert completion.finish_reason == "stop"
+    # text after the stop string is never kept either, even when no padding follows
+    more = smollm.tokenizer("<answer>blue</answer> and then", add_special_tokens=False)["input_ids"]
+    cut = smollm._completion(more, [-0.5] * len(more), ACTION_STOP_STRINGS, 10, None)
+    assert cut.text.endswith("</answer>") and cut.finish_reason == "stop"
+    # a real end-of-turn is the model's choice: kept
+    ended = smollm.tokenizer("blue", add_special_tokens=False)["input_ids"] + [smollm.tokenizer.eos_token_id]
+    kept = smollm._completion(ended + [pad], [-0.1] * (len(ended) + 1), ACTION_STOP_STRINGS, 10, None)
+    assert kept.token_ids == ended and kept.finish_reason == "stop"
+    # no stop and no end: the length limit
+    cut_off = smollm._completion(ids[:3], [-0.1] * 3, ACTION_STOP_STRINGS, 10, None)
+    assert cut_off.token_ids == ids[:3] and cut_off.finish_reason == "length"
+
+
 def test_greedy_is_deterministic_and_stops_after_a_stop_string(smollm):
     chat = [{"role": "user", "content": "Write <answer>blue</answer> and nothing else."}]
     first = smollm.generate(chat, max_new_tokens=40, stop=ACTION_STOP_STRINGS)[0]

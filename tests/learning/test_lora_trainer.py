@@ -63,8 +63,8 @@ def test_kl_is_zero_and_has_zero_gradient_with_a_fresh_adapter(smollm, chat, rol
                 logprobs, policy, reference, 0.0, clip_eps=0.2, beta=1.0, total_tokens=len(policy)
             )
 
-        loss, _ = trainer.backward([sample], kl_only)
-        assert loss == 0.0
+        result = trainer.backward([sample], kl_only)
+        assert result.loss == 0.0 and result.entropy > 0
         grads = [p.grad for p in trainer.parameters if p.grad is not None]
         assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
 
@@ -135,3 +135,51 @@ def test_bad_inputs_are_refused(smollm):
         TokenSample([1, 2], [])
     with pytest.raises(InputError, match="learning_rate"):
         LoraTrainer(smollm, learning_rate=0.0)
+
+
+def test_the_kl_reference_is_the_adapter_the_run_starts_from_not_the_base_model(
+    smollm, chat, rollouts, tmp_path
+):
+    """Issue 11 (3): continuing from a warm start, KL is measured against the warm start itself."""
+    sample = rollout_sample(smollm, chat, rollouts[0])
+    with LoraTrainer(smollm, learning_rate=1e-3) as trainer:
+        trainer.backward([sample], lambda _, lp: -lp.sum())
+        trainer.step()
+        (warm,) = trainer.logprobs([sample])
+        trainer.save(tmp_path / "warm")
+    with LoraTrainer(smollm, init_from=tmp_path / "warm", learning_rate=1e-3) as continued:
+        (reference,) = continued.logprobs([sample], reference=True)
+        assert torch.allclose(reference, warm, atol=1e-5)  # not the base model's log-probs
+        continued.backward([sample], lambda _, lp: -lp.sum())
+        continued.step()
+        (moved,) = continued.logprobs([sample])
+        (still,) = continued.logprobs([sample], reference=True)
+        (again,) = continued.logprobs([sample])
+    assert not torch.allclose(moved, warm, atol=1e-4)  # training moved the policy ...
+    assert torch.allclose(still, warm, atol=1e-5)  # ... but not the reference
+    assert torch.equal(moved, again)  # and the reference pass restored the trained weights
+
+
+def test_log_probs_at_a_sampling_temperature_match_the_rollout(smollm, chat):
+    """Issue 11 (4): a rollout at T != 1 records log-probs of softmax(logits / T); the trainer agrees."""
+    torch.manual_seed(5)
+    (completion,) = smollm.generate(chat, n=1, temperature=0.6, max_new_tokens=10)
+    sample = rollout_sample(smollm, chat, completion)
+    with LoraTrainer(smollm, temperature=0.6) as trainer:
+        (tempered,) = trainer.logprobs([sample])
+    with LoraTrainer(smollm) as trainer:
+        (raw,) = trainer.logprobs([sample])
+    assert torch.allclose(tempered, torch.tensor(completion.logprobs), atol=1e-4)
+    assert not torch.allclose(raw, tempered, atol=1e-2)
+
+
+def test_warmup_cosine_warms_up_then_decays_to_its_floor():
+    from regrpo.learning.lora_trainer import warmup_cosine
+
+    scale = warmup_cosine(total_steps=10, warmup_steps=2, floor=0.1)
+    values = [scale(step) for step in range(10)]
+    assert values[0] < values[1] < values[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[2:], values[3:], strict=False))
+    assert scale(10) == pytest.approx(0.1)
+    with pytest.raises(InputError, match="warmup_steps"):
+        warmup_cosine(total_steps=3, warmup_steps=3)

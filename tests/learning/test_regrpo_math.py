@@ -75,3 +75,48 @@ def test_config_refuses_settings_that_cannot_work():
     with pytest.raises(InputError, match="temperature"):
         ReGRPOConfig(temperature=0.0)
     assert ReGRPOConfig().group_size == 5 and ReGRPOConfig().beta == 0.04 and ReGRPOConfig().eta == 0.1
+
+
+def test_length_noise_is_not_a_learning_signal():
+    """Issue 11 (2): one reflection token apart, nothing fixed, used to become advantages of ±1.6."""
+    noise = [-0.024, -0.025, -0.025, -0.025, -0.025]
+    assert group_advantages(noise, min_spread=ReGRPOConfig().min_reward_spread) is None
+    fixed_one = [1.0 - 0.024, -0.025, -0.025, -0.025, -0.025]
+    assert group_advantages(fixed_one, min_spread=ReGRPOConfig().min_reward_spread) is not None
+    with pytest.raises(InputError, match="min_reward_spread"):
+        ReGRPOConfig(min_reward_spread=-1.0)
+
+
+def test_k3_kl_is_clamped_so_one_near_impossible_token_cannot_swamp_the_step():
+    """Issue 11 (3): a token at log-prob -23 under the reference gave k3 ≈ 1e6 and a gradient of 8,741."""
+    from regrpo.learning.regrpo import k3_kl
+
+    logprobs = torch.tensor([-0.1, -23.0], requires_grad=True)
+    reference = torch.tensor([-0.1, 0.0])  # policy finds token 2 near-impossible, the reference doesn't
+    kl = k3_kl(logprobs, reference)
+    assert kl.detach().tolist() == [0.0, 10.0]
+    kl.sum().backward()
+    assert logprobs.grad is not None and float(logprobs.grad.abs().max()) == 0.0  # clamped: no push
+    small = torch.tensor([-1.0])
+    assert float(k3_kl(small, torch.tensor([-1.5]))) == pytest.approx(math.exp(-0.5) + 0.5 - 1.0)
+
+
+def test_the_reflection_cost_counts_the_whole_block_and_ungrounded_diagnoses_earn_nothing():
+    """Issue 11 (5) and (6): count every token of the block; pay a diagnosis only when grounded."""
+    from regrpo.learning.regrpo import reflection_block, scored_reflection
+
+    observation = "<tool_response>Error: cannot parse expression '17*/23'</tool_response>"
+    grounded = (
+        '<reflection>{"error_type": "ArgInvalid", "evidence": "cannot parse expression 17*/23", '
+        '"fix_plan": "use 17*23"}</reflection>\n<tool_call>{"name": "calculator", '
+        '"arguments": {"expression": "17*23"}}</tool_call>'
+    )
+    block = reflection_block(grounded)
+    assert block.startswith("<reflection>") and block.endswith("</reflection>")
+    words = lambda text: len(text.split())  # noqa: E731  a stand-in tokenizer: one token per word
+    reflection, tokens = scored_reflection(grounded, observation, words)
+    assert reflection is not None and tokens == words(block) > words('"use 17*23"')
+    ungrounded = grounded.replace("cannot parse expression 17*/23", "it went wrong")
+    reflection, tokens = scored_reflection(ungrounded, observation, words)
+    assert reflection is None and tokens > 0  # still costs its tokens
+    assert scored_reflection("<answer>391</answer>", observation, words) == (None, 0)

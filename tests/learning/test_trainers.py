@@ -12,6 +12,7 @@ from regrpo.learning.records import BranchPoint, SFTExample
 from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
 from regrpo.learning.replay import observation_of
 from regrpo.learning.sft import SFTConfig, train_sft
+from regrpo.learning.telemetry import read_metrics
 from regrpo.tools import Toolbox, ToolContext, default_tools
 from regrpo.tools.images import ImageStore
 from regrpo.traces.schema import Message, ToolCall
@@ -37,6 +38,13 @@ def test_sft_teaches_a_target_turn_and_only_the_target_turn_is_trained(smollm, t
     report = train_sft(smollm, [example], config, tmp_path / "sft", progress=False)
     assert report.steps == 6 and report.samples == 1
     assert report.losses[-1] < report.losses[0] / 4
+    metrics = read_metrics(tmp_path / "sft")  # issue 11 (15): one record per optimizer step
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert [m["loss"] for m in metrics] == pytest.approx(report.losses)
+    assert all(m["grad_norm"] > 0 and m["entropy"] > 0 and m["tokens_per_s"] > 0 for m in metrics)
+    rates = [m["learning_rate"] for m in metrics]
+    assert rates[0] == pytest.approx(3e-3) and rates[-1] < rates[0]  # cosine decay
+    assert any((tmp_path / "sft" / "tensorboard").iterdir())  # event files beside the JSONL
     assert smollm.adapters == []  # the trainee is taken out again
     smollm.load_adapter("sft", str(tmp_path / "sft"))
     try:
@@ -84,6 +92,13 @@ def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
     assert report.steps == report.groups - report.skipped_zero_variance
     assert report.generated_tokens > 0 and (tmp_path / "rl" / "adapter_model.safetensors").is_file()
     assert smollm.adapters == []
+    metrics = read_metrics(tmp_path / "rl")
+    assert len(metrics) == report.steps
+    for m in metrics:
+        assert set(m) >= {"loss", "policy_loss", "kl", "entropy", "clip_fraction", "grad_norm"}
+        assert set(m) >= {"reward_mean", "reward_spread", "skipped_groups", "truncation_rate", "tokens_per_s"}
+        assert 0 <= m["truncation_rate"] <= 1 and 0 <= m["clip_fraction"] <= 1 and m["kl"] >= 0
+        assert m["reward_spread"] >= config.min_reward_spread  # only groups worth a step train
     capped = ReGRPOConfig(group_size=3, max_new_tokens=8, max_rollouts=3, seed=2)
     assert (
         train_regrpo(smollm, [point] * 3, capped, tmp_path / "rl2", tools=CALCULATOR, progress=False).rollouts

@@ -135,5 +135,5 @@ def test_an_episode_killed_mid_run_keeps_every_finished_step(tmp_path: Path) -> 
     # turn was being generated when the process died, so it is not there.
     assert [m.role for m in episode.messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert episode.messages[1].content.startswith("What is 17*23?")
-    assert episode.messages[3].content.startswith("<tool_response>Error (ArgInvalid)")
+    assert episode.messages[3].content.startswith("<tool_response>Error: ")
     assert episode.messages[5].content.startswith("<tool_response>391")
