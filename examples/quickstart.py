@@ -2,8 +2,9 @@
 
     .venv/bin/python examples/quickstart.py
 
-The default policy is SmolLM2-135M-Instruct on the CPU: real, small and weak — it often ignores the
-tool format. That is the starting point the learning loop improves on.
+The default agent is SmolLM2-135M-Instruct on the CPU running the shipped RoT SFT warm start
+(``Agent(adapter=None)`` for the base model): real, small and weak — it often misuses the tool
+format. That is the starting point the learning loop improves on.
 """
 
 import tempfile
@@ -16,6 +17,7 @@ agent = Agent(store=store, max_steps=3, max_new_tokens=64)
 
 result = agent.run("What is 17*23?")
 print(f"answer={result.answer!r} status={result.status} steps={result.usage.steps}")
+print(f"adapter: {agent.policy.active_adapter}")  # warm-start: the shipped RoT SFT adapter
 for step in result.steps:
     print(
         f"  step {step.index}: {type(step.action).__name__} "

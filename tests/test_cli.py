@@ -121,6 +121,7 @@ def test_demo_closes_the_loop_with_gated_versions_and_a_learning_curve(tmp_path)
     done = regrpo("demo", *budgets, *small, "--store", str(store), "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gate v0001" in done.stdout and "gate v0002" in done.stdout
+    assert "not statistically significant" in done.stdout  # the demo's gate opts out of the paired test
     assert (out / "learning_curve.png").stat().st_size > 1000
     registry = AdapterRegistry(out / "registry")
     versions = registry.list()
@@ -141,3 +142,77 @@ def test_run_and_demo_keep_their_own_defaults():
     demo = _parser().parse_args(["demo"])
     assert (run.max_steps, run.max_new_tokens) == (6, 128)
     assert (demo.max_steps, demo.max_new_tokens, demo.split, demo.fault_rate) == (4, 112, "holdout", 0.2)
+
+
+# -- adapters: the shipped warm start by default, --adapter PATH or --no-adapter ------------------
+
+MODEL_COMMANDS = (["run", "task"], ["eval"], ["serve"], ["serve-model"])
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS, ids=lambda c: c[0])
+def test_every_command_that_runs_the_model_takes_an_adapter(command, tmp_path, capsys):
+    from regrpo.agent.adapters import WARM_START
+    from regrpo.cli import _parser, main
+    from regrpo.cli.common import chosen_adapter
+
+    with pytest.raises(SystemExit):
+        main([command[0], "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "[--adapter PATH | --no-adapter]" in shown and "default: the shipped RoT warm start" in shown
+    folder = tmp_path / "rot-sft"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+
+    parser = _parser()
+
+    def chosen(*flags):
+        return chosen_adapter(parser.parse_args([*command, *flags]))
+
+    assert chosen() is WARM_START
+    assert chosen("--no-adapter") is None
+    assert chosen("--adapter", str(folder)) == folder
+    assert chosen("--model", "SmolLM2-360M-Instruct") is None  # the warm start fits only its own base
+    if command[0] != "serve-model":  # a remote server runs as it is
+        assert chosen("--base-url", "http://127.0.0.1:1") is None
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, "--adapter", str(folder), "--no-adapter"])
+
+
+def test_demo_keeps_evaluating_the_base_model_first():
+    from regrpo.cli import _parser
+
+    with pytest.raises(SystemExit):  # no adapter options: its first stage is the base model, by design
+        _parser().parse_args(["demo", "--no-adapter"])
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS, ids=lambda c: c[0])
+def test_a_bad_adapter_is_a_one_line_error_before_the_model_loads(command, tmp_path, capsys):
+    from regrpo.cli import main
+
+    missing = tmp_path / "no-such-adapter"
+    store = [] if command[0] == "serve-model" else ["--store", str(tmp_path / "t.sqlite")]
+    # a model that cannot load: the adapter must be refused first
+    code = main([*command, *store, "--model", str(tmp_path / "no-model"), "--adapter", str(missing)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2 and f"error: adapter '{missing}' does not exist" in out and "--no-adapter" in out
+
+
+@pytest.mark.slow
+def test_run_and_eval_use_the_shipped_warm_start_by_default(tmp_path):
+    from regrpo.cli import main
+
+    store = tmp_path / "traces.sqlite"
+    small = ("--max-steps", "1", "--max-new-tokens", "8", "--store", str(store))
+    assert main(["run", "What is 2+2?", *small]) == 0
+    with TraceStore(store) as traces:
+        (episode,) = traces.episodes()
+    assert episode.adapter == "warm-start" and episode.steps[0].adapter == "warm-start"
+
+    out = tmp_path / "report"
+    selection = ("--limit", "1", "--categories", "expression", "--concurrency", "1", "--out", str(out))
+    assert main(["eval", *small, *selection]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["adapter"].endswith("warm-start") and report["settings"]["confidence_trigger"] is False
+    with TraceStore(store) as traces:
+        evaluated = traces.get(report["episodes"][0]["trace_id"])
+    assert evaluated.adapter == "eval-warm-start"

@@ -17,6 +17,7 @@ observations and the loop goes on; bad input from the caller raises a
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import hashlib
 import re
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import msgspec
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, split_reflection
+from regrpo.agent.adapters import WARM_START, AdapterChoice, activate, adapter_folder
 from regrpo.agent.policy import Policy, as_chat
 from regrpo.agent.prompts import observation_text, reflection_request, render_system_prompt, render_task
 from regrpo.agent.trigger import ReflectionTrigger, is_empty_output, sequence_confidence
@@ -83,11 +85,24 @@ class Result:
         )
 
 
+class _Default(enum.Enum):
+    """``Agent(adapter=...)`` left out: the warm start for the agent's own policy, a given one as it is."""
+
+    ADAPTER = "default"
+
+
 class Agent:
     """A tool-using agent that reflects on its failures and records every episode.
 
     Args:
-        policy: The model engine (default: ``LocalPolicy()``, SmolLM2-135M-Instruct on this machine).
+        policy: The model engine (default: ``LocalPolicy()``, SmolLM2-135M-Instruct on this machine,
+            running the shipped warm start: see ``adapter``).
+        adapter: The LoRA adapter to load and activate: a PEFT folder, ``WARM_START`` (the shipped RoT
+            SFT warm start, :mod:`regrpo.agent.adapters`) or ``None`` (the base model). Left out, it is
+            ``WARM_START`` when the agent builds its own ``LocalPolicy``, and a ``policy`` you pass is
+            used as it is (its active adapter untouched); given explicitly, it applies to your policy
+            too (``None`` switches it to its base model). Traces name the adapter after its folder
+            (``warm-start``).
         tools: Tools or typed functions (default: calculator + image tools).
         store: Where episodes go (default: ``~/.local/share/regrpo/traces.sqlite``).
         max_steps: Model turns per episode before it ends as ``max_steps``.
@@ -95,7 +110,10 @@ class Agent:
         temperature: Sampling temperature of actions (0 = greedy).
         tool_timeout_s: Deadline of a tool call, for tools that set none.
         reflect: Ask for a Reflection-of-Thought after failures (False = plain retry loop, a baseline).
-        confidence_trigger: Also reflect after low-confidence steps (needs engine log-probs).
+        confidence_trigger: Also ask for a reflection after a *successful* step taken with less than
+            the episode's running-mean confidence (ReGRPO's third trigger; needs engine log-probs).
+            Off by default: the training data never shows such a request and ReGRPO's reward
+            penalises reflecting where the last call worked (docs/decisions.md).
         instructions: Extra text appended to the system prompt.
     """
 
@@ -110,8 +128,9 @@ class Agent:
         temperature: float = 0.0,
         tool_timeout_s: float = 30.0,
         reflect: bool = True,
-        confidence_trigger: bool = True,
+        confidence_trigger: bool = False,
         instructions: str | None = None,
+        adapter: AdapterChoice | _Default = _Default.ADAPTER,
     ) -> None:
         if max_steps < 1:
             raise InputError(f"max_steps must be at least 1, got {max_steps}")
@@ -119,11 +138,7 @@ class Agent:
             raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if temperature < 0:
             raise InputError(f"temperature must be >= 0, got {temperature}")
-        if policy is None:
-            from regrpo.agent.local import LocalPolicy
-
-            policy = LocalPolicy()
-        self.policy = policy
+        self.policy = _policy_with_adapter(policy, adapter)
         self.toolbox = Toolbox(default_tools() if tools is None else tools, default_timeout_s=tool_timeout_s)
         self.store = store if store is not None else TraceStore(default_trace_path())
         self.max_steps = max_steps
@@ -420,6 +435,30 @@ class Agent:
             requested = next_reason if self.reflect else None
             last_observation = observation.content if observation is not None else ""
         return "max_steps", None
+
+
+def _policy_with_adapter(policy: Policy | None, adapter: AdapterChoice | _Default) -> Policy:
+    """The agent's policy with the adapter ``Agent`` was asked for active (see its docstring)."""
+    if policy is None:
+        choice = WARM_START if adapter is _Default.ADAPTER else adapter
+        if choice is not None:
+            adapter_folder(choice)  # a bad path fails before the model loads, not after
+        from regrpo.agent.local import LocalPolicy
+
+        policy = LocalPolicy()
+    elif adapter is _Default.ADAPTER:
+        return policy
+    else:
+        choice = adapter
+        needed = ("load_adapter", "activate_adapter") if choice is not None else ("activate_adapter",)
+        if missing := [m for m in needed if not callable(getattr(policy, m, None))]:
+            raise InputError(
+                f"adapter={choice!r} was given with a policy that cannot switch adapters "
+                f"({type(policy).__name__} has no {', '.join(missing)}): load the adapter into the engine "
+                "yourself, or leave adapter out to use the policy as it is"
+            )
+    activate(policy, choice)
+    return policy
 
 
 def _observation(**fields: Any) -> Observation:

@@ -5,8 +5,14 @@
 
 :func:`trigger_reason` is the pure rule; :class:`ReflectionTrigger` is the thin stateful wrapper that
 keeps the episode's running confidences and says *why* it fired. At most one reflection is asked per
-step, and none after a successful step: a step counts as successful when its action ran, returned
-something, and was taken with at least the episode's running-mean confidence.
+step, and none after a successful step (its action ran and returned something).
+
+Where we depart from the reference: the low-confidence term is **off unless asked for**
+(``use_confidence=True``, ``Agent(confidence_trigger=True)``). It fires after steps that worked,
+which is exactly where the training data never shows a reflection request and where ReGRPO's reward
+penalises reflecting; the reviewed live episodes answered it with nonsense (docs/decisions.md).
+By default a reflection follows only a failed step (the tool raised or timed out, the arguments were
+invalid, the tool is unknown, the turn did not parse) or an empty observation.
 """
 
 from __future__ import annotations
@@ -55,9 +61,12 @@ def trigger_reason(
 
 
 class ReflectionTrigger:
-    """Per-episode trigger state: the confidences of the steps so far."""
+    """Per-episode trigger state: the confidences of the steps so far.
 
-    def __init__(self, *, use_confidence: bool = True) -> None:
+    ``use_confidence`` turns on the low-confidence term (off by default, see the module docstring).
+    """
+
+    def __init__(self, *, use_confidence: bool = False) -> None:
         self.use_confidence = use_confidence
         self.confidences: list[float] = []
         self.last_running_mean: float | None = None

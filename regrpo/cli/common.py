@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from regrpo.agent.adapters import WARM_START, WARM_START_MODEL, AdapterChoice, adapter_folder
 from regrpo.agent.model_files import DEFAULT_MODEL
 from regrpo.paths import default_cache_dir, default_trace_path
 from regrpo.traces import Answer, Step, ToolCall, TraceStore
@@ -21,7 +22,17 @@ if TYPE_CHECKING:
     from regrpo.agent.loop import Agent
     from regrpo.agent.policy import Policy
 
-__all__ = ["agent_options", "describe_step", "make_agent", "make_policy", "model_options", "store_options"]
+__all__ = [
+    "adapter_options",
+    "agent_options",
+    "chosen_adapter",
+    "confidence_trigger_option",
+    "describe_step",
+    "make_agent",
+    "make_policy",
+    "model_options",
+    "store_options",
+]
 
 
 def store_options() -> argparse.ArgumentParser:
@@ -58,6 +69,51 @@ def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParse
     return options
 
 
+def adapter_options(use: str = "to run") -> argparse.ArgumentParser:
+    """``--adapter PATH`` or ``--no-adapter``: what every command that runs the model runs it with.
+
+    ``use`` finishes the help's "a PEFT LoRA adapter folder ..." (``serve-model`` serves it by name).
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    choice = options.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--adapter",
+        type=Path,
+        metavar="PATH",
+        help=f"a PEFT LoRA adapter folder {use} (default: the shipped RoT warm start, with the "
+        f"in-process {WARM_START_MODEL}; none with --base-url or another --model)",
+    )
+    choice.add_argument("--no-adapter", action="store_true", help="no adapter: the base model only")
+    return options
+
+
+def confidence_trigger_option(parser: argparse.ArgumentParser) -> None:
+    """``--confidence-trigger``: the opt-in low-confidence trigger (``Agent(confidence_trigger=True)``)."""
+    parser.add_argument(
+        "--confidence-trigger",
+        action="store_true",
+        help="also ask for a reflection after low-confidence successful steps (off: the training data never "
+        "teaches it)",
+    )
+
+
+def chosen_adapter(args: argparse.Namespace) -> AdapterChoice:
+    """The adapter :func:`adapter_options` chose: ``--adapter``, ``None`` (``--no-adapter``) or the default.
+
+    The default is the shipped warm start where it fits, the in-process model it was trained on;
+    a remote server (``--base-url``) or another ``--model`` runs as it is. A local folder is checked
+    here, so a bad ``--adapter`` fails before the model loads rather than after.
+    """
+    remote = bool(getattr(args, "base_url", None))
+    if args.no_adapter:
+        return None
+    if args.adapter is None:
+        return WARM_START if not remote and str(args.model).lower() == WARM_START_MODEL.lower() else None
+    if not remote:
+        adapter_folder(args.adapter)
+    return Path(args.adapter)
+
+
 def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     """The engine the options ask for: a remote OpenAI-compatible server, or the local model."""
     if getattr(args, "base_url", None):
@@ -76,14 +132,17 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
 
 
 def make_agent(args: argparse.Namespace, console: Console) -> Agent:
-    """An agent over :func:`make_policy` with the command's budgets and trace store."""
+    """An agent over :func:`make_policy` with the command's adapter, budgets, trigger and trace store."""
     from regrpo.agent import Agent
 
+    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter fails fast
     return Agent(
         make_policy(args, console),
         store=TraceStore(args.store),
         max_steps=args.max_steps,
         max_new_tokens=args.max_new_tokens,
+        confidence_trigger=args.confidence_trigger,
+        adapter=adapter,
     )
 
 

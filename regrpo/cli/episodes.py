@@ -7,7 +7,14 @@ import argparse
 import msgspec
 from rich.console import Console
 
-from regrpo.cli.common import agent_options, describe_step, make_agent, store_options
+from regrpo.cli.common import (
+    adapter_options,
+    agent_options,
+    confidence_trigger_option,
+    describe_step,
+    make_agent,
+    store_options,
+)
 from regrpo.errors import RegrpoError
 from regrpo.traces import TraceStore
 
@@ -26,7 +33,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return 0
     console.print(
         f"\n[bold]answer:[/] {result.answer!r}  status={result.status}  steps={result.usage.steps}  "
-        f"reflections={result.usage.reflections}  trace={result.trace_id}"
+        f"reflections={result.usage.reflections}  adapter={agent.policy.active_adapter or 'none'}  "
+        f"trace={result.trace_id}"
     )
     return 0
 
@@ -57,8 +65,11 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``run``, ``models`` and ``export`` to the ``regrpo`` parser."""
     run = commands.add_parser(
-        "run", parents=[agent_options(6, 128)], help="run the agent on one task, showing each step"
+        "run",
+        parents=[agent_options(6, 128), adapter_options()],
+        help="run the agent on one task, showing each step",
     )
+    confidence_trigger_option(run)
     run.add_argument("task")
     run.add_argument("--image", action="append", help="an image file (repeatable)")
     run.add_argument("--json", action="store_true", help="print the whole episode as JSON")

@@ -10,11 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from regrpo.cli.common import agent_options, make_policy, store_options
+from regrpo.cli.common import (
+    adapter_options,
+    agent_options,
+    chosen_adapter,
+    confidence_trigger_option,
+    make_policy,
+    store_options,
+)
 from regrpo.errors import InputError
 from regrpo.evaluation import EvalOptions, EvalReport, evaluate, read_report, write_comparison, write_report
+from regrpo.evaluation.paired import PairedComparison, compare_reports
 from regrpo.evaluation.report import report_rows
 from regrpo.paths import default_cache_dir
 from regrpo.traces import TraceStore
@@ -98,10 +107,12 @@ def _evaluate(args: argparse.Namespace, console: Console, label: str) -> EvalRep
         fault_rate=args.fault_rate,
         fault_seed=args.fault_seed,
         reflect=not args.no_reflect,
+        confidence_trigger=args.confidence_trigger,
     )
+    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter fails fast
     policy = make_policy(args, console)
     with TraceStore(args.store) as store:
-        report = evaluate(policy, tasks, store=store, options=options, adapter=args.adapter, label=label)
+        report = evaluate(policy, tasks, store=store, options=options, adapter=adapter, label=label)
     write_report(report, args.out)
     return report
 
@@ -115,11 +126,38 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def paired_lines(paired: PairedComparison) -> list[str]:
+    """The paired test of ``after − before`` success: difference and CI, discordant tasks, p, verdict."""
+    before, after = paired.labels
+    level = f"{paired.test.confidence:.0%}"
+    verdict: str = paired.verdict
+    if verdict == "too_few_tasks":
+        verdict += (
+            f" (a paired test needs {paired.tasks_needed} tasks to detect {100 * paired.test.effect:.0f} "
+            f"points at power {paired.test.power:.0%})"
+        )
+    return [
+        f"paired on {paired.n_tasks} tasks: success {paired.rate_a:.1%} → {paired.rate_b:.1%}, "
+        f"{100 * paired.difference:+.1f} points ({level} CI {100 * paired.ci_low:+.1f} to "
+        f"{100 * paired.ci_high:+.1f})",
+        f"discordant tasks: {paired.b_only} solved only by {after}, {paired.a_only} only by {before} · "
+        f"exact McNemar p = {paired.p_value:.3g}",
+        f"verdict: {verdict}",
+    ]
+
+
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     a, b = read_report(args.before), read_report(args.after)
     out = write_comparison(a, b, args.out)
     console.print(summary_table(a))
     console.print(summary_table(b))
+    try:
+        paired = compare_reports(a, b)
+    except InputError as exc:  # different task sets: the side-by-side tables still stand
+        console.print(f"[yellow]no paired comparison:[/] {escape(str(exc))}")
+    else:
+        for line in paired_lines(paired):
+            console.print(escape(line))
     console.print(f"comparison: {out / 'comparison.md'} and {out / 'comparison.png'}")
     return 0
 
@@ -149,15 +187,16 @@ def suite_selection_options(tasks: int, split: str = "all") -> argparse.Argument
 
 def _suite_options(tasks: int, max_steps: int, max_new_tokens: int, out: Path) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(
-        add_help=False, parents=[agent_options(max_steps, max_new_tokens), suite_selection_options(tasks)]
+        add_help=False,
+        parents=[agent_options(max_steps, max_new_tokens), adapter_options(), suite_selection_options(tasks)],
     )
-    options.add_argument("--adapter", type=Path, help="a PEFT adapter folder to evaluate")
     options.add_argument(
         "--fault-rate", type=float, default=0.0, help="probability a tool call is made to fail"
     )
     options.add_argument("--fault-seed", type=int, default=0)
     options.add_argument("--concurrency", type=int, default=2, help="episodes in flight at once")
     options.add_argument("--no-reflect", action="store_true", help="plain retries, no Reflection-of-Thought")
+    confidence_trigger_option(options)
     options.add_argument("--out", type=Path, default=out, help="report folder")
     return options
 

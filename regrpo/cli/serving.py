@@ -3,6 +3,11 @@
 Flags of ``serve`` map one to one onto :class:`~regrpo.server.config.ServerConfig` fields (``dest`` is
 the field name, ``default=None`` means "the config's default"), so the defaults are written once,
 in the config.
+
+Both take ``--adapter PATH`` / ``--no-adapter`` (default: the shipped warm start with the in-process
+default model). ``serve`` runs its agent with it; ``serve-model`` serves it as a LoRA module under its
+folder's name (``"model": "warm-start"``), as ``vllm serve --lora-modules`` would, next to the base
+model under the base model's name.
 """
 
 from __future__ import annotations
@@ -11,7 +16,16 @@ import argparse
 
 from rich.console import Console
 
-from regrpo.cli.common import agent_options, make_agent, make_policy, model_options
+from regrpo.agent.adapters import adapter_folder, adapter_name
+from regrpo.cli.common import (
+    adapter_options,
+    agent_options,
+    chosen_adapter,
+    confidence_trigger_option,
+    make_agent,
+    make_policy,
+    model_options,
+)
 
 __all__ = ["register"]
 
@@ -22,7 +36,11 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
 
     config = ServerConfig.from_namespace(args)  # checked before the model loads: bad flags fail fast
     agent = make_agent(args, console)
-    console.print(f"serving the agent as model {config.model_name!r} on http://{args.host}:{args.port}/v1")
+    adapter = agent.policy.active_adapter or "none"
+    console.print(
+        f"serving the agent (adapter {adapter}) as model {config.model_name!r} on "
+        f"http://{args.host}:{args.port}/v1"
+    )
     run_agent_server(agent, config, host=args.host, port=args.port)
     return 0
 
@@ -52,9 +70,13 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
 def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
     from regrpo.server.model_server import run_model_server
 
+    adapter = chosen_adapter(args)  # checked before the model loads
+    folder = adapter_folder(adapter) if adapter is not None else None
+    lora_modules = {adapter_name(folder): str(folder)} if folder is not None else {}
     policy = make_policy(args, console)
+    served = "".join(f", adapter {name!r} ({path})" for name, path in lora_modules.items())
     console.print(
-        f"serving {policy.model_name!r} (vLLM's OpenAI dialect) on http://{args.host}:{args.port}/v1"
+        f"serving {policy.model_name!r}{served} (vLLM's OpenAI dialect) on http://{args.host}:{args.port}/v1"
     )
     run_model_server(
         policy,  # type: ignore[arg-type]  # serve-model has no --base-url: always a LocalPolicy
@@ -65,6 +87,7 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
         max_loras=args.max_loras,
         max_lora_rank=args.max_lora_rank,
         max_model_len=args.max_model_len,
+        lora_modules=lora_modules,
     )
     return 0
 
@@ -72,14 +95,20 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``serve-model`` to the ``regrpo`` parser."""
     serve = commands.add_parser(
-        "serve", parents=[agent_options(6, 128)], help="serve the agent as an OpenAI-compatible endpoint"
+        "serve",
+        parents=[agent_options(6, 128), adapter_options()],
+        help="serve the agent as an OpenAI-compatible endpoint",
     )
+    confidence_trigger_option(serve)
     _serve_options(serve)
     serve.set_defaults(handler=cmd_serve)
 
     model = commands.add_parser(
         "serve-model",
-        parents=[model_options()],
+        parents=[
+            model_options(),
+            adapter_options("to serve under its folder's name, as vLLM's --lora-modules"),
+        ],
         help="serve the local model with vLLM's OpenAI-compatible API (chat, models, LoRA load/unload)",
     )
     model.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")

@@ -1,5 +1,6 @@
 """Evaluation: run an agent over a task set, measure it, write and compare reports (``regrpo eval``)."""
 
+from regrpo.evaluation.paired import PairedComparison, PairedTest, compare_reports
 from regrpo.evaluation.records import EpisodeRecord, EvalReport, GroupSummary, summarise
 from regrpo.evaluation.report import (
     comparison_markdown,
@@ -15,6 +16,9 @@ __all__ = [
     "EvalOptions",
     "EvalReport",
     "GroupSummary",
+    "PairedComparison",
+    "PairedTest",
+    "compare_reports",
     "comparison_markdown",
     "evaluate",
     "read_report",

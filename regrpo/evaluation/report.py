@@ -8,6 +8,7 @@
 - ``success_by_category.png`` and ``episode_costs.png`` (tool calls and reflection tokens per episode).
 
 ``write_comparison(a, b, out_dir)`` puts two reports side by side (``comparison.md`` with deltas,
+then the paired test of success on the tasks both ran, :mod:`regrpo.evaluation.paired`;
 ``comparison.png``). Files are written to a temporary name and renamed, so a crash mid-write never
 leaves a truncated report that looks complete. Charts use matplotlib's non-interactive Agg backend
 (no display on servers and CI).
@@ -23,6 +24,7 @@ from pathlib import Path
 import msgspec
 
 from regrpo.errors import InputError
+from regrpo.evaluation.paired import PairedComparison, compare_reports
 from regrpo.evaluation.records import EvalReport, GroupSummary
 
 __all__ = [
@@ -83,8 +85,32 @@ def report_markdown(report: EvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired_lines(a: EvalReport, b: EvalReport) -> list[str]:
+    """The paired test of ``b − a`` success as Markdown bullets, or why the two reports do not pair."""
+    try:
+        paired: PairedComparison = compare_reports(a, b)
+    except InputError as exc:
+        return [f"- not available: {exc}"]
+    level = f"{paired.test.confidence:.0%}"
+    lines = [
+        f"- success {paired.rate_a:.1%} → {paired.rate_b:.1%} on {paired.n_tasks} paired tasks: "
+        f"**{100 * paired.difference:+.1f} points** ({level} CI {100 * paired.ci_low:+.1f} to "
+        f"{100 * paired.ci_high:+.1f}; Newcombe)",
+        f"- discordant tasks: {paired.b_only} solved only by {b.label}, {paired.a_only} only by {a.label}",
+        f"- exact McNemar p = {paired.p_value:.3g}",
+        f"- verdict: **{paired.verdict}**",
+    ]
+    if paired.verdict == "too_few_tasks":
+        lines.append(
+            f"- a paired test needs {paired.tasks_needed} tasks to detect "
+            f"{100 * paired.test.effect:.0f} points at power {paired.test.power:.0%}; "
+            "no difference is called on fewer"
+        )
+    return lines
+
+
 def comparison_markdown(a: EvalReport, b: EvalReport) -> str:
-    """Two reports side by side: each metric per category as ``a → b (delta)``."""
+    """Two reports side by side (each metric per category as ``a → b (delta)``), then the paired test."""
     lines = [
         f"# Comparison: {a.label} → {b.label}",
         "",
@@ -100,6 +126,12 @@ def comparison_markdown(a: EvalReport, b: EvalReport) -> str:
             y = read(right) if right else None
             change = "n/a" if x is None or y is None else ("+" if y >= x else "") + form.format(y - x)
             lines.append(f"| {name} | {title} | {_cell(x, form)} | {_cell(y, form)} | {change} |")
+    lines += [
+        "",
+        f"## Paired comparison of success ({b.label} − {a.label}, same tasks)",
+        "",
+        *_paired_lines(a, b),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,8 @@
 The evaluation builds its own :class:`~regrpo.agent.Agent` around the caller's policy, so what was
 measured is exactly what the report's ``settings`` say: the toolbox (the built-in tools by default,
 wrapped by :func:`~regrpo.tools.faults.inject_faults` when ``fault_rate > 0``), the step and token
-budgets, and the adapter (loaded and activated before the first episode, deactivated after).
+budgets, the reflection trigger (failed and empty steps only, unless ``confidence_trigger``), and the
+adapter (loaded and activated before the first episode, deactivated after).
 
 Episodes run with bounded concurrency (``asyncio.Semaphore``) on one event loop; the local engine
 serialises its own model calls, so concurrency overlaps tool time with model time rather than
@@ -20,11 +21,11 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from regrpo.agent.adapters import AdapterChoice, adapter_name, folder_for
 from regrpo.agent.loop import Agent
 from regrpo.agent.policy import Policy
 from regrpo.errors import InputError
@@ -55,6 +56,8 @@ class EvalOptions:
     """Seed of the fault injector: the same seed fails the same calls."""
     reflect: bool = True
     """Ask for a Reflection-of-Thought after failures (False = the plain-retry baseline)."""
+    confidence_trigger: bool = False
+    """Also ask for one after low-confidence successful steps (off: the training data never teaches it)."""
     record_feedback: bool = True
     """Write the verifier's verdict to the trace store as feedback (reward 1/0 and the reference answer)."""
 
@@ -72,7 +75,7 @@ def evaluate(
     store: TraceStore,
     options: EvalOptions | None = None,
     tools: Sequence[Tool] | None = None,
-    adapter: str | Path | None = None,
+    adapter: AdapterChoice = None,
     label: str = "",
     progress: bool = True,
 ) -> EvalReport:
@@ -84,8 +87,10 @@ def evaluate(
         store: Where the episodes' traces go.
         options: Budgets, concurrency and fault rate (defaults: :class:`EvalOptions`).
         tools: The toolbox before fault injection (default: the built-in tools).
-        adapter: A PEFT adapter folder to load and activate for the run (``None``: the policy as it is).
-            Its traces name it ``eval-<folder name>``.
+        adapter: A PEFT adapter folder, or ``WARM_START`` (the shipped warm start), to load and
+            activate for the run (``None``: the policy as it is). Its traces name it
+            ``eval-<folder name>`` (``eval-warm-start``); a folder that is not a PEFT adapter is an
+            :class:`~regrpo.errors.AdapterError` before any episode runs.
         label: A name for the report (shown in tables and comparisons).
         progress: Show a progress bar on the terminal.
     """
@@ -107,18 +112,20 @@ def evaluate(
         max_new_tokens=options.max_new_tokens,
         temperature=options.temperature,
         reflect=options.reflect,
+        confidence_trigger=options.confidence_trigger,
     )
     adapter_before = policy.active_adapter
-    adapter_name = f"eval-{Path(adapter).name}" if adapter is not None else None
-    if adapter_name is not None:
-        policy.load_adapter(adapter_name, str(adapter))
-        policy.activate_adapter(adapter_name)
+    folder = folder_for(policy, adapter) if adapter is not None else None
+    loaded = f"eval-{adapter_name(folder)}" if folder is not None else None
+    if loaded is not None:
+        policy.load_adapter(loaded, str(folder))
+        policy.activate_adapter(loaded)
     try:
         records = asyncio.run(_run_all(agent, tasks, options, progress))
     finally:
-        if adapter_name is not None:
+        if loaded is not None:
             policy.activate_adapter(adapter_before)
-            policy.unload_adapter(adapter_name)
+            policy.unload_adapter(loaded)
     by_category: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in records:
         by_category[record.category].append(record)
@@ -127,13 +134,13 @@ def evaluate(
         "tools": agent.toolbox.names,
         "faults_injected": faults.as_dict(),
     }
-    if adapter is not None:
-        settings["adapter_path"] = str(adapter)
+    if folder is not None:
+        settings["adapter_path"] = str(folder)
     return EvalReport(
         label=label or policy.model_name,
         created_at=time.time(),
         model=policy.model_name,
-        adapter=str(adapter) if adapter is not None else adapter_before,
+        adapter=str(folder) if folder is not None else adapter_before,
         settings=settings,
         overall=summarise(records),
         by_category={name: summarise(group) for name, group in sorted(by_category.items())},

@@ -4,7 +4,9 @@ One round: when at least ``min_new_failures`` finished episodes with a failed st
 watermark, call ``train_round(trace_ids, folder)`` (the trainer writes a PEFT adapter into a fresh
 ``registry.begin()`` folder and returns its settings and statistics), commit the folder as the next
 version, and hand it to the eval gate (:func:`~regrpo.learning.gate.evaluate_and_gate`), which
-promotes and hot-swaps it only if it beats the live adapter on the held-out tasks.
+promotes and hot-swaps it only if it beats the live adapter on the held-out tasks. With the gate's
+default paired rule that takes at least ``gate.test.tasks_needed`` held-out tasks (155), so a daemon
+given fewer is refused at construction: it would train round after round and never promote one.
 
 Crash safety (a ``kill -9`` at any instant):
 
@@ -114,7 +116,8 @@ class TrainerDaemon:
         registry: Where versions, the live pointer and ``trainer.json`` live.
         policy: The engine the gate evaluates on.
         train_round: The trainer (see :data:`TrainRound`).
-        tasks: Held-out tasks for the gate; their episodes are never training data.
+        tasks: Held-out tasks for the gate; their episodes are never training data. Under the gate's
+            ``paired_ci`` rule at least ``gate.test.tasks_needed`` of them (155 by default).
         config: Thresholds (default :class:`DaemonConfig`).
         gate: The promotion rule (default :class:`~regrpo.learning.gate.GateConfig`).
         options: Evaluation budgets for the gate (default :class:`~regrpo.evaluation.EvalOptions`).
@@ -145,6 +148,15 @@ class TrainerDaemon:
         self.tasks = list(tasks)
         self.config = config or DaemonConfig()
         self.gate = gate or GateConfig()
+        needed = self.gate.test.tasks_needed
+        if self.gate.rule == "paired_ci" and len(self.tasks) < needed:
+            raise InputError(
+                f"the gate's paired test needs at least {needed} held-out tasks to detect "
+                f"{100 * self.gate.test.effect:.0f} points at power {self.gate.test.power:.0%}; got "
+                f"{len(self.tasks)}, so no round could ever be promoted. Pass more held-out tasks "
+                "(regrpo trainer --tasks), or opt out with GateConfig(rule='any_improvement'), "
+                "whose promotions are not statistically significant"
+            )
         self.options = options or EvalOptions()
         self.eval_store = eval_store or store
         self.live_policy = live_policy or policy

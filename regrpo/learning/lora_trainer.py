@@ -308,9 +308,12 @@ class LoraTrainer:
                 logits_to_keep=targets + 1,
             ).logits[0, :-1]  # (completion tokens, vocab): row t scores completion token t
         scores = (logits.float() / self.temperature).log_softmax(-1)
-        with torch.no_grad():  # telemetry only: mean per-token entropy, no gradient
-            self._entropy_sum += float(-(scores.exp() * scores).sum())
-            self._entropy_tokens += scores.shape[0]
+        with torch.no_grad():  # telemetry only: mean per-token entropy of loss-carrying tokens
+            entropy = -(scores.exp() * scores).sum(-1)
+            if sample.trained is not None:
+                entropy = entropy[torch.tensor(sample.trained, device=device)]
+            self._entropy_sum += float(entropy.sum())
+            self._entropy_tokens += int(entropy.shape[0])
         chosen = torch.tensor(sample.completion_ids, device=device)
         return scores.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 

@@ -11,7 +11,13 @@ teaches the format, the tools and the reflection triplet first:
 
 Loss: mean negative log-likelihood over all target tokens of a batch (token-mean), prompts masked
 (they are never in the completion; see :mod:`regrpo.learning.sequences`). Samples are shuffled with
-the config's seed; each optimizer step takes ``batch_size`` samples.
+the config's seed; each optimizer step takes ``batch_size`` sequences: an example's trained turns are
+packed into one sequence where the token ids allow (:func:`regrpo.learning.sequences.pack_turns`),
+so a reference solution of three turns costs one forward pass, not three.
+
+The learning rate warms up linearly over ``warmup_fraction`` of the steps, then decays (cosine) to
+``final_lr_fraction`` of its peak; every step's loss, entropy, gradient norm, learning rate and
+tokens/s go to ``metrics.jsonl`` (and TensorBoard) beside the adapter.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer, warmup_cosine
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import SFTExample
-from regrpo.learning.sequences import TokenSample, example_samples
+from regrpo.learning.sequences import example_samples, pack_turns
 from regrpo.learning.telemetry import StepLog
 
 __all__ = ["SFTConfig", "SFTReport", "train_sft"]
@@ -72,6 +78,9 @@ class SFTReport(msgspec.Struct, frozen=True):
 
     examples: int
     samples: int
+    """Trained assistant turns."""
+    sequences: int
+    """Forward passes per epoch: the turns after packing (:func:`regrpo.learning.sequences.pack_turns`)."""
     skipped_long: int
     steps: int
     losses: list[float]
@@ -98,8 +107,14 @@ def train_sft(
     if not chosen:
         raise InputError(f"no SFT examples of kinds {list(config.kinds)} among {len(examples)} given")
     started = time.perf_counter()
-    samples: list[TokenSample] = [s for e in chosen for s in example_samples(policy, e)]
-    kept = [s for s in samples if len(s.completion_ids) <= config.max_target_tokens]
+    turns = [example_samples(policy, e) for e in chosen]
+    samples = [s for example in turns for s in example]
+    # a long target is skipped (it stays context of a packed sample, where it carries no loss)
+    kept_turns = [
+        [s for s in example if len(s.completion_ids) <= config.max_target_tokens] for example in turns
+    ]
+    kept = [packed for example in kept_turns for packed in pack_turns(example)]
+    trained_turns = sum(len(example) for example in kept_turns)
     if not kept:
         raise InputError(
             f"every one of the {len(samples)} target turns is longer than max_target_tokens="
@@ -122,10 +137,13 @@ def train_sft(
         with training_bar("SFT", len(batches), progress) as advance:
             for batch in batches:
                 step_started = time.perf_counter()
-                tokens = sum(len(s.completion_ids) for s in batch)
+                tokens = sum(s.loss_tokens for s in batch)
+                masks = [torch.tensor(s.mask(), device=policy.device) for s in batch]
 
-                def token_mean_nll(_: int, logprobs: torch.Tensor, tokens: int = tokens) -> torch.Tensor:
-                    return -logprobs.sum() / tokens
+                def token_mean_nll(
+                    i: int, logprobs: torch.Tensor, tokens: int = tokens, masks: list = masks
+                ) -> torch.Tensor:
+                    return -logprobs[masks[i]].sum() / tokens
 
                 learning_rate = trainer.learning_rate
                 result = trainer.backward(batch, token_mean_nll)
@@ -145,11 +163,12 @@ def train_sft(
         trainer.save(out_dir)
     return SFTReport(
         examples=len(chosen),
-        samples=len(kept),
-        skipped_long=len(samples) - len(kept),
+        samples=trained_turns,
+        sequences=len(kept),
+        skipped_long=len(samples) - trained_turns,
         steps=len(losses),
         losses=losses,
-        target_tokens=sum(len(s.completion_ids) for s in kept) * config.epochs,
+        target_tokens=sum(s.loss_tokens for s in kept) * config.epochs,
         seconds=time.perf_counter() - started,
         config=config,
     )

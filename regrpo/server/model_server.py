@@ -56,7 +56,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -230,11 +230,7 @@ class _ModelService:
                     "in place, set 'load_inplace' to True.",
                     "InvalidUserInput",
                 )
-            if old is None:
-                self._next_id += 1
-            int_id = old.int_id if old is not None else self._next_id
-            self._loads += 1  # peft names must be plain identifiers: no dots, no user text
-            lora = _Lora(name, path, int_id, f"lora_{self._uid}_{int_id}_{self._loads}")
+            lora = self._new_lora(name, path, old)
             await anyio.to_thread.run_sync(self._load, lora, old)
             self.loras[name] = lora
         return Response(f"Success: LoRA adapter '{name}' added successfully.", status_code=200)
@@ -251,6 +247,25 @@ class _ModelService:
             raise _RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
         await anyio.to_thread.run_sync(self._evict, lora.peft_name)
         return Response(f"Success: LoRA adapter '{name}' removed successfully.", status_code=200)
+
+    def preload(self, name: str, path: str) -> None:
+        """Serve the adapter at ``path`` as ``name`` from start-up (vLLM's ``--lora-modules name=path``)."""
+        if name in self.base_names:
+            raise AdapterError(f"adapter name {name!r} is the base model's served name; pick another")
+        lora = self._new_lora(name, path, None)
+        try:
+            self._load(lora, None)
+        except _RequestError as exc:
+            raise AdapterError(f"cannot serve adapter {name!r} from {path!r}: {exc.message}") from exc
+        self.loras[name] = lora
+
+    def _new_lora(self, name: str, path: str, old: _Lora | None) -> _Lora:
+        """A registration for ``name``: an in-place reload keeps ``old``'s int id (contract §2.2)."""
+        if old is None:
+            self._next_id += 1
+        int_id = old.int_id if old is not None else self._next_id
+        self._loads += 1  # peft names must be plain identifiers: no dots, no user text
+        return _Lora(name, path, int_id, f"lora_{self._uid}_{int_id}_{self._loads}")
 
     # -- request checks ---------------------------------------------------------------------------
 
@@ -629,6 +644,7 @@ def build_model_app(
     max_loras: int = 4,
     max_lora_rank: int = 64,
     max_model_len: int | None = None,
+    lora_modules: Mapping[str, str] | None = None,
 ) -> Starlette:
     """An OpenAI/vLLM-compatible Starlette app serving ``policy`` (see the module docstring).
 
@@ -639,6 +655,9 @@ def build_model_app(
         max_loras: Adapters resident in memory at once (least recently used ones are re-read on use).
         max_lora_rank: Largest adapter rank accepted, one of vLLM's values (1, 8, 16, ..., 512).
         max_model_len: Context length (default: the model's ``max_position_embeddings``).
+        lora_modules: Adapters served from start-up, ``{name: folder}`` (vLLM's ``--lora-modules``);
+            ``regrpo serve-model`` passes the shipped warm start here as ``warm-start``. A folder that
+            cannot be loaded is an :class:`~regrpo.errors.AdapterError` now, not a 500 later.
     """
     service = _ModelService(
         policy,
@@ -647,6 +666,8 @@ def build_model_app(
         max_lora_rank=max_lora_rank,
         max_model_len=max_model_len,
     )
+    for name, path in (lora_modules or {}).items():
+        service.preload(name, path)
     routes = [
         Route("/health", _handled(service.health), methods=["GET"]),
         Route("/version", _handled(service.version), methods=["GET"]),

@@ -354,3 +354,123 @@ def test_a_caller_chosen_trace_id_names_the_episode_and_is_never_reused(store):
     with pytest.raises(InputError, match="letters, digits"):
         agent.run("t", trace_id="no spaces allowed")
     assert "fresh" not in store and len(store) == 1
+
+
+# -- when a reflection is asked for (issue 11, item 7) ----------------------------------------------
+
+GOOD_CALL = '<tool_call>{"name": "calculator", "arguments": {"expression": "2+2"}}</tool_call>'
+
+
+class WithLogprobs(ScriptedPolicy):
+    """Scripted replies whose tokens all have the given log-prob, one value per call."""
+
+    def __init__(self, script, logprobs):
+        super().__init__(script)
+        self.logprobs = list(logprobs)
+
+    def generate(self, messages, **kwargs):
+        from regrpo.traces import Completion
+
+        (completion,) = super().generate(messages, **kwargs)
+        words = self.count_tokens(completion.text)
+        value = self.logprobs[self.calls - 1]
+        return [Completion(completion.text, token_ids=list(range(words)), logprobs=[value] * words)]
+
+
+def unsure_second_call() -> WithLogprobs:
+    """Two successful calls, the second far less confident than the first, then the answer."""
+    return WithLogprobs([GOOD_CALL, GOOD_CALL, "<answer>4</answer>"], logprobs=[-0.1, -3.0, -0.1])
+
+
+def test_a_default_agent_asks_for_no_reflection_after_a_successful_low_confidence_step(store):
+    result = Agent(unsure_second_call(), store=store).run("2+2?")
+    assert result.steps[1].confidence < result.steps[0].confidence  # ReGRPO's u_2 < κ_2 holds...
+    assert [s.reflection_requested for s in result.steps] == [None, None, None]  # ...and asks nothing
+    shown = [m.content for m in store.get(result.trace_id).messages if m.role == "user"]
+    assert not any("<reflection>" in text for text in shown)
+
+
+def test_the_low_confidence_trigger_is_an_opt_in(store):
+    result = Agent(unsure_second_call(), store=store, confidence_trigger=True).run("2+2?")
+    assert [s.reflection_requested for s in result.steps] == [None, None, "low_confidence"]
+
+
+def test_a_default_agent_still_asks_after_failed_and_unparseable_steps(store):
+    script = [BAD_CALL, "no action at all", "<answer>x</answer>"]
+    result = Agent(WithLogprobs(script, logprobs=[-0.1, -0.1, -0.1]), store=store).run("q")
+    assert [s.reflection_requested for s in result.steps] == [None, "tool_error", "tool_error"]
+
+
+# -- which adapter an agent runs (issue 11: the default agent is the best shipped agent) -----------
+
+
+def peft_folder(path):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text("{}")
+    return path
+
+
+def test_a_given_policy_is_used_as_it_is_unless_an_adapter_is_given(store, tmp_path):
+    from regrpo.agent.adapters import WARM_START
+
+    policy = ScriptedPolicy(["<answer>a</answer>"], cycle=True)
+    policy.load_adapter("v1", "/adapters/v1")
+    policy.activate_adapter("v1")
+    assert Agent(policy, store=store).policy.active_adapter == "v1"  # left out: untouched
+
+    agent = Agent(policy, store=store, adapter=WARM_START)
+    episode = store.get(agent.run("q").trace_id)
+    assert (policy.active_adapter, episode.adapter, episode.steps[0].adapter) == ("warm-start",) * 3
+
+    Agent(policy, store=store, adapter=peft_folder(tmp_path / "rot-sft"))
+    assert policy.active_adapter == "rot-sft"  # named after its folder
+    Agent(policy, store=store, adapter=None)
+    assert policy.active_adapter is None  # explicit None: the base model
+
+
+def test_a_bad_adapter_path_says_which_and_what_to_do(store, tmp_path):
+    from regrpo.errors import AdapterError
+
+    policy = ScriptedPolicy(["<answer>a</answer>"])
+    with pytest.raises(AdapterError, match=r"'.*missing' does not exist: pass the folder .*--no-adapter"):
+        Agent(policy, store=store, adapter=tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterError, match=r"'.*empty' is not a PEFT adapter folder"):
+        Agent(policy, store=store, adapter=tmp_path / "empty")
+    with pytest.raises(AdapterError, match="does not exist"):  # checked before any model would load
+        Agent(store=store, adapter=tmp_path / "missing")
+    assert policy.active_adapter is None
+
+
+def test_an_adapter_with_a_policy_that_cannot_load_one_is_an_input_error(store):
+    class Plain:
+        """Generates, but has no adapter methods."""
+
+        model_name = "plain"
+        active_adapter = None
+
+        def generate(self, messages, **kwargs):
+            return ScriptedPolicy(["<answer>a</answer>"]).generate(messages, **kwargs)
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+    from regrpo.agent.adapters import WARM_START
+
+    assert Agent(Plain(), store=store).run("q").answer == "a"  # no adapter asked for: fine
+    with pytest.raises(InputError, match="cannot switch adapters .*load_adapter, activate_adapter"):
+        Agent(Plain(), store=store, adapter=WARM_START)
+
+
+@pytest.mark.slow
+def test_the_default_agent_runs_the_shipped_warm_start(store):
+    tuned = Agent(store=store, max_steps=1, max_new_tokens=24)
+    base = Agent(store=store, max_steps=1, max_new_tokens=24, adapter=None)
+    assert (tuned.policy.active_adapter, base.policy.active_adapter) == ("warm-start", None)
+    task = "What is 17*23? Use the calculator."
+    tuned_episode = store.get(tuned.run(task).trace_id)
+    base_episode = store.get(base.run(task).trace_id)
+    assert (tuned_episode.adapter, tuned_episode.steps[0].adapter) == ("warm-start", "warm-start")
+    assert base_episode.adapter is None
+    # the adapter is really active, not just named: greedy decoding differs from the base model's
+    assert tuned_episode.steps[0].completion.token_ids != base_episode.steps[0].completion.token_ids

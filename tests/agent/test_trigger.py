@@ -42,12 +42,20 @@ def test_trigger_rule():
 
 
 def test_trigger_keeps_the_running_mean_of_earlier_steps():
-    trigger = ReflectionTrigger()
+    trigger = ReflectionTrigger(use_confidence=True)
     assert trigger.decide(failed=False, empty=False, confidence=0.9) is None  # i = 1: no κ yet
     assert trigger.decide(failed=False, empty=False, confidence=0.7) == "low_confidence"  # 0.7 < 0.9
     assert trigger.last_running_mean == pytest.approx(0.9)
     assert trigger.decide(failed=False, empty=False, confidence=0.85) is None  # 0.85 > mean(0.9, 0.7)
     assert ReflectionTrigger(use_confidence=False).decide(failed=False, empty=False, confidence=0.0) is None
+
+
+def test_the_low_confidence_term_is_off_by_default():
+    trigger = ReflectionTrigger()
+    assert trigger.decide(failed=False, empty=False, confidence=0.9) is None
+    assert trigger.decide(failed=False, empty=False, confidence=0.1) is None  # worked: no reflection
+    assert trigger.decide(failed=False, empty=True, confidence=0.1) == "empty_observation"
+    assert trigger.decide(failed=True, empty=False, confidence=0.9) == "tool_error"
 
 
 OBSERVATION = (

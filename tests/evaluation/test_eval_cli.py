@@ -24,6 +24,30 @@ def test_compare_writes_a_side_by_side_report(tmp_path):
     assert "| count | success | 50% | 100% | +50% |" in (tmp_path / "cmp" / "comparison.md").read_text()
 
 
+def test_compare_prints_the_paired_test_and_refuses_a_verdict_on_two_tasks(tmp_path):
+    write_report(make_report("base", {"count": [False, True]}), tmp_path / "a")
+    write_report(make_report("tuned", {"count": [True, True]}), tmp_path / "b")
+    done = regrpo("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 0, done.stderr
+    # count-0 is the one discordant task: +50 points, exact McNemar p = 2 · ½ = 1
+    assert "paired on 2 tasks: success 50.0% → 100.0%, +50.0 points (95% CI" in done.stdout
+    assert "discordant tasks: 1 solved only by tuned, 0 only by base · exact McNemar p = 1" in done.stdout
+    assert "verdict: too_few_tasks (a paired test needs 155 tasks" in done.stdout
+    assert "base · m · adapter none" in done.stdout and "tuned · m · adapter none" in done.stdout  # tables
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "## Paired comparison of success (tuned − base, same tasks)" in markdown
+    assert "- verdict: **too_few_tasks**" in markdown and "- exact McNemar p = 1" in markdown
+
+
+def test_compare_of_different_task_sets_keeps_the_tables_and_says_why_it_cannot_pair(tmp_path):
+    write_report(make_report("base", {"count": [False, True]}), tmp_path / "a")
+    write_report(make_report("tuned", {"count": [True, True, False]}), tmp_path / "b")
+    done = regrpo("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 0, done.stderr
+    assert "no paired comparison:" in done.stdout and "1 task (count-2) only in 'tuned'" in done.stdout
+    assert "not available:" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
 def test_compare_of_missing_reports_is_a_one_line_error(tmp_path):
     done = regrpo("compare", str(tmp_path / "nope"), str(tmp_path / "nope2"))
     assert done.returncode == 2 and "no evaluation report" in done.stdout

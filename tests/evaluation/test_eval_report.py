@@ -62,6 +62,9 @@ def test_comparison_lists_both_runs_and_the_change(tmp_path):
     text = comparison_markdown(before, after)
     assert "| receipt | success | 0% | 50% | +50% |" in text
     assert "| all | success | 25% | 75% | +50% |" in text
+    # the paired test: receipt-0 and count-1 are solved only after; 4 tasks are too few to call it
+    assert "+50.0 points" in text and "2 solved only by tuned, 0 only by base" in text
+    assert "exact McNemar p = 0.5" in text and "verdict: **too_few_tasks**" in text
     out = write_comparison(before, after, tmp_path / "cmp")
     assert (out / "comparison.md").read_text() == text
     assert (out / "comparison.png").stat().st_size > 1000

@@ -150,3 +150,55 @@ def test_an_adapter_is_active_for_the_run_and_removed_after(tasks, store, tmp_pa
     assert episode.adapter == "eval-adapter" and all(s.adapter == "eval-adapter" for s in episode.steps)
     assert policy.active_adapter is None and policy.adapters == []
     assert report.settings["adapter_path"] == str(tmp_path / "adapter")
+
+
+class DoubleChecking(ScriptedPolicy):
+    """Calls the calculator twice, the second time far less sure (log-prob -3 vs -0.1), then answers."""
+
+    def __init__(self):
+        super().__init__([self.turn], cycle=True)
+
+    @staticmethod
+    def turn(chat):
+        expression = re.search(r"Compute (.+?)\.", chat[1]["content"]).group(1)
+        call = json.dumps({"name": "calculator", "arguments": {"expression": expression}})
+        calls = sum(m["role"] == "assistant" for m in chat)
+        if calls < 2:
+            return f"<tool_call>{call}</tool_call>"
+        shown = re.search(r"<tool_response>\s*(.*?)\s*</tool_response>", chat[-1]["content"], re.S).group(1)
+        return f"<answer>{shown}</answer>"
+
+    def generate(self, messages, **kwargs):
+        from regrpo.traces import Completion
+
+        (completion,) = super().generate(messages, **kwargs)
+        value = -3.0 if sum(m["role"] == "assistant" for m in messages) == 1 else -0.1
+        words = self.count_tokens(completion.text)
+        return [Completion(completion.text, token_ids=list(range(words)), logprobs=[value] * words)]
+
+
+def test_an_evaluation_asks_for_no_reflection_after_successful_steps_unless_opted_in(tasks, store):
+    def requested(options):
+        report = evaluate(
+            DoubleChecking(), tasks[:1], store=store, tools=[calculator], progress=False, **options
+        )
+        episode = store.get(report.episodes[0].trace_id)
+        assert report.episodes[0].correct and [s.failed for s in episode.steps] == [False, False, False]
+        return report.settings["confidence_trigger"], [s.reflection_requested for s in episode.steps]
+
+    assert requested({}) == (False, [None, None, None])
+    opted_in = {"options": EvalOptions(confidence_trigger=True)}
+    assert requested(opted_in) == (True, [None, None, "low_confidence"])
+
+
+def test_the_shipped_warm_start_by_marker_and_a_bad_adapter_path(tasks, store, tmp_path):
+    from regrpo.agent.adapters import WARM_START, WARM_START_DIR
+    from regrpo.errors import AdapterError
+
+    policy = calculating_policy()
+    report = evaluate(policy, tasks[:1], store=store, tools=[calculator], adapter=WARM_START, progress=False)
+    assert store.get(report.episodes[0].trace_id).adapter == "eval-warm-start"
+    assert report.settings["adapter_path"] == str(WARM_START_DIR) and policy.active_adapter is None
+    with pytest.raises(AdapterError, match=r"'.*nowhere' does not exist"):
+        evaluate(policy, tasks, store=store, adapter=tmp_path / "nowhere", progress=False)
+    assert len(store) == 1  # refused before any episode ran

@@ -3,7 +3,8 @@
 The store, registry, evaluation and gate are real; ``train_round`` really saves a fresh peft LoRA (on a
 tiny randomly initialised Llama, so a round takes milliseconds). The gate evaluates a
 ``ScriptedPolicy`` (a test double: any adapter answers right, the base model wrong), so the first
-round is promoted and later equal ones are refused.
+round is promoted and later equal ones are refused. One held-out task tests nothing, so these daemons
+gate with the point rule (``rule="any_improvement"``); the default paired rule refuses so few tasks.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from PIL import Image
 
 from regrpo.agent.loop import Agent
 from regrpo.agent.scripted import ScriptedPolicy
+from regrpo.errors import InputError
 from regrpo.evaluation import EvalOptions
 from regrpo.learning.daemon import STATE_FILE, DaemonConfig, DaemonState, TrainerDaemon
+from regrpo.learning.gate import GateConfig
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.tasks.schema import AnswerSpec, Task
 from regrpo.tools.calculator import calculator
@@ -104,9 +107,16 @@ def daemon(store, registry, train_round, tasks, on_promote=None, **config) -> Tr
         train_round,
         tasks,
         config=DaemonConfig(**({"min_new_failures": 2} | config)),
+        gate=GateConfig(rule="any_improvement"),
         options=EvalOptions(max_steps=2, max_new_tokens=16),
         on_promote=on_promote,
     )
+
+
+def test_a_daemon_whose_paired_gate_could_never_promote_is_refused(store, tmp_path, held_out):
+    registry = AdapterRegistry(tmp_path / "registry")
+    with pytest.raises(InputError, match=r"needs at least 155 held-out tasks.*got 1.*any_improvement"):
+        TrainerDaemon(store, registry, adapter_answers_right(), LoraRounds(None), held_out)
 
 
 def test_rounds_train_on_new_failures_only_and_the_watermark_survives_a_restart(
@@ -177,6 +187,7 @@ CHILD = textwrap.dedent(
     import os, sys
     from regrpo.agent.scripted import ScriptedPolicy
     from regrpo.learning.daemon import DaemonConfig, TrainerDaemon
+    from regrpo.learning.gate import GateConfig
     from regrpo.learning.registry import AdapterRegistry
     from regrpo.tasks.schema import AnswerSpec, Task
     from regrpo.traces import TraceStore
@@ -193,7 +204,8 @@ CHILD = textwrap.dedent(
     task = Task(id="held-1", category="expression", difficulty=1, question="Say 1.", images=[],
                 answer=AnswerSpec(kind="number", value=1.0), reference=[], seed=0)
     daemon = TrainerDaemon(TraceStore(sys.argv[1]), AdapterRegistry(sys.argv[2]), ScriptedPolicy(["x"]),
-                           train_round, [task], config=DaemonConfig(min_new_failures=2))
+                           train_round, [task], config=DaemonConfig(min_new_failures=2),
+                           gate=GateConfig(rule="any_improvement"))
     daemon.run_once()
     """
 )

@@ -183,3 +183,36 @@ def test_warmup_cosine_warms_up_then_decays_to_its_floor():
     assert scale(10) == pytest.approx(0.1)
     with pytest.raises(InputError, match="warmup_steps"):
         warmup_cosine(total_steps=3, warmup_steps=3)
+
+
+def test_a_packed_example_scores_every_target_token_as_its_own_turn_sample_does(smollm, chat):
+    """Issue 11 (13): one forward pass per multi-turn example, exact against one pass per turn."""
+    from regrpo.learning.records import SFTExample
+    from regrpo.learning.sequences import example_samples, pack_turns
+    from regrpo.traces.schema import Message
+
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "12 * 7 + 1"}}</tool_call>'
+    example = SFTExample(
+        messages=[
+            Message("system", chat[0]["content"]),
+            Message("user", chat[1]["content"]),
+            Message("assistant", call),
+            Message("user", "<tool_response>85</tool_response>"),
+            Message("assistant", "<answer>85</answer>"),
+        ],
+        train_turns=[2, 4],
+        kind="reference",
+    )
+    turns = example_samples(smollm, example)
+    (packed,) = pack_turns(turns)
+    assert packed.loss_tokens == sum(len(t.completion_ids) for t in turns)
+    with LoraTrainer(smollm) as trainer:
+        per_turn = trainer.logprobs(turns)
+        (together,) = trainer.logprobs([packed])
+    mask = torch.tensor(packed.mask())
+    assert torch.allclose(together[mask], torch.cat(per_turn), atol=1e-4)
+    # a turn whose prompt does not continue the packed ids starts a sample of its own
+    at = len(turns[0].prompt_ids)  # the first target token, as turn 1's prompt repeats it
+    changed = turns[1].prompt_ids[:at] + [turns[1].prompt_ids[at] + 1] + turns[1].prompt_ids[at + 1 :]
+    other = TokenSample(changed, turns[1].completion_ids, turns[1].system_tokens)
+    assert len(pack_turns([turns[0], other])) == 2

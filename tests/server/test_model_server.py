@@ -411,3 +411,23 @@ def test_adapters_past_max_loras_are_read_back_on_use(own_policy, adapters):
         assert greedy(client, "a").choices[0].message.content == first_a != first_b
         for name in ("a", "b"):
             assert httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": name}).is_success
+
+
+def test_lora_modules_are_served_from_start_up_like_vllms_flag(own_policy, tmp_path):
+    from regrpo.agent.adapters import WARM_START_DIR
+    from regrpo.errors import AdapterError
+
+    app = build_model_app(own_policy, lora_modules={"warm-start": str(WARM_START_DIR)})
+    with running_server(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        cards = {c.id: c.model_dump() for c in client.models.list().data}
+        assert cards["warm-start"]["root"] == str(WARM_START_DIR)
+        assert cards["warm-start"]["parent"] == own_policy.model_name
+        tuned = greedy(client, "warm-start").choices[0].message.content
+        base = greedy(client, own_policy.model_name).choices[0].message.content
+        assert tuned != base  # the base name still serves the base model
+        assert httpx.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": "warm-start"}).is_success
+    with pytest.raises(AdapterError, match="cannot serve adapter 'x' from .*No adapter found"):
+        build_model_app(own_policy, lora_modules={"x": str(tmp_path / "missing")})
+    with pytest.raises(AdapterError, match="base model's served name"):
+        build_model_app(own_policy, lora_modules={own_policy.model_name: str(WARM_START_DIR)})
