@@ -40,6 +40,8 @@ report = train_regrpo(policy, failures, config, work / "regrpo", init_from=work 
 print(f"ReGRPO: {report.rollouts} rollouts, {report.skipped_zero_variance} zero-variance groups skipped")
 
 # 4. Commit to the registry, and let the gate decide on a held-out task (hot-swapped if it wins).
+#    The default rule is a paired test that needs ~155 held-out tasks to call a difference, so on
+#    one task it refuses and says why; GateConfig(rule="any_improvement") is the demo's opt-out.
 registry = AdapterRegistry(work / "registry")
 folder = registry.begin()
 shutil.copytree(work / "regrpo", folder, dirs_exist_ok=True)
