@@ -46,6 +46,7 @@ bench: $(STAMP)  # every benchmark in turn (about 10 minutes on 2 cores); result
 	$(BIN)/python benchmarks/server_load.py
 	$(BIN)/python benchmarks/suite_quality.py
 	$(BIN)/python benchmarks/hotswap.py
+	$(BIN)/python benchmarks/sft_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
