@@ -22,7 +22,7 @@ from typing import Any
 from regrpo.errors import ErrorType
 from regrpo.traces.schema import Action, Answer, Reflection, ToolCall, Unparseable
 
-__all__ = ["ACTION_STOP_STRINGS", "parse_action", "parse_reflection", "split_reflection"]
+__all__ = ["ACTION_STOP_STRINGS", "parse_action", "parse_reflection", "reflection_block", "split_reflection"]
 
 ACTION_STOP_STRINGS = ("</tool_call>", "</answer>")
 """Generation stops after either closing tag: one action per turn."""
@@ -113,6 +113,20 @@ def split_reflection(text: str) -> tuple[str | None, str]:
     match = _REFLECTION.search(text, start) or _UNCLOSED_REFLECTION.search(text, start)
     assert match is not None  # _UNCLOSED_REFLECTION matches any text from the tag on
     return match.group(1), text[:start] + text[match.end() :]
+
+
+def reflection_block(text: str) -> str:
+    """The whole ``<reflection>...</reflection>`` block of a turn (tags included), or ``""``.
+
+    What the reflection cost counts: every token the model spent reflecting, not just the JSON fields.
+    """
+    body, outside = split_reflection(text)
+    if body is None:
+        return ""
+    start = text.find("<reflection>")
+    # split_reflection returns text[:start] + text[end:], so the block is text[start:end]
+    end = start + len(text) - len(outside)
+    return text[start:end]
 
 
 _ERROR_TYPES = {re.sub(r"[^a-z]", "", e.value.lower()): e for e in ErrorType}

@@ -310,8 +310,8 @@ class LoraTrainer:
         scores = (logits.float() / self.temperature).log_softmax(-1)
         with torch.no_grad():  # telemetry only: mean per-token entropy of loss-carrying tokens
             entropy = -(scores.exp() * scores).sum(-1)
-            if sample.trained is not None:
-                entropy = entropy[torch.tensor(sample.trained, device=device)]
+            if sample.weights is not None:
+                entropy = entropy[torch.tensor(sample.mask(), device=device)]
             self._entropy_sum += float(entropy.sum())
             self._entropy_tokens += int(entropy.shape[0])
         chosen = torch.tensor(sample.completion_ids, device=device)

@@ -58,7 +58,7 @@ from pathlib import Path
 import msgspec
 import torch
 
-from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, split_reflection
+from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, reflection_block
 from regrpo.agent.local import LocalPolicy
 from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
@@ -79,7 +79,6 @@ __all__ = [
     "clipped_surrogate",
     "k3_kl",
     "policy_loss",
-    "reflection_block",
     "sample_group",
     "scored_reflection",
     "train_regrpo",
@@ -238,20 +237,6 @@ def sample_group(
         min_spread=config.min_reward_spread,
     )
     return Group(point, completions, rewards, advantages)
-
-
-def reflection_block(text: str) -> str:
-    """The whole ``<reflection>...</reflection>`` block of a turn (tags included), or ``""``.
-
-    What the reflection cost counts: every token the model spent reflecting, not just the JSON fields.
-    """
-    body, outside = split_reflection(text)
-    if body is None:
-        return ""
-    start = text.find("<reflection>")
-    # split_reflection returns text[:start] + text[end:], so the block is text[start:end]
-    end = start + len(text) - len(outside)
-    return text[start:end]
 
 
 async def _score(

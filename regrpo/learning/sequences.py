@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from regrpo.agent.actions import ACTION_STOP_STRINGS
+from regrpo.agent.actions import ACTION_STOP_STRINGS, reflection_block
 from regrpo.agent.local import LocalPolicy
 from regrpo.agent.policy import ChatMessage
 from regrpo.errors import InputError
 from regrpo.learning.records import SFTExample
 from regrpo.traces.schema import Completion
 
-__all__ = ["TokenSample", "example_samples", "pack_turns", "rollout_sample", "target_ids"]
+__all__ = ["TokenSample", "balanced_weights", "example_samples", "pack_turns", "rollout_sample", "target_ids"]
 
 
 @dataclass(frozen=True)
@@ -41,24 +41,28 @@ class TokenSample:
     completion_ids: list[int]
     system_tokens: int = 0
     """Leading prompt tokens that are the system message (the same in every sample; see ``LoraTrainer``)."""
-    trained: tuple[bool, ...] | None = None
-    """Per completion token: does it carry loss? ``None``: all do (a packed sample has context between
-    its turns, see :func:`pack_turns`)."""
+    weights: tuple[float, ...] | None = None
+    """Per completion token: its weight in the loss, 0 for context (a packed sample holds context
+    between its turns, see :func:`pack_turns`). ``None``: every token weighs 1."""
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.completion_ids:
             raise InputError("a training sample needs at least one prompt token and one completion token")
-        if self.trained is not None and len(self.trained) != len(self.completion_ids):
-            raise InputError("a sample's trained mask must have one entry per completion token")
+        if self.weights is not None and len(self.weights) != len(self.completion_ids):
+            raise InputError("a sample's loss weights must have one entry per completion token")
 
     @property
     def loss_tokens(self) -> int:
         """How many completion tokens carry loss."""
-        return len(self.completion_ids) if self.trained is None else sum(self.trained)
+        return len(self.completion_ids) if self.weights is None else sum(w > 0 for w in self.weights)
+
+    def token_weights(self) -> tuple[float, ...]:
+        """Per completion token: its loss weight (all 1 when no weights were set)."""
+        return self.weights if self.weights is not None else (1.0,) * len(self.completion_ids)
 
     def mask(self) -> tuple[bool, ...]:
-        """Per completion token: does it carry loss (all ``True`` when unpacked)."""
-        return self.trained if self.trained is not None else (True,) * len(self.completion_ids)
+        """Per completion token: does it carry loss."""
+        return tuple(w > 0 for w in self.token_weights())
 
 
 def pack_turns(samples: Sequence[TokenSample]) -> list[TokenSample]:
@@ -79,11 +83,33 @@ def pack_turns(samples: Sequence[TokenSample]) -> list[TokenSample]:
                     last.prompt_ids,
                     last.completion_ids + between + sample.completion_ids,
                     last.system_tokens,
-                    last.mask() + (False,) * len(between) + sample.mask(),
+                    last.token_weights() + (0.0,) * len(between) + sample.token_weights(),
                 )
                 continue
         packed.append(sample)
     return packed
+
+
+def balanced_weights(policy: LocalPolicy, text: str, ids: Sequence[int]) -> tuple[float, ...] | None:
+    """Loss weights giving a target's reflection block and its action equal shares of the turn.
+
+    A RoT target is mostly reflection JSON (86 % of the tokens of the first warm start's data), so a
+    token mean starves the action, the tokens that solve the task. With ``R`` reflection and ``A``
+    action tokens, each reflection token weighs ``(R + A) / 2R`` and each action token
+    ``(R + A) / 2A``: the turn's total weight stays ``R + A``. ``None`` for a turn without both parts.
+    ``ids`` are :func:`target_ids` of ``text`` (an appended end-of-turn token counts as action).
+    """
+    block = reflection_block(text)
+    if not block:
+        return None
+    block_end = text.index(block) + len(block)
+    offsets = policy.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    in_block = [start < block_end for start, _ in offsets] + [False] * (len(ids) - len(offsets))
+    reflection, action = sum(in_block), len(in_block) - sum(in_block)
+    if reflection == 0 or action == 0:
+        return None
+    total = reflection + action
+    return tuple(total / (2 * reflection) if inside else total / (2 * action) for inside in in_block)
 
 
 def target_ids(policy: LocalPolicy, text: str) -> list[int]:
@@ -94,8 +120,10 @@ def target_ids(policy: LocalPolicy, text: str) -> list[int]:
     return ids
 
 
-def example_samples(policy: LocalPolicy, example: SFTExample) -> list[TokenSample]:
-    """One sample per trained assistant turn of ``example``."""
+def example_samples(
+    policy: LocalPolicy, example: SFTExample, *, balance_reflection: bool = False
+) -> list[TokenSample]:
+    """One sample per trained assistant turn of ``example`` (weights: :func:`balanced_weights`)."""
     samples = []
     for turn in example.train_turns:
         if not 0 < turn < len(example.messages) or example.messages[turn].role != "assistant":
@@ -104,8 +132,10 @@ def example_samples(policy: LocalPolicy, example: SFTExample) -> list[TokenSampl
             )
         context = example.messages[:turn]
         prompt = policy.encode_chat(context)
-        target = target_ids(policy, example.messages[turn].content)
-        samples.append(TokenSample(prompt, target, len(policy.system_prefix_ids(context, prompt))))
+        text = example.messages[turn].content
+        target = target_ids(policy, text)
+        weights = balanced_weights(policy, text, target) if balance_reflection else None
+        samples.append(TokenSample(prompt, target, len(policy.system_prefix_ids(context, prompt)), weights))
     return samples
 
 

@@ -9,11 +9,14 @@ teaches the format, the tools and the reflection triplet first:
   the target turn ``<reflection>{...}</reflection>`` + corrected action, as the reference release's
   ``mask_policy`` does; the near-miss turn itself is context and never imitated.
 
-Loss: mean negative log-likelihood over all target tokens of a batch (token-mean), prompts masked
-(they are never in the completion; see :mod:`regrpo.learning.sequences`). Samples are shuffled with
-the config's seed; each optimizer step takes ``batch_size`` sequences: an example's trained turns are
-packed into one sequence where the token ids allow (:func:`regrpo.learning.sequences.pack_turns`),
-so a reference solution of three turns costs one forward pass, not three.
+Loss: weighted mean negative log-likelihood over the target tokens of a batch, prompts masked (they
+are never in the completion; see :mod:`regrpo.learning.sequences`). Every token weighs 1, except in a
+RoT target, whose reflection block and action share the turn's weight equally
+(``balance_reflection``), so the action tokens that solve the task are not drowned by the JSON.
+Samples are shuffled with the config's seed; each optimizer step takes ``batch_size`` sequences:
+an example's trained turns are packed into one sequence where the token ids allow
+(:func:`regrpo.learning.sequences.pack_turns`), so a reference solution of three turns costs one
+forward pass, not three.
 
 The learning rate warms up linearly over ``warmup_fraction`` of the steps, then decays (cosine) to
 ``final_lr_fraction`` of its peak; every step's loss, entropy, gradient norm, learning rate and
@@ -54,6 +57,9 @@ class SFTConfig(msgspec.Struct, frozen=True):
     max_target_tokens: int = 192
     """Target turns longer than this are skipped (counted): long answers teach nothing but cost time."""
     detach_system_prompt: bool = True
+    balance_reflection: bool = True
+    """A RoT target's reflection block and its action carry equal shares of the turn's loss
+    (:func:`regrpo.learning.sequences.balanced_weights`); False: a plain token mean."""
     warmup_fraction: float = 0.1
     """Share of the steps over which the learning rate warms up linearly (then cosine decay)."""
     final_lr_fraction: float = 0.1
@@ -107,7 +113,7 @@ def train_sft(
     if not chosen:
         raise InputError(f"no SFT examples of kinds {list(config.kinds)} among {len(examples)} given")
     started = time.perf_counter()
-    turns = [example_samples(policy, e) for e in chosen]
+    turns = [example_samples(policy, e, balance_reflection=config.balance_reflection) for e in chosen]
     samples = [s for example in turns for s in example]
     # a long target is skipped (it stays context of a packed sample, where it carries no loss)
     kept_turns = [
@@ -138,12 +144,13 @@ def train_sft(
             for batch in batches:
                 step_started = time.perf_counter()
                 tokens = sum(s.loss_tokens for s in batch)
-                masks = [torch.tensor(s.mask(), device=policy.device) for s in batch]
+                weights = [torch.tensor(s.token_weights(), device=policy.device) for s in batch]
+                total_weight = float(sum(w.sum() for w in weights))
 
                 def token_mean_nll(
-                    i: int, logprobs: torch.Tensor, tokens: int = tokens, masks: list = masks
+                    i: int, logprobs: torch.Tensor, weights: list = weights, total: float = total_weight
                 ) -> torch.Tensor:
-                    return -logprobs[masks[i]].sum() / tokens
+                    return -(weights[i] * logprobs).sum() / total
 
                 learning_rate = trainer.learning_rate
                 result = trainer.backward(batch, token_mean_nll)

@@ -216,3 +216,23 @@ def test_a_packed_example_scores_every_target_token_as_its_own_turn_sample_does(
     changed = turns[1].prompt_ids[:at] + [turns[1].prompt_ids[at] + 1] + turns[1].prompt_ids[at + 1 :]
     other = TokenSample(changed, turns[1].completion_ids, turns[1].system_tokens)
     assert len(pack_turns([turns[0], other])) == 2
+
+
+def test_a_rot_target_gives_its_reflection_and_its_action_equal_shares_of_the_loss(smollm):
+    """Issue 11 (13): 86 % of the old warm start's loss was reflection JSON; the action was starved."""
+    from regrpo.learning.sequences import balanced_weights, target_ids
+
+    reflection = (
+        '<reflection>{"error_type": "UnknownTool", "evidence": "unknown tool calculater", '
+        '"fix_plan": "call the calculator tool instead"}</reflection>\n'
+    )
+    action = '<tool_call>{"name": "calculator", "arguments": {"expression": "17 * 23"}}</tool_call>'
+    ids = target_ids(smollm, reflection + action)
+    weights = balanced_weights(smollm, reflection + action, ids)
+    assert weights is not None and len(weights) == len(ids)
+    assert sum(weights) == pytest.approx(len(ids))  # the turn's total weight is unchanged
+    n_reflection = sum(1 for w in weights if w == weights[0])
+    assert sum(weights[:n_reflection]) == pytest.approx(sum(weights[n_reflection:]))  # equal shares
+    reflection_ids = smollm.tokenizer(reflection, add_special_tokens=False)["input_ids"]
+    assert abs(n_reflection - len(reflection_ids)) <= 1  # the split falls at the block's end
+    assert balanced_weights(smollm, action, target_ids(smollm, action)) is None  # no block: uniform

@@ -103,7 +103,8 @@ def test_k3_kl_is_clamped_so_one_near_impossible_token_cannot_swamp_the_step():
 
 def test_the_reflection_cost_counts_the_whole_block_and_ungrounded_diagnoses_earn_nothing():
     """Issue 11 (5) and (6): count every token of the block; pay a diagnosis only when grounded."""
-    from regrpo.learning.regrpo import reflection_block, scored_reflection
+    from regrpo.agent.actions import reflection_block
+    from regrpo.learning.regrpo import scored_reflection
 
     observation = "<tool_response>Error: cannot parse expression '17*/23'</tool_response>"
     grounded = (
