@@ -9,6 +9,8 @@ task's images are ``img_0``, ``img_1``, ... and each image a tool makes takes th
 reference can crop ``img_0`` and then read ``img_1``. ``expects`` are strings that must appear in the
 step's real output (compared by :func:`regrpo.tasks.verifiers.contains_normalized`): the prices an
 OCR step must read, the fact a search must return, the value the last step must produce.
+``derived_from`` says which earlier output each box, angle and image id was copied from
+(:func:`regrpo.tasks.reference.derivation_errors` checks it against the real outputs).
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class ReferenceStep(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     arguments: dict[str, Any]
     expects: list[str] = []
     """Strings that must appear (after :func:`~regrpo.tasks.verifiers.squash`) in the step's output."""
+    derived_from: dict[str, str] = {}
+    """Where an argument's value was observed: argument name -> ``"<step>.<key>[.<key or index>...]"``,
+    a path into an earlier step's JSON output whose value the argument equals exactly
+    (``{"box": "0.small_text.0", "image": "1.image"}``). Every box, region, angle and tool-made image
+    id a reference uses is listed, so no argument comes from hidden generator state."""
 
 
 class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -54,7 +54,7 @@ __all__ = [
 SUITE_FORMAT = "regrpo-task-suite"
 SUITE_VERSION = 1
 """Version of the on-disk layout (``suite.json``, ``tasks.jsonl``)."""
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump when any generator's output for a given seed changes."""
 
 GENERATORS: dict[str, Generator] = {

@@ -35,6 +35,7 @@ __all__ = [
     "grayscale",
     "resize",
     "rotate",
+    "rotated_array",
     "threshold",
 ]
 
@@ -128,27 +129,34 @@ def rotate(
         image: Id of the image, like img_0.
         angle: Degrees counter-clockwise (negative turns clockwise); multiples of 90 are exact.
     """
-    source = ctx.images.get(image)
+    return _stored(ctx, rotated_array(ctx.images.get(image), angle, image), "rotate")
+
+
+def rotated_array(source: np.ndarray, angle: float, image_id: str = "image") -> np.ndarray:
+    """``source`` turned ``angle`` degrees counter-clockwise, as :func:`rotate` does (a new array).
+
+    Shared with the ``ocr`` tool, which tries rotations to say how far sideways text is turned, so
+    the angle it reports gives exactly the image it read when passed to ``rotate``.
+    """
     degrees = angle % 360
     if degrees == 0:
-        return _stored(ctx, source.copy(), "rotate")
+        return source.copy()
     if degrees in _EXACT_ROTATIONS:
-        return _stored(ctx, cv2.rotate(source, _EXACT_ROTATIONS[int(degrees)]), "rotate")
+        return cv2.rotate(source, _EXACT_ROTATIONS[int(degrees)])
     height, width = source.shape[:2]
     cos, sin = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
     new_width, new_height = math.ceil(width * cos + height * sin), math.ceil(width * sin + height * cos)
     if new_width * new_height > MAX_PIXELS:
-        raise ToolError(f"rotating {image} ({width}x{height}) gives {new_width}x{new_height}, too large")
+        raise ToolError(f"rotating {image_id} ({width}x{height}) gives {new_width}x{new_height}, too large")
     # OpenCV's positive angle is counter-clockwise on screen (y points down); shift so the centre moves
     # to the middle of the larger canvas.
     matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), degrees, 1.0)
     matrix[0, 2] += (new_width - width) / 2
     matrix[1, 2] += (new_height - height) / 2
-    rotated = cv2.warpAffine(
+    return cv2.warpAffine(
         source, matrix, (new_width, new_height), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255),
     )  # fmt: skip
-    return _stored(ctx, rotated, "rotate")
 
 
 @tool

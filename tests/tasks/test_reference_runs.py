@@ -13,9 +13,16 @@ import asyncio
 import pytest
 from PIL import Image
 
-from regrpo.tasks.reference import ReferenceRun, output_text, reference_tools, run_reference
+from regrpo.tasks.reference import (
+    DERIVED_ARGUMENTS,
+    ReferenceRun,
+    derivation_errors,
+    output_text,
+    reference_tools,
+    run_reference,
+)
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep, Task
-from regrpo.tasks.suite import CATEGORIES, generate_suite, load_suite
+from regrpo.tasks.suite import CATEGORIES, generate_suite, generate_task, load_suite
 from regrpo.tasks.verifiers import contains_normalized
 from regrpo.tools import Toolbox, ToolContext
 from regrpo.tools.calculator import calculator
@@ -125,3 +132,81 @@ def test_a_wrong_final_answer_fails_after_the_last_step():
     )  # fmt: skip
     run = run_reference(task, [calculator])
     assert not run.ok and run.failed_step == 1
+
+
+def test_every_box_angle_and_made_image_of_every_reference_names_its_source():
+    """No reference argument comes from generator state: each one points at an earlier output."""
+    for category in CATEGORIES:
+        for seed in range(3):
+            for difficulty in (1, 2, 3):
+                task, images = generate_task(category, difficulty, seed, "t")
+                for index, step in enumerate(task.reference):
+                    derived = {n for n in DERIVED_ARGUMENTS if n in step.arguments}
+                    if step.arguments.get("image", "img_0") != "img_0":
+                        derived.add("image")
+                    assert derived <= step.derived_from.keys(), (task.category, index, step)
+                    for path in step.derived_from.values():
+                        assert int(path.split(".")[0]) < index, (task.category, index, path)
+
+
+def test_a_box_only_the_generator_knew_fails_the_run_before_the_call():
+    task = Task(
+        id="t", category="tiny_text", difficulty=1, question="?", images=[],
+        answer=AnswerSpec("number", 7.0), seed=0,
+        reference=[ReferenceStep("calculator", {"expression": "3 + 4"}),
+                   ReferenceStep("crop", {"image": "img_0", "box": [1, 2, 3, 4]})],
+    )  # fmt: skip
+    run = run_reference(task, [calculator])
+    assert not run.ok and run.failed_step == 1 and "box names no source" in (run.reason or "")
+    assert "step 1 (crop): box names no source" in derivation_errors(task, [7, None])
+    observed = {"text": "", "lines": [], "small_text": [[1, 2, 3, 4]]}
+    step = ReferenceStep(
+        "crop", {"image": "img_0", "box": [1, 2, 3, 4]}, derived_from={"box": "0.small_text.0"}
+    )
+    copied = Task(
+        **{
+            **{f: getattr(task, f) for f in task.__struct_fields__},
+            "reference": [task.reference[0], step],
+            "images": ["page.png"],
+        }
+    )
+    assert derivation_errors(copied, [observed, None]) == []
+    assert "is not [1, 2, 3, 5]" in derivation_errors(copied, [{"small_text": [[1, 2, 3, 5]]}, None])[0]
+    assert "has no '0.small_text.0'" in derivation_errors(copied, [{"text": ""}, None])[0]
+
+
+SEEDS = (11, 12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("category", ["tiny_text", "rotated_text"])
+def test_references_use_only_observed_boxes_and_angles_with_the_real_tools(category, toolbox, tmp_path):
+    """Real easyocr: the ocr tool reports the crop box / rotation the reference then uses, and it reads.
+
+    Every step's ``expects`` holds and the final output holds the answer; the answer check itself is
+    the verifier's (text answers are compared with the whole last output).
+    """
+    failures = []
+    for seed in SEEDS:
+        for difficulty in (1, 2, 3):
+            task, images = generate_task(category, difficulty, seed, f"{category}-{seed}-{difficulty}")
+            paths = []
+            for k, image in enumerate(images):
+                Image.fromarray(image).save(tmp_path / f"{task.id}-{k}.png")
+                paths.append(str(tmp_path / f"{task.id}-{k}.png"))
+            task = Task(**{**{f: getattr(task, f) for f in task.__struct_fields__}, "images": paths})
+            run = run_reference(task, toolbox)
+            reached_answer = run.ok or run.failed_step == len(task.reference)
+            final = output_text(run.outputs[-1]) if run.outputs else ""
+            if (
+                not reached_answer
+                or derivation_errors(task, run.outputs)
+                or not contains_normalized(
+                    final,
+                    task.answer.display()
+                    if task.answer.kind == "text"
+                    else str(task.reference[-1].expects[0]),
+                )
+            ):
+                failures.append(f"{task.id}: {run.reason}")
+    assert not failures, "\n".join(failures)

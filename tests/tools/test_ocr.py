@@ -78,6 +78,7 @@ def test_reads_rendered_text_with_boxes_in_reading_order():
     outcome = _call({}, image)
     assert outcome.ok, outcome.message
     assert outcome.output["text"] == "TOTAL 42.50 USD\nInvoice 7731"
+    assert outcome.output.keys() == {"text", "lines"}  # upright, full resolution: no layout hints
     lines = outcome.output["lines"]
     assert [line["text"] for line in lines] == ["TOTAL 42.50 USD", "Invoice 7731"]
     for line, truth in zip(lines, boxes, strict=True):
@@ -180,6 +181,16 @@ def test_large_images_are_read_at_max_side_with_boxes_in_full_image_pixels():
     assert whole.ok, whole.message
     assert "SPRING SALE" in whole.output["text"]
     assert "4729" not in whole.output["text"].replace(" ", "")  # fine print is ~5 px at 1280 px
+    (small,) = whole.output["small_text"]  # ... but its box is reported, ready to crop
+    assert (
+        small[0] <= fine_box[0]
+        and small[1] <= fine_box[1]
+        and small[2] >= fine_box[2]
+        and small[3] >= fine_box[3]
+    )
+    assert "4729" in _call({}, image[small[1] : small[3], small[0] : small[2]]).output["text"].replace(
+        " ", ""
+    )
     heading = next(line for line in whole.output["lines"] if "SPRING" in line["text"])
     assert _iou(heading["box"], heading_box) > 0.6  # mapped back from the downscaled read
     region = [fine_box[0] - 20, fine_box[1] - 20, fine_box[2] + 20, fine_box[3] + 20]
@@ -190,3 +201,23 @@ def test_large_images_are_read_at_max_side_with_boxes_in_full_image_pixels():
     assert _iou(line["box"], fine_box) > 0.5
     crop = image[region[1] : region[3], region[0] : region[2]]
     assert "4729" in _call({}, crop).output["text"].replace(" ", "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("turn", [90, 180, 270, 118])
+def test_sideways_text_gets_the_angle_that_turns_it_upright(turn):
+    """A label turned by ``turn`` reads as garbage; ``upright_angle`` is the rotation that reads it."""
+    from PIL import Image
+
+    from regrpo.tools.image_ops import rotated_array
+
+    label = np.full((170, 460, 3), 250, dtype=np.uint8)
+    for text, y in (("PARCEL", 50), ("No. KX4821", 100), ("To: HARBOR", 150)):
+        cv2.putText(label, text, (20, y), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (20, 20, 20), 3)
+    image = np.asarray(Image.fromarray(label).rotate(turn, expand=True, fillcolor=(250, 250, 250)))
+    outcome = _call({}, image)
+    assert outcome.ok, outcome.message
+    angle = outcome.output["upright_angle"]
+    assert abs((angle + turn + 180) % 360 - 180) <= 1, angle
+    upright = _call({}, rotated_array(image, angle)).output
+    assert "KX4821" in upright["text"].replace(" ", "") and "upright_angle" not in upright

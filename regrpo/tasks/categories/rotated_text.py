@@ -4,6 +4,10 @@ The whole picture is turned by a quarter or half turn (difficulty 1-2) or by an 
 (difficulty 3, 60°-300° away from upright), so OCR on the image as given fails; the reference
 rotates it back (``rotate(img_0, -angle)``: both PIL's and our tool's positive angle turn
 counter-clockwise) and reads the label. The answer is a code or a word, checked as text.
+
+The angle is not taken from the generator: the reference first reads the image as given, and the
+``ocr`` tool's ``upright_angle`` (the text lines' measured skew, upright or upside down settled by
+reading both) is the angle it rotates by (``derived_from``); it is within 1° of ``-angle``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from PIL import Image
 from regrpo.tasks import render
 from regrpo.tasks.draft import Draft, choice
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep
+from regrpo.tools.ocr import MAX_SIDE
+from regrpo.tools.text_layout import text_skew_degrees
 
-__all__ = ["generate"]
+__all__ = ["generate", "upright_angle"]
 
 _LETTERS = "ADEFHKMNPRTUXY"
 """No O/I/S/B/Z (read as digits), no C (read as "("), no V/W ("VV" reads as "W")."""
@@ -33,6 +39,21 @@ _QUESTIONS = {
         "What destination is printed on the label?",
     ),
 }
+
+
+def upright_angle(image: np.ndarray, angle: float) -> int:
+    """The ``upright_angle`` the ``ocr`` tool reports for a label turned by ``angle``.
+
+    The tool measures the lines' skew (a pure function of the pixels, computed here the same way)
+    and reads both turns that level them, ``-skew`` and ``180 - skew``; of those two the generator
+    knows which is right (the one nearer ``-angle``), the tool finds it by reading. The reference
+    test checks, with the real tool, that they agree.
+    """
+    skew = text_skew_degrees(image, MAX_SIDE)
+    if skew is None:  # never for a rendered label; keep the reference well formed regardless
+        skew = int(round(angle)) % 180
+    turns = [(t + 180) % 360 - 180 for t in (-skew, 180 - skew)]
+    return min(turns, key=lambda t: abs((t + angle + 180) % 360 - 180))
 
 
 def generate(rng: np.random.Generator, difficulty: int) -> Draft:
@@ -68,8 +89,13 @@ def generate(rng: np.random.Generator, difficulty: int) -> Draft:
     asked = choice(rng, ("code", "code", "destination"))
     answer = code if asked == "code" else city
     reference = [
-        ReferenceStep("rotate", {"image": "img_0", "angle": -angle}),
-        ReferenceStep("ocr", {"image": "img_1"}, [answer]),
+        ReferenceStep("ocr", {"image": "img_0"}),
+        ReferenceStep(
+            "rotate",
+            {"image": "img_0", "angle": upright_angle(image, angle)},
+            derived_from={"angle": "0.upright_angle"},
+        ),
+        ReferenceStep("ocr", {"image": "img_1"}, [answer], derived_from={"image": "1.image"}),
     ]
     meta = {
         "template": asked,

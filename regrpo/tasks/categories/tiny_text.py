@@ -5,7 +5,10 @@ line of bold fine print (a code or a weight). The ``ocr`` tool reads at a bounde
 resolution (``regrpo.tools.ocr.MAX_SIDE``, 1280 px on the longer side, as OCR services and vision
 models do), so on the whole page the fine print is about half its size, a few pixels tall, and
 easyocr reads nothing there; the crop of its box is far under 1280 px and is read at full
-resolution. The reference crops the box (with a margin) and reads it.
+resolution. The reference reads the page first: the ``ocr`` tool lists the boxes of lines too small
+to read at its working resolution (``small_text``, found in the full-resolution pixels by
+:func:`regrpo.tools.text_layout.small_text_boxes`), and the reference crops the one over the fine
+print (``derived_from``), never a box only the generator knows; then it reads the crop.
 
 Sizes were tuned with real easyocr (``benchmarks/suite_quality.py`` prints both rates): at 12 px per
 em the crop is misread on 3/10 pages (bold mono "M" reads as "I"), at 14 px it is read 10/10; the
@@ -23,11 +26,15 @@ O/0, I/1, S/5, B/8, Z/2).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from regrpo.tasks import render
 from regrpo.tasks.draft import Draft, calculated, choice
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep
+from regrpo.tools.ocr import MAX_SIDE
+from regrpo.tools.text_layout import small_text_boxes
 
 __all__ = ["generate"]
 
@@ -60,6 +67,13 @@ _WEIGHT_QUESTIONS = (
 def _code(rng: np.random.Generator) -> str:
     letters = "".join(str(c) for c in rng.choice(list(_LETTERS), size=2, replace=False))
     return letters + "".join(choice(rng, _DIGITS) for _ in range(4))
+
+
+def _overlap(box: Sequence[int], ink: Sequence[int]) -> float:
+    """The fraction of ``ink``'s area inside ``box`` (both ``[x1, y1, x2, y2]``)."""
+    ix = max(0, min(box[2], ink[2]) - max(box[0], ink[0]))
+    iy = max(0, min(box[3], ink[3]) - max(box[1], ink[1]))
+    return ix * iy / max(1, (ink[2] - ink[0]) * (ink[3] - ink[1]))
 
 
 def generate(rng: np.random.Generator, difficulty: int) -> Draft:
@@ -98,10 +112,17 @@ def generate(rng: np.random.Generator, difficulty: int) -> Draft:
     image[band] = render.add_noise(image[band], rng, sigma=(0.0, 3.0, 6.0)[difficulty - 1])
     margin = 8
     box = [max(0, x1 - margin), max(0, y1 - margin), min(width, x2 + margin), min(height, y2 + margin)]
+    seen = small_text_boxes(image, MAX_SIDE)  # what the ocr tool will list as small_text
+    k = next((i for i, b in enumerate(seen) if _overlap(b, (x1, y1, x2, y2)) > 0.5), None)
+    crop_box = list(seen[k]) if k is not None else box  # (None never measured; run_reference says so)
     reference = [
-        ReferenceStep("crop", {"image": "img_0", "box": box}),
-        ReferenceStep("ocr", {"image": "img_1"}, final_expects),
-    ]
+        ReferenceStep("ocr", {"image": "img_0"}),
+        ReferenceStep(
+            "crop", {"image": "img_0", "box": crop_box},
+            derived_from={} if k is None else {"box": f"0.small_text.{k}"},
+        ),
+        ReferenceStep("ocr", {"image": "img_1"}, final_expects, derived_from={"image": "1.image"}),
+    ]  # fmt: skip
     if calc is not None:
         reference.append(ReferenceStep("calculator", {"expression": calc}, [shown]))
     meta = {
