@@ -21,6 +21,7 @@ from rich.console import Console
 from regrpo.agent.local import LocalPolicy
 from regrpo.cli.common import model_options, store_options
 from regrpo.cli.evaluation import select_tasks, suite_selection_options
+from regrpo.learning.budget import DEFAULT_TARGET_TOKENS
 from regrpo.learning.lora_trainer import LoraSettings
 from regrpo.traces import TraceStore
 
@@ -62,20 +63,27 @@ def _finish(args: argparse.Namespace, console: Console, report: msgspec.Struct, 
 
 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
-    from regrpo.learning.data_engine import build_dataset
+    from regrpo.learning.data_engine import DataEngineConfig, build_dataset
 
     tasks = select_tasks(args)
+    config = DataEngineConfig(
+        near_misses_per_step=args.near_misses,
+        faults_per_step=args.faults,
+        seed=args.data_seed,
+        target_tokens=args.target_tokens,
+    )
     store = TraceStore(args.store) if args.traces else None
     try:
-        dataset = build_dataset(
-            tasks, store=store, near_misses_per_step=args.near_misses, seed=args.data_seed
-        )
+        dataset = build_dataset(tasks, config=config, store=store)
     finally:
         if store is not None:
             store.close()
     dataset.save(args.out)
-    counts = msgspec.to_builtins(dataset.counts)
-    console.print_json(json.dumps(counts))
+    counts = dataset.counts
+    console.print_json(json.dumps(msgspec.to_builtins(counts)))
+    for label, lengths in (("all targets", counts.target_tokens), ("RoT targets", counts.rot_target_tokens)):
+        shown = " ".join(f"{key} {value}" for key, value in lengths.items())
+        console.print(f"target tokens, {label}: {shown} (budget {counts.target_token_budget})")
     console.print(
         f"{len(dataset.sft_examples)} SFT examples, {len(dataset.branch_points)} branch points from "
         f"{len(tasks)} tasks → {args.out}"
@@ -241,7 +249,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--out", type=Path, required=True, help="dataset folder")
     data.add_argument("--near-misses", type=int, default=2, help="near-misses kept per reference step")
-    data.add_argument("--data-seed", type=int, default=0, help="seeds the perturbations")
+    data.add_argument(
+        "--faults", type=int, default=1, help="reference calls re-run under a transient fault, per step"
+    )
+    data.add_argument(
+        "--target-tokens",
+        type=int,
+        default=DEFAULT_TARGET_TOKENS,
+        help="token budget every SFT target must fit (fails if one does not)",
+    )
+    data.add_argument("--data-seed", type=int, default=0, help="seeds the perturbations and faults")
     data.add_argument("--traces", action="store_true", help="also mine --store's failed episodes")
     data.set_defaults(handler=cmd_data)
 
@@ -285,10 +302,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     trainer.add_argument("--min-new-failures", type=int, default=8, help="failed episodes that start a round")
     trainer.add_argument("--poll-s", type=float, default=60.0, help="seconds between polls of the store")
     trainer.add_argument("--once", action="store_true", help="poll once, print what happened, exit")
-    trainer.add_argument("--tasks", type=int, default=48, help="built-in suite size (train and held-out)")
+    trainer.add_argument(
+        "--tasks",
+        type=int,
+        default=640,
+        help="built-in suite size, train and held-out (640 holds out 160; the gate's paired test needs 155)",
+    )
     trainer.add_argument("--seed", type=int, default=0, help="suite and split seed")
     trainer.add_argument("--holdout-fraction", type=float, default=0.25, help="share held out for the gate")
-    trainer.add_argument("--margin", type=float, default=0.0, help="success a candidate must beat live by")
+    trainer.add_argument(
+        "--margin", type=float, default=0.0, help="success the paired CI's lower bound must beat live by"
+    )
     trainer.add_argument("--group-size", type=int, default=5)
     trainer.add_argument("--max-rollouts", type=int, default=80, help="sampled continuations per round")
     trainer.add_argument("--max-steps", type=int, default=4, help="gate evaluation: turns per episode")

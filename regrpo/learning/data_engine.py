@@ -11,8 +11,13 @@ From a task suite (and, optionally, a trace store) :func:`build_dataset` makes:
   followed by the runtime's ``reflection_request``; the target turn is
   ``<reflection>{"error_type", "evidence", "fix_plan"}</reflection>`` and the reference call. The
   ``error_type`` is :func:`~regrpo.learning.classify.classify_failure` of the real observation, the
-  evidence quotes it (checked with ``parse_reflection`` when built: a failure raises, it is our bug),
-  and the fix plan names the concrete change from the bad call to the good one;
+  evidence quotes a few words of the tool's message (checked with ``parse_reflection`` when built: a
+  failure raises, it is our bug), and the fix plan names the change from the bad call to the good one
+  in one short sentence (:mod:`regrpo.learning.reflections`, in a few phrasings);
+* **fault RoT examples and branch points** (``source="fault"``): at each reference step, the reference
+  call itself run under an injected transient fault — a timeout, a crash, an emptied output — with the
+  evaluation's own fault injection (:mod:`regrpo.learning.fault_recovery`); the target names the
+  error type and retries the same call;
 * **clean branch points** (``failed=False``, ``source="reference"``): the prompt right after each
   successful reference step, target the next step or the ``<answer>``, where a reflection is needless;
 * **trace branch points** (``source="trace"``) from episodes whose ``metadata["task_id"]`` names a
@@ -24,6 +29,12 @@ reference step (same tool, equal arguments) advances a pointer p. At a failure t
 step p (or the answer when p is past the end). The episode's successful image-making calls before the
 failure must equal the reference's image-making calls before step p — otherwise image ids may mean
 other images than the reference assumes, and the failure is skipped (counted as ``trace_unmatched``).
+
+Every SFT target turn is checked as it is added (:func:`~regrpo.learning.budget.check_target`): it must
+end at its action's closing tag, hold no stop string or tag before it, and fit
+``DataEngineConfig.target_tokens`` policy tokens; a reflection that does not fit in its usual
+phrasing is written tersely, and one that still does not is an ``InputError`` naming the example.
+The counts record the p50/p90/p99/max target lengths.
 
 Everything is deduplicated by content hash. ``sft.jsonl`` loads with
 ``datasets.load_dataset("json", data_files=...)`` as it is (checked with pyarrow's JSON reader, which
@@ -39,30 +50,44 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import msgspec
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from regrpo.agent.actions import is_grounded, parse_action, parse_reflection
 from regrpo.agent.prompts import reflection_request, render_system_prompt, render_task
 from regrpo.agent.trigger import is_empty_output
 from regrpo.errors import ErrorType, InputError
+from regrpo.learning.budget import (
+    DEFAULT_TARGET_TOKENS,
+    TokenCounter,
+    check_target,
+    policy_token_counter,
+    token_percentiles,
+)
 from regrpo.learning.classify import classify_failure
+from regrpo.learning.fault_recovery import (
+    RETRY_FAULT_KINDS,
+    FaultedCall,
+    afault_reference_call,
+    faulty_toolbox,
+)
 from regrpo.learning.near_miss import NearMiss, amake_near_misses, call_text, reference_call
-from regrpo.learning.records import BranchPoint, SFTExample, read_jsonl, write_jsonl
+from regrpo.learning.records import BranchPoint, Dataset, DatasetCounts, SFTExample
+from regrpo.learning.reflections import MAX_BREVITY, evidence, fix_plan, reflection_turn
 from regrpo.learning.replay import BranchEnvironment, observation_of
 from regrpo.tasks.reference import output_text
-from regrpo.tasks.schema import Task
-from regrpo.tasks.verifiers import contains_normalized
+from regrpo.tasks.schema import AnswerSpec, Task
+from regrpo.tasks.verifiers import contains_normalized, text_in_output
 from regrpo.tools import ImageInfo, ImageStore, Toolbox, ToolContext, default_tools
+from regrpo.tools.faults import FaultKind
 from regrpo.traces import Episode, TraceStore
 from regrpo.traces.schema import Action, Answer, Message, Observation, ToolCall, Unparseable
 
 __all__ = [
+    "DataEngineConfig",
     "Dataset",
     "DatasetCounts",
     "ReferenceRecording",
@@ -75,8 +100,6 @@ __all__ = [
     "reflection_turn",
     "trace_branch_points",
 ]
-
-SFT_FILE, BRANCH_FILE, SUMMARY_FILE = "sft.jsonl", "branch_points.jsonl", "summary.json"
 
 
 # -- the reference, run for real --------------------------------------------------------------------
@@ -155,9 +178,17 @@ async def record_reference(task: Task, toolbox: Toolbox, system_prompt: str) -> 
         images.append(store.infos())
         replays.append(replay)
     final = output_text(observations[-1].output) if observations else ""
-    if not task.check(final):
+    if not _output_holds_answer(task.answer, final):
         return stop(f"the last output {final[:200]!r} does not check as {task.answer.display()!r}")
     return ReferenceRecording(task, messages, observations, images, replays, True)
+
+
+def _output_holds_answer(answer: AnswerSpec, output: str) -> bool:
+    """Whether the reference's last output holds the answer: a text answer by containment, since an OCR
+    output holds the label's other lines too (an *answer* must be the value alone, ``text_matches``)."""
+    if answer.kind == "text" and isinstance(answer.value, str):
+        return text_in_output(output, answer.value)
+    return answer.check(output)
 
 
 def _answer_text(task: Task) -> str:
@@ -181,110 +212,6 @@ def reference_example(task: Task, toolbox: Toolbox, system_prompt: str) -> SFTEx
     return _reference_sft(recording) if recording.ok else None
 
 
-# -- reflections ------------------------------------------------------------------------------------
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _clip(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
-
-
-def _evidence(action: Action, observation: Observation) -> str:
-    """A sentence quoting the observation (what ``is_grounded`` checks).
-
-    The error message is quoted where it grounds the evidence; an empty or generic one (a trace from
-    a fault injector, say) falls back to quoting the whole observation text.
-    """
-    if isinstance(action, Unparseable):
-        evidence = f'My reply could not be used: "{_clip(observation.error_message)}".'
-    elif not observation.ok:
-        evidence = f'The tool said "{_clip(observation.error_message)}".'
-    else:
-        name = action.name if isinstance(action, ToolCall) else "the call"
-        evidence = f"{name} returned {_clip(_compact(observation.output))}, which holds nothing I can use."
-    if is_grounded(evidence, observation.content):
-        return evidence
-    return f'The observation was "{_clip(observation.content)}".'
-
-
-def _size_of(images: Sequence[ImageInfo], image_id: Any) -> str:
-    info = next((i for i in images if i.image_id == image_id), None)
-    return f"the {info.width}x{info.height} image {image_id}" if info else f"image {image_id}"
-
-
-def _argument_change(
-    key: str, bad: Any, good: Any, good_args: Mapping[str, Any], images: Sequence[ImageInfo]
-) -> str:
-    if bad is None:
-        return f"add the {key} argument ({_compact(good)})"
-    if good is None:
-        return f"drop the {key} argument ({_compact(bad)})"
-    if key in ("box", "region"):
-        where = _size_of(images, good_args.get("image"))
-        return f"use {key} {_compact(good)} inside {where} instead of {_compact(bad)}"
-    if key == "image":
-        return f"use image {good} (an existing id) instead of {_compact(bad)}"
-    if type(bad) is not type(good):
-        kind = {list: "list", str: "string", int: "number", float: "number"}.get(
-            type(good), type(good).__name__
-        )
-        return f"pass {key} as a {kind}, {_compact(good)}, instead of {_compact(bad)}"
-    return f"use {key} {_compact(good)} instead of {_compact(bad)}"
-
-
-def fix_plan(bad: Action, good: ToolCall | Answer, images: Sequence[ImageInfo] = ()) -> str:
-    """The concrete change from the failed action to the good one, in words."""
-    good_text = call_text(good) if isinstance(good, ToolCall) else _answer_text_of(good)
-    if isinstance(bad, Unparseable) or not isinstance(bad, ToolCall):
-        return f"write exactly one well-formed action: {good_text}"
-    if not isinstance(good, ToolCall):
-        return f"stop calling tools and answer: {good_text}"
-    if bad.name != good.name:
-        return f"call {good.name} instead of {bad.name}, with arguments {_compact(good.arguments)}"
-    keys = list(dict.fromkeys([*good.arguments, *bad.arguments]))
-    changes = [
-        _argument_change(k, bad.arguments.get(k), good.arguments.get(k), good.arguments, images)
-        for k in keys
-        if bad.arguments.get(k) != good.arguments.get(k)
-    ]
-    return "; ".join(changes) or f"repeat the call as {good_text}"
-
-
-def _answer_text_of(answer: Answer) -> str:
-    return f"<answer>{answer.text}</answer>"
-
-
-def reflection_turn(
-    action: Action, observation: Observation, good: ToolCall | Answer, images: Sequence[ImageInfo] = ()
-) -> tuple[str, ErrorType]:
-    """The target assistant turn after a failure: ``<reflection>{...}</reflection>`` + the good action.
-
-    Raises ``AssertionError`` if the turn would not parse as a grounded reflection and the good action
-    (a bug in this module, never bad data).
-    """
-    error_type = classify_failure(action, observation)
-    if error_type is None:
-        raise InputError(
-            f"the observation {observation.content[:120]!r} shows no failure; nothing to reflect on"
-        )
-    body = {
-        "error_type": error_type.value,
-        "evidence": _evidence(action, observation),
-        "fix_plan": fix_plan(action, good, images),
-    }
-    good_text = call_text(good) if isinstance(good, ToolCall) else _answer_text_of(good)
-    text = f"<reflection>{json.dumps(body, ensure_ascii=False)}</reflection>\n{good_text}"
-    reflection, problem = parse_reflection(text, observation.content)
-    if problem is not None or reflection is None or reflection.error_type is not error_type:
-        raise AssertionError(f"built an invalid reflection ({problem}): {text}")
-    if parse_action(text) != good:
-        raise AssertionError(f"the reflection turn does not parse back to the good action: {text}")
-    return text, error_type
-
-
 # -- records ----------------------------------------------------------------------------------------
 
 
@@ -299,39 +226,101 @@ def _sft_key(example: SFTExample) -> str:
     ).hexdigest()
 
 
-def _near_miss_records(
-    recording: ReferenceRecording, miss: NearMiss, replay: list[ToolCall]
+def _variant(*parts: object) -> int:
+    """A stable phrasing index for one example (the same data gives the same wording)."""
+    return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=4).digest())
+
+
+TurnFits = Callable[[str], bool]
+
+
+def _fitted_turn(
+    action: Action,
+    observation: Observation,
+    good: ToolCall | Answer,
+    images: Sequence[ImageInfo],
+    variant: int,
+    fits: TurnFits,
+) -> tuple[str, ErrorType]:
+    """The reflection turn in its ``variant`` phrasing, shortened step by step while over budget."""
+    for brevity in range(MAX_BREVITY + 1):
+        turn = reflection_turn(action, observation, good, images, variant=variant, brevity=brevity)
+        if fits(turn[0]):
+            break
+    return turn  # the shortest, if none fits: the collector's check names it
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One failed action at reference step ``step_index`` and what the runtime recorded for it."""
+
+    step_index: int
+    text: str
+    """The assistant turn that made it."""
+    action: ToolCall | Unparseable
+    observation: Observation
+    reason: str
+    images: list[ImageInfo]
+    """The images after it ran (what the reflection request lists)."""
+    source: Literal["near_miss", "fault"]
+    meta: dict[str, Any]
+
+
+def _failure_records(
+    recording: ReferenceRecording, failure: _Failure, replay: list[ToolCall], variant: int, fits: TurnFits
 ) -> tuple[SFTExample, BranchPoint]:
-    task, k = recording.task, miss.step_index
-    user = (
-        miss.observation.content
-        + "\n"
-        + reflection_request(miss.reason, miss.action, miss.observation, miss.images)
-    )
-    prompt = [*recording.prefix(k), Message("assistant", miss.text), Message("user", user)]
-    target, error_type = reflection_turn(miss.action, miss.observation, miss.reference, recording.images[k])
-    meta = {"source": "near_miss", "perturbation": miss.kind, "step_index": k, "failed_action": miss.text}
+    """The RoT example and the branch point after ``failure``; the target is reference step k."""
+    task, k, observation = recording.task, failure.step_index, failure.observation
+    request = reflection_request(failure.reason, failure.action, observation, failure.images)
+    prompt = [
+        *recording.prefix(k),
+        Message("assistant", failure.text),
+        Message("user", observation.content + "\n" + request),
+    ]
+    good = reference_call(task, k)
+    target, error_type = _fitted_turn(failure.action, observation, good, recording.images[k], variant, fits)
+    meta = {"source": failure.source, "step_index": k, "failed_action": failure.text, **failure.meta}
     example = SFTExample(
         [*prompt, Message("assistant", target)], [len(prompt)], "rot", task.id, error_type, meta
     )
-    if miss.observation.new_images and isinstance(miss.action, ToolCall):
-        replay = [*replay, miss.action]  # an empty-but-ran call that made an image: later ids follow it
+    if observation.new_images and isinstance(failure.action, ToolCall):
+        replay = [*replay, failure.action]  # an empty-but-ran call that made an image: later ids follow it
     point = BranchPoint(
-        id=branch_point_id(prompt, miss.reference),
+        id=branch_point_id(prompt, good),
         task_id=task.id,
         messages=prompt,
         images=list(task.images),
         replay=replay,
         failed=True,
         error_type=error_type,
-        observation=miss.observation.content,
-        failed_action=miss.action,
-        target=miss.reference,
+        observation=observation.content,
+        failed_action=failure.action,
+        target=good,
         expects=list(task.reference[k].expects),
         answer=task.answer,
-        source="near_miss",
+        source=failure.source,
     )
     return example, point
+
+
+def _near_miss_failure(miss: NearMiss) -> _Failure:
+    meta = {"perturbation": miss.kind}
+    return _Failure(
+        miss.step_index, miss.text, miss.action, miss.observation, miss.reason, miss.images, "near_miss", meta
+    )
+
+
+def _fault_failure(faulted: FaultedCall) -> _Failure:
+    return _Failure(
+        faulted.step_index,
+        call_text(faulted.call),
+        faulted.call,
+        faulted.observation,
+        faulted.reason,
+        faulted.images,
+        "fault",
+        {"fault": faulted.kind},
+    )
 
 
 def _target(task: Task, step_index: int) -> tuple[ToolCall | Answer, list[str]]:
@@ -365,6 +354,15 @@ def _clean_points(recording: ReferenceRecording) -> list[BranchPoint]:
     return points
 
 
+def _quotable(action: Action, observation: Observation) -> bool:
+    """Whether a grounded reflection on ``observation`` can be written (a bare ``Error:`` cannot)."""
+    try:
+        evidence(action, observation)
+    except InputError:
+        return False
+    return True
+
+
 def _same_call(a: ToolCall, b: ToolCall) -> bool:
     return a.name == b.name and json.loads(json.dumps(a.arguments)) == json.loads(json.dumps(b.arguments))
 
@@ -373,11 +371,13 @@ def trace_branch_points(
     episodes: Iterable[Episode],
     recordings: Mapping[str, ReferenceRecording],
     counts: Counter[str] | None = None,
+    fits: TurnFits | None = None,
 ) -> tuple[list[BranchPoint], list[SFTExample]]:
     """Branch points (and RoT examples) at the failed steps of episodes of known tasks.
 
     ``recordings`` maps task ids to their (holding) reference runs; see the module docstring for the
-    matching rule. ``counts`` (optional) receives ``trace_episodes`` and ``trace_unmatched``.
+    matching rule. ``counts`` (optional) receives ``trace_episodes`` and ``trace_unmatched``. ``fits``
+    (optional) says whether a target turn fits the token budget; one that does not is written tersely.
     """
     counts = counts if counts is not None else Counter()
     points: list[BranchPoint] = []
@@ -424,8 +424,18 @@ def trace_branch_points(
                     source="trace",
                 )
             )
-            if prompt[-1].content != step.observation.content:  # the runtime asked for a reflection here
-                turn, _ = reflection_turn(step.action, step.observation, target, recording.images[reached])
+            asked = prompt[-1].content != step.observation.content  # the runtime asked for a reflection
+            if asked and not _quotable(step.action, step.observation):
+                counts["unquotable_failures"] += 1
+            elif asked:
+                turn, _ = _fitted_turn(
+                    step.action,
+                    step.observation,
+                    target,
+                    recording.images[reached],
+                    _variant(episode.trace_id, step.index),
+                    fits or (lambda _: True),
+                )
                 meta = {"source": "trace", "trace_id": episode.trace_id, "step_index": step.index}
                 examples.append(
                     SFTExample(
@@ -438,79 +448,73 @@ def trace_branch_points(
 # -- the dataset ------------------------------------------------------------------------------------
 
 
-class DatasetCounts(msgspec.Struct, kw_only=True):
-    """What a build made and threw away (``summary.json``)."""
+@dataclass(frozen=True)
+class DataEngineConfig:
+    """How much :func:`build_dataset` makes per reference step, and what every target must fit."""
 
-    tasks: int = 0
-    failed_references: list[str] = []
-    """Ids of tasks whose reference did not hold with the real tools (no data is made from them)."""
-    sft_kinds: dict[str, int] = {}
-    branch_sources: dict[str, int] = {}
-    error_types: dict[str, int] = {}
-    """Per classifier verdict, over failed branch points."""
-    rot_error_types: dict[str, int] = {}
-    near_miss_kinds: dict[str, int] = {}
-    """Kept near-misses per perturbation kind."""
-    discarded_near_misses: int = 0
-    """Near-miss candidates whose call succeeded when executed."""
-    discarded_by_kind: dict[str, int] = {}
-    duplicates_removed: int = 0
-    trace_episodes: int = 0
-    trace_unmatched: int = 0
-    seconds: float = 0.0
+    near_misses_per_step: int = 2
+    """Near-misses kept per reference step (each really fails)."""
+    faults_per_step: int = 1
+    """Faulted runs of the reference call kept per step: a transient fault, and the target retries it."""
+    fault_kinds: tuple[FaultKind, ...] = RETRY_FAULT_KINDS
+    """The injected faults tried, in a seeded order (a subset of ``RETRY_FAULT_KINDS``)."""
+    seed: int = 0
+    """Seeds the perturbations, the order of the fault kinds and the faults' own draws."""
+    target_tokens: int = DEFAULT_TARGET_TOKENS
+    """Budget of every SFT target turn, in policy tokens: the smallest ``max_new_tokens`` the runtime
+    uses (the demo's 112; evaluation and ReGRPO use 128). A target over it is an ``InputError``."""
 
-
-@dataclass
-class Dataset:
-    """SFT examples, branch points, and the counts of how they were made."""
-
-    sft_examples: list[SFTExample] = field(default_factory=list)
-    branch_points: list[BranchPoint] = field(default_factory=list)
-    counts: DatasetCounts = field(default_factory=DatasetCounts)
-
-    def save(self, out_dir: str | Path) -> Path:
-        """Write ``sft.jsonl``, ``branch_points.jsonl`` and ``summary.json`` under ``out_dir``."""
-        folder = Path(out_dir).expanduser()
-        write_jsonl(folder / SFT_FILE, self.sft_examples)
-        write_jsonl(folder / BRANCH_FILE, self.branch_points)
-        tmp = folder / f".{SUMMARY_FILE}.tmp"
-        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(self.counts)))
-        tmp.replace(folder / SUMMARY_FILE)
-        return folder
-
-    @classmethod
-    def load(cls, out_dir: str | Path) -> Dataset:
-        """Read a dataset written by :meth:`save`."""
-        folder = Path(out_dir).expanduser()
-        summary = folder / SUMMARY_FILE
-        if not summary.is_file():
+    def __post_init__(self) -> None:
+        if self.near_misses_per_step < 0 or self.faults_per_step < 0:
             raise InputError(
-                f"{str(summary)!r} does not exist; build the dataset with build_dataset(...).save() first"
+                f"near_misses_per_step and faults_per_step must be >= 0, got {self.near_misses_per_step} "
+                f"and {self.faults_per_step}"
             )
-        try:
-            counts = msgspec.json.decode(summary.read_bytes(), type=DatasetCounts)
-        except msgspec.DecodeError as exc:
-            raise InputError(f"{str(summary)!r} is not a dataset summary: {exc}") from None
-        return cls(
-            read_jsonl(folder / SFT_FILE, SFTExample), read_jsonl(folder / BRANCH_FILE, BranchPoint), counts
-        )
+        unknown = [kind for kind in self.fault_kinds if kind not in RETRY_FAULT_KINDS]
+        if unknown:
+            raise InputError(
+                f"fault_kinds {unknown} are not fixed by a retry; choose from {list(RETRY_FAULT_KINDS)}"
+            )
+        if self.target_tokens < 1:
+            raise InputError(f"target_tokens must be >= 1, got {self.target_tokens}")
+
+
+def _example_name(example: SFTExample, turn: int) -> str:
+    where = ", ".join(
+        f"{key} {example.meta[key]}"
+        for key in ("source", "perturbation", "fault", "step_index")
+        if key in example.meta
+    )
+    return f"{example.kind} example of task {example.task_id!r} ({where or 'reference'}), turn {turn}"
 
 
 class _Collector:
-    """Accumulates records, dropping content duplicates, and tallies them."""
+    """Accumulates records, dropping content duplicates, checking every target, and tallies them."""
 
-    def __init__(self) -> None:
+    def __init__(self, count_tokens: TokenCounter, budget: int) -> None:
         self.dataset = Dataset()
+        self.count_tokens, self.budget = count_tokens, budget
         self.seen: set[str] = set()
         self.tally: Counter[str] = Counter()
         self.discarded: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.skipped_faults: Counter[str] = Counter()
+        self.lengths: dict[str, list[int]] = {"reference": [], "rot": []}
+
+    def fits(self, text: str) -> bool:
+        return self.count_tokens(text) <= self.budget
 
     def add_sft(self, example: SFTExample) -> None:
+        """Keep ``example`` unless seen; raises ``InputError`` if a target would be cut at generation."""
         key = "sft:" + _sft_key(example)
         if key in self.seen:
             self.tally["duplicates_removed"] += 1
             return
+        for turn in example.train_turns:
+            name = _example_name(example, turn)
+            tokens = check_target(example.messages[turn].content, name, self.count_tokens, self.budget)
+            self.lengths[example.kind].append(tokens)
         self.seen.add(key)
         self.dataset.sft_examples.append(example)
 
@@ -536,38 +540,73 @@ class _Collector:
             near_miss_kinds=dict(self.kinds),
             discarded_near_misses=sum(self.discarded.values()),
             discarded_by_kind=dict(self.discarded),
+            fault_kinds=dict(self.faults),
+            skipped_faults=dict(self.skipped_faults),
             duplicates_removed=self.tally["duplicates_removed"],
             trace_episodes=self.tally["trace_episodes"],
             trace_unmatched=self.tally["trace_unmatched"],
+            unquotable_failures=self.tally["unquotable_failures"],
+            target_token_budget=self.budget,
+            target_tokens=token_percentiles([n for lengths in self.lengths.values() for n in lengths]),
+            rot_target_tokens=token_percentiles(self.lengths["rot"]),
             seconds=round(seconds, 2),
         )
         return data
 
 
-async def _task_records(
-    task: Task, toolbox: Toolbox, system_prompt: str, per_step: int, seed: int, out: _Collector
-) -> ReferenceRecording:
-    recording = await record_reference(task, toolbox, system_prompt)
+@dataclass(frozen=True)
+class _Build:
+    """What every task's records are made with."""
+
+    toolbox: Toolbox
+    system_prompt: str
+    config: DataEngineConfig
+    faulty: dict[FaultKind, Toolbox]
+    """One fault-injecting toolbox per kind in ``config.fault_kinds`` (the same tools, wrapped)."""
+
+
+async def _task_records(task: Task, build: _Build, out: _Collector) -> ReferenceRecording:
+    recording = await record_reference(task, build.toolbox, build.system_prompt)
     if not recording.ok:
         return recording
     out.add_sft(_reference_sft(recording))
     for point in _clean_points(recording):
         out.add_point(point)
-    environment = BranchEnvironment(toolbox)
+    config, environment = build.config, BranchEnvironment(build.toolbox)
     for k in range(len(task.reference)):
+        replay = recording.replays[k]
         batch = await amake_near_misses(
             task,
             k,
-            toolbox=toolbox,
-            replay=recording.replays[k],
+            toolbox=build.toolbox,
+            replay=replay,
             environment=environment,
-            n=per_step,
-            seed=seed,
+            n=config.near_misses_per_step,
+            seed=config.seed,
         )
         out.discarded.update(batch.discarded)
-        for miss in batch.kept:
-            out.kinds[miss.kind] += 1
-            example, point = _near_miss_records(recording, miss, recording.replays[k])
+        failures = [_near_miss_failure(miss) for miss in batch.kept]
+        out.kinds.update(miss.kind for miss in batch.kept)
+        if config.faults_per_step and build.faulty:
+            faulted = await afault_reference_call(
+                task,
+                k,
+                toolboxes=build.faulty,
+                environment=environment,
+                replay=replay,
+                n=config.faults_per_step,
+                seed=config.seed,
+            )
+            out.skipped_faults.update(faulted.skipped)
+            out.faults.update(f.kind for f in faulted.kept)
+            failures += [_fault_failure(f) for f in faulted.kept]
+        for failure in failures:
+            if not _quotable(failure.action, failure.observation):
+                out.tally["unquotable_failures"] += 1
+                continue
+            tag = failure.meta.get("perturbation", failure.meta.get("fault"))
+            variant = _variant(config.seed, task.id, k, tag)
+            example, point = _failure_records(recording, failure, replay, variant, out.fits)
             out.add_sft(example)
             out.add_point(point)
     return recording
@@ -576,35 +615,43 @@ async def _task_records(
 async def abuild_dataset(
     tasks: Sequence[Task],
     *,
+    config: DataEngineConfig | None = None,
     toolbox: Toolbox | None = None,
     store: TraceStore | None = None,
     trace_ids: Sequence[str] | None = None,
     system_prompt: str | None = None,
-    near_misses_per_step: int = 2,
-    seed: int = 0,
+    count_tokens: TokenCounter | None = None,
+    near_misses_per_step: int | None = None,
+    seed: int | None = None,
     progress: bool = True,
 ) -> Dataset:
     """:func:`build_dataset` for callers already inside an event loop."""
-    if near_misses_per_step < 0:
-        raise InputError(f"near_misses_per_step must be >= 0, got {near_misses_per_step}")
+    config = config or DataEngineConfig()
+    if near_misses_per_step is not None:
+        config = replace(config, near_misses_per_step=near_misses_per_step)
+    if seed is not None:
+        config = replace(config, seed=seed)
     started = time.perf_counter()
     toolbox = toolbox or Toolbox(default_tools())
-    system_prompt = system_prompt if system_prompt is not None else render_system_prompt(toolbox.members)
-    out = _Collector()
+    build = _Build(
+        toolbox,
+        system_prompt if system_prompt is not None else render_system_prompt(toolbox.members),
+        config,
+        {kind: faulty_toolbox(toolbox, kind, config.seed) for kind in config.fault_kinds},
+    )
+    out = _Collector(count_tokens or policy_token_counter(), config.target_tokens)
     recordings: dict[str, ReferenceRecording] = {}
     columns = (TextColumn("building data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not progress, transient=False) as bar:
         job = bar.add_task("tasks", total=len(tasks))
         for task in tasks:
-            recordings[task.id] = await _task_records(
-                task, toolbox, system_prompt, near_misses_per_step, seed, out
-            )
+            recordings[task.id] = await _task_records(task, build, out)
             bar.advance(job)
     if store is not None:
         episodes = (
             store.episodes(failures_only=True) if trace_ids is None else [store.get(t) for t in trace_ids]
         )
-        points, examples = trace_branch_points(episodes, recordings, out.tally)
+        points, examples = trace_branch_points(episodes, recordings, out.tally, out.fits)
         for example in examples:
             out.add_sft(example)
         for point in points:
@@ -616,36 +663,45 @@ async def abuild_dataset(
 def build_dataset(
     tasks: Sequence[Task],
     *,
+    config: DataEngineConfig | None = None,
     toolbox: Toolbox | None = None,
     store: TraceStore | None = None,
     trace_ids: Sequence[str] | None = None,
     system_prompt: str | None = None,
-    near_misses_per_step: int = 2,
-    seed: int = 0,
+    count_tokens: TokenCounter | None = None,
+    near_misses_per_step: int | None = None,
+    seed: int | None = None,
     progress: bool = True,
 ) -> Dataset:
     """Reference examples, RoT examples and branch points for ``tasks`` (and ``store``'s failed episodes).
 
     Args:
         tasks: Suite tasks; a task whose reference does not hold is skipped and listed in the counts.
+        config: Near-misses and faulted calls per step, seed, target token budget
+            (default ``DataEngineConfig()``).
         toolbox: The tools the agent runs with (default ``Toolbox(default_tools())``, the agent's default).
         store: A trace store to mine for failures of these tasks (episodes need ``metadata["task_id"]``).
         trace_ids: Mine only these episodes of ``store`` (default: every episode with a failure).
         system_prompt: Default ``render_system_prompt(toolbox.members)``, the runtime's; pass the agent's
             own only if it was built with ``instructions``.
-        near_misses_per_step: Near-misses kept per reference step (each really fails).
-        seed: Seeds the perturbation choices.
+        count_tokens: Counts a target's policy tokens (default: the offline policy's tokenizer,
+            :func:`~regrpo.learning.budget.policy_token_counter`).
+        near_misses_per_step: Overrides ``config.near_misses_per_step``.
+        seed: Overrides ``config.seed``.
         progress: Show a progress bar over tasks.
 
-    Must not be called from a running event loop (use :func:`abuild_dataset` there).
+    Raises ``InputError`` naming the example if a target is over the budget or holds a stop string
+    before its end. Must not be called from a running event loop (use :func:`abuild_dataset` there).
     """
     return asyncio.run(
         abuild_dataset(
             tasks,
+            config=config,
             toolbox=toolbox,
             store=store,
             trace_ids=trace_ids,
             system_prompt=system_prompt,
+            count_tokens=count_tokens,
             near_misses_per_step=near_misses_per_step,
             seed=seed,
             progress=progress,

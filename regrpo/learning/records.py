@@ -12,16 +12,19 @@ and the trainers (which consume them):
 * :class:`BranchPoint` — a state where the next turn decides recovery: the exact prompt the runtime
   would show, how to rebuild the episode's images there, and the action the reference step needed.
   ReGRPO samples a group of continuations at each one and executes them. ``failed=False`` marks a
-  clean point (the last call worked), where a reflection is needless and costs reward.
+  clean point (the last call worked), where a reflection is needless and costs reward; a ``"fault"``
+  point is one where the right call failed transiently (a timeout, a crash), so its target repeats it.
 
 Both are written with :func:`write_jsonl` and read back with :func:`read_jsonl`, so a dataset
-built today trains a model next month.
+built today trains a model next month. :class:`Dataset` is the folder the data engine writes
+(``sft.jsonl``, ``branch_points.jsonl``, ``summary.json`` holding :class:`DatasetCounts`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -31,7 +34,9 @@ from regrpo.errors import ErrorType, InputError
 from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces.schema import Answer, Message, ToolCall, Unparseable
 
-__all__ = ["BranchPoint", "SFTExample", "read_jsonl", "write_jsonl"]
+__all__ = ["BranchPoint", "Dataset", "DatasetCounts", "SFTExample", "read_jsonl", "write_jsonl"]
+
+SFT_FILE, BRANCH_FILE, SUMMARY_FILE = "sft.jsonl", "branch_points.jsonl", "summary.json"
 
 
 class SFTExample(msgspec.Struct, frozen=True):
@@ -73,7 +78,9 @@ class BranchPoint(msgspec.Struct, frozen=True):
     """Strings the target call's real output contains (``ReferenceStep.expects``)."""
     answer: AnswerSpec | None = None
     """The task's answer, for judging an ``<answer>`` continuation."""
-    source: Literal["near_miss", "trace", "reference"] = "near_miss"
+    source: Literal["near_miss", "fault", "trace", "reference"] = "near_miss"
+    """Where it came from: an executed near-miss, the reference call under an injected transient fault
+    (``failed_action == target``: the right move is to retry), a trace's failure, or a clean step."""
 
 
 T = TypeVar("T", SFTExample, BranchPoint)
@@ -111,3 +118,73 @@ def read_jsonl(path: str | os.PathLike[str], kind: type[T]) -> list[T]:
         except msgspec.DecodeError as exc:
             raise InputError(f"{str(source)!r} line {number} is not a {kind.__name__}: {exc}") from None
     return records
+
+
+class DatasetCounts(msgspec.Struct, kw_only=True):
+    """What a build made and threw away (``summary.json``)."""
+
+    tasks: int = 0
+    failed_references: list[str] = []
+    """Ids of tasks whose reference did not hold with the real tools (no data is made from them)."""
+    sft_kinds: dict[str, int] = {}
+    branch_sources: dict[str, int] = {}
+    error_types: dict[str, int] = {}
+    """Per classifier verdict, over failed branch points."""
+    rot_error_types: dict[str, int] = {}
+    near_miss_kinds: dict[str, int] = {}
+    """Kept near-misses per perturbation kind."""
+    discarded_near_misses: int = 0
+    """Near-miss candidates whose call succeeded when executed."""
+    discarded_by_kind: dict[str, int] = {}
+    fault_kinds: dict[str, int] = {}
+    """Kept faulted reference calls per injected fault kind."""
+    skipped_faults: dict[str, int] = {}
+    """Per fault kind: faulted calls not kept (the runtime would not flag them, or a retry is not the fix)."""
+    duplicates_removed: int = 0
+    trace_episodes: int = 0
+    trace_unmatched: int = 0
+    unquotable_failures: int = 0
+    """Failures whose observation holds nothing to quote (a bare ``Error:``, an empty ``[]``): no RoT
+    example is made (a trace failure still gives a branch point)."""
+    target_token_budget: int = 0
+    target_tokens: dict[str, int] = {}
+    """p50/p90/p99/max policy tokens over every SFT target turn (reference and RoT)."""
+    rot_target_tokens: dict[str, int] = {}
+    """The same over RoT targets (reflection + action)."""
+    seconds: float = 0.0
+
+
+@dataclass
+class Dataset:
+    """SFT examples, branch points, and the counts of how they were made."""
+
+    sft_examples: list[SFTExample] = field(default_factory=list)
+    branch_points: list[BranchPoint] = field(default_factory=list)
+    counts: DatasetCounts = field(default_factory=DatasetCounts)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``sft.jsonl``, ``branch_points.jsonl`` and ``summary.json`` under ``out_dir``."""
+        folder = Path(out_dir).expanduser()
+        write_jsonl(folder / SFT_FILE, self.sft_examples)
+        write_jsonl(folder / BRANCH_FILE, self.branch_points)
+        tmp = folder / f".{SUMMARY_FILE}.tmp"
+        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(self.counts)))
+        tmp.replace(folder / SUMMARY_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> Dataset:
+        """Read a dataset written by :meth:`save`."""
+        folder = Path(out_dir).expanduser()
+        summary = folder / SUMMARY_FILE
+        if not summary.is_file():
+            raise InputError(
+                f"{str(summary)!r} does not exist; build the dataset with build_dataset(...).save() first"
+            )
+        try:
+            counts = msgspec.json.decode(summary.read_bytes(), type=DatasetCounts)
+        except msgspec.DecodeError as exc:
+            raise InputError(f"{str(summary)!r} is not a dataset summary: {exc}") from None
+        return cls(
+            read_jsonl(folder / SFT_FILE, SFTExample), read_jsonl(folder / BRANCH_FILE, BranchPoint), counts
+        )

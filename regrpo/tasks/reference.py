@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from regrpo.tasks import verifiers
 from regrpo.tasks.schema import Task
 from regrpo.tasks.verifiers import contains_normalized
 from regrpo.tools import Tool, Toolbox, ToolContext
@@ -143,7 +144,15 @@ async def arun_reference(task: Task, tools: Toolbox | Iterable[Tool]) -> Referen
             reason = f"step {index} ({step.tool}) output lacks {missing}: {text[:300]!r}"
             return ReferenceRun(False, outputs, index, reason)
     final = output_text(outputs[-1]) if outputs else ""
-    if not task.check(final):
+    # a text answer is read off the last output, which holds the label's other lines too: it must
+    # occur there as whole words (the model's answer itself is held to the strict check)
+    answer = task.answer
+    holds = (
+        verifiers.text_in_output(final, answer.value)
+        if answer.kind == "text" and isinstance(answer.value, str)
+        else task.check(final)
+    )
+    if not holds:
         reason = f"the last output {final[:200]!r} does not check as answer {task.answer.display()!r}"
         return ReferenceRun(False, outputs, len(task.reference), reason)
     return ReferenceRun(True, outputs)

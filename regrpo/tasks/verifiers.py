@@ -9,8 +9,18 @@ reference runner's ``expects`` checks:
   a relative 1e-6 for float formatting. Taking one number, not "any number", keeps an answer that
   lists many candidates from scoring.
 * text — :func:`normalize_text` folds case, Unicode forms, punctuation, articles and whitespace;
-  :func:`text_matches` accepts the reference as a whole-word phrase inside the answer, the way GTA's
-  ``\\b(alias)\\b`` regex does ("The code is KX 4821." matches "KX-4821").
+  :func:`text_matches` accepts an answer that *is* the reference, bare or after a short lead-in:
+  normalised, the answer must end with the reference's words, and whatever comes before them
+  (the lead-in) must be at most :data:`MAX_LEAD_IN_WORDS` words, end with a linking word
+  (:data:`LINKING_WORDS`: "is", "to", "reads", ...; a ``:`` or ``=`` counts as "is"), hold no
+  digit and no "or"/"and"/"not". So "KX-4821", "The code is KX 4821." and "It goes to the HARBOR!"
+  match, while an answer naming several candidates fails: "HARBOR MEADOW CANYON ..." (the reference
+  does not end it), "MEADOW or HARBOR", "MEADOW, HARBOR" (no linking word) and a pasted OCR dump
+  "PARCEL No. KX4821 To: HARBOR" (a digit in the lead-in). Containment, the old rule, let an
+  answer listing all eight city names pass every destination task, and the reward and the
+  evaluation both use this verifier. A trailing remark ("HARBOR is the destination") is refused
+  too: the reference must end the answer. A tool's output (a reference run's last OCR text) is
+  checked by containment, :func:`text_in_output`.
 * sets — :func:`set_matches` splits the answer on commas, semicolons, newlines and "and", and
   compares the normalised items as sets (order-free, duplicates ignored).
 """
@@ -23,12 +33,15 @@ import unicodedata
 from collections.abc import Iterable
 
 __all__ = [
+    "LINKING_WORDS",
+    "MAX_LEAD_IN_WORDS",
     "contains_normalized",
     "normalize_text",
     "number_matches",
     "parse_numbers",
     "set_matches",
     "squash",
+    "text_in_output",
     "text_matches",
 ]
 
@@ -72,12 +85,43 @@ def normalize_text(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+MAX_LEAD_IN_WORDS = 6
+"""Most words (after normalisation) a text answer may put before the reference ("the code is")."""
+LINKING_WORDS = frozenset(
+    {"is", "are", "was", "were", "be", "reads", "read", "says", "said", "shows", "to", "for", "of", "as"}
+)
+"""Words a lead-in must end with: it introduces the value ("... is", "... goes to", "... reads")."""
+_LEAD_IN_BLOCKERS = frozenset({"or", "and", "not", "nor", "either"})
+"""Words that make a lead-in name or weigh other candidates ("MEADOW or", "not MEADOW but")."""
+
+
 def text_matches(answer: str, value: str) -> bool:
-    """Whether normalised ``value`` occurs in normalised ``answer`` as whole words."""
-    want = normalize_text(value)
+    """Whether ``answer`` is ``value``, bare or after a short lead-in (see the module docstring)."""
+    want = normalize_text(value).split()
     if not want:
         return False
-    return f" {want} " in f" {normalize_text(answer)} "
+    words = normalize_text(re.sub(r"[:=]", " is ", answer)).split()
+    if words[-len(want) :] != want:
+        return False
+    lead = words[: -len(want)]
+    if not lead:
+        return True
+    return (
+        len(lead) <= MAX_LEAD_IN_WORDS
+        and lead[-1] in LINKING_WORDS
+        and not _LEAD_IN_BLOCKERS.intersection(lead)
+        and not any(ch.isdigit() for word in lead for ch in word)
+    )
+
+
+def text_in_output(output: str, value: str) -> bool:
+    """Whether normalised ``value`` occurs in normalised ``output`` as whole words.
+
+    For a *tool's output* (a reference run's last OCR text holds the title and the code as well as the
+    answer), never for a model's answer: containment would let an answer listing every candidate pass.
+    """
+    want = normalize_text(value)
+    return bool(want) and f" {want} " in f" {normalize_text(output)} "
 
 
 def set_matches(answer: str, values: Iterable[str]) -> bool:

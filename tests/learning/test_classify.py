@@ -10,7 +10,7 @@ import pytest
 from regrpo.errors import ErrorType
 from regrpo.learning.classify import classify_failure
 from regrpo.learning.replay import observation_of
-from regrpo.tools import ImageStore, Toolbox, ToolContext, default_tools
+from regrpo.tools import FaultConfig, ImageStore, Toolbox, ToolContext, default_tools, inject_faults
 from regrpo.traces.schema import Answer, Observation, ToolCall, Unparseable
 
 
@@ -70,3 +70,14 @@ def test_real_tool_outcomes_are_classified_by_what_the_tools_said():
     assert verdict("crop", {"image": "img_0", "box": [100, 100, 120, 120]}) is ErrorType.GROUNDING_DRIFT
     assert verdict("cropp", {"image": "img_0", "box": [0, 0, 10, 10]}) is ErrorType.UNKNOWN_TOOL
     assert verdict("crop", {"image": "img_0", "box": [0, 0, 10, 10]}) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"), [("timeout", ErrorType.TIMEOUT), ("crash", ErrorType.TOOL_CRASH)]
+)
+def test_injected_transient_faults_are_classified_as_the_runtime_reports_them(kind, expected):
+    # the evaluation's fault injection, on a call that is right: the verdict names the fault
+    toolbox = Toolbox(inject_faults(default_tools(), FaultConfig(**{kind: 1.0})))
+    call = ToolCall("calculator", {"expression": "1 + 1"})
+    outcome = asyncio.run(toolbox.call(call.name, call.arguments, ToolContext(images=ImageStore())))
+    assert classify_failure(call, observation_of(outcome)) is expected

@@ -4,22 +4,38 @@ trace branch points come from a real trace store, deduplication, and the save/lo
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from data_helpers import dataset, suite, task, toolbox
 
-from regrpo.agent.actions import parse_action, parse_reflection
+from regrpo.agent.actions import (
+    ACTION_STOP_STRINGS,
+    is_grounded,
+    parse_action,
+    parse_reflection,
+    split_reflection,
+)
 from regrpo.agent.loop import Agent
 from regrpo.agent.prompts import render_system_prompt
 from regrpo.agent.scripted import ScriptedPolicy
 from regrpo.errors import ErrorType, InputError
+from regrpo.learning.budget import DEFAULT_TARGET_TOKENS, policy_token_counter
 from regrpo.learning.classify import classify_failure
-from regrpo.learning.data_engine import Dataset, build_dataset, fix_plan, reference_example, reflection_turn
+from regrpo.learning.data_engine import (
+    DataEngineConfig,
+    Dataset,
+    build_dataset,
+    fix_plan,
+    reference_example,
+    reflection_turn,
+)
 from regrpo.learning.near_miss import call_text, reference_call
 from regrpo.learning.records import SFTExample
+from regrpo.learning.reflections import MAX_BREVITY, evidence
 from regrpo.learning.replay import BranchEnvironment, observation_of
 from regrpo.tasks.reference import output_text
-from regrpo.tools import ImageInfo, ToolOutcome
+from regrpo.tools import FaultConfig, ImageInfo, ToolOutcome, default_tools, inject_faults
 from regrpo.traces.schema import Answer, Observation, ToolCall, Unparseable
 
 
@@ -51,35 +67,138 @@ def test_every_rot_target_parses_as_a_grounded_reflection_and_the_reference_acti
         assert "Reflect first:" in example.messages[-2].content
 
 
-def test_fix_plans_name_the_concrete_change():
+def test_fix_plans_name_the_concrete_change_in_words():
     images = [ImageInfo("img_0", 640, 480, "user")]
     good = ToolCall("ocr", {"image": "img_0", "region": [0, 0, 100, 50]})
-    assert fix_plan(ToolCall("count", {"image": "img_0", "text": "text"}), good) == (
-        'call ocr instead of count, with arguments {"image":"img_0","region":[0,0,100,50]}'
-    )
+    assert fix_plan(ToolCall("count", {"image": "img_0", "text": "text"}), good) == "call ocr, not count"
     assert fix_plan(ToolCall("ocr", {"image": "img_0", "region": [700, 0, 800, 50]}), good, images) == (
-        "use region [0,0,100,50] inside the 640x480 image img_0 instead of [700,0,800,50]"
+        "use region [0,0,100,50] inside the 640x480 img_0"
     )
-    assert fix_plan(ToolCall("ocr", {"region": [0, 0, 100, 50]}), good) == 'add the image argument ("img_0")'
+    assert fix_plan(ToolCall("ocr", {"region": [0, 0, 100, 50]}), good) == "add the image argument"
     assert fix_plan(ToolCall("ocr", {"image": "img_9", "region": [0, 0, 100, 50]}), good) == (
-        'use image img_0 (an existing id) instead of "img_9"'
+        "use image img_0, which exists"
     )
     rotate = ToolCall("rotate", {"image": "img_0", "angle": 90})
     assert fix_plan(ToolCall("rotate", {"image": "img_0", "angle": "90 degrees"}), rotate) == (
-        'pass angle as a number, 90, instead of "90 degrees"'
+        "pass angle as a number"
     )
-    assert fix_plan(Unparseable("no tags"), rotate) == "write exactly one well-formed action: " + call_text(
-        rotate
+    assert (
+        fix_plan(Unparseable("no tags"), rotate)
+        == "write one rotate call as valid JSON with name and arguments"
     )
-    assert fix_plan(rotate, Answer("5")) == "stop calling tools and answer: <answer>5</answer>"
+    assert fix_plan(rotate, Answer("5")) == "stop calling tools and answer"
+    assert fix_plan(rotate, rotate, error_type=ErrorType.TIMEOUT) == (
+        "the call was right but timed out; retry it unchanged"
+    )
+    # other variants word the same change differently; none writes a tag
+    plans = {fix_plan(ToolCall("count", {"image": "img_0"}), good, variant=v) for v in range(3)}
+    assert len(plans) == 3 and all("<" not in plan for plan in plans)
 
 
-def test_reflection_turn_grounds_evidence_even_for_an_empty_error_message():
+def test_no_target_holds_a_stop_string_or_a_tag_and_every_target_fits_the_budget():
+    # 23 of 148 RoT targets of `regrpo train data` quoted </tool_call> inside the reflection, and 76
+    # were longer than the demo's 112 tokens: generation would stop mid-reflection or cut the action
+    count = policy_token_counter()
+    for example in dataset().sft_examples:
+        for turn in example.train_turns:
+            text = example.messages[turn].content
+            body, action = split_reflection(text)
+            assert all(stop not in (body or "") for stop in ACTION_STOP_STRINGS), text
+            assert "<" not in (body or "") and ">" not in (body or ""), text
+            assert action.strip().endswith(ACTION_STOP_STRINGS), text
+            assert count(text) <= DEFAULT_TARGET_TOKENS, text
+    counts = dataset().counts
+    assert counts.target_token_budget == DEFAULT_TARGET_TOKENS
+    assert 0 < counts.rot_target_tokens["p50"] <= counts.rot_target_tokens["max"] <= DEFAULT_TARGET_TOKENS
+    assert set(counts.target_tokens) == {"p50", "p90", "p99", "max"}
+
+
+def test_rot_targets_are_not_one_template():
+    rot = [e.messages[-1].content for e in dataset().sft_examples if e.kind == "rot"]
+    openings = {json.loads(split_reflection(t)[0] or "{}")["evidence"].split(" ")[0] for t in rot}
+    assert len(openings) >= 4, openings
+
+
+def test_a_target_over_the_budget_fails_loudly_naming_the_example():
+    with pytest.raises(InputError, match=r"example of task .* tokens, over the budget of 40"):
+        build_dataset([task("expression")], config=DataEngineConfig(target_tokens=40), progress=False)
+
+
+def test_fault_examples_retry_the_reference_call_after_timeouts_and_crashes():
+    faults = [e for e in dataset().sft_examples if e.meta.get("source") == "fault"]
+    points = {tuple(p.messages): p for p in dataset().branch_points if p.source == "fault"}
+    assert {e.error_type for e in faults} >= {ErrorType.TIMEOUT, ErrorType.TOOL_CRASH}
+    assert len(points) == len(faults) == sum(dataset().counts.fault_kinds.values())
+    for example in faults:
+        point = points[tuple(example.messages[:-1])]
+        assert point.failed and point.error_type is example.error_type
+        assert point.failed_action == point.target == parse_action(example.messages[-1].content)
+        assert example.messages[-2].content.startswith(point.observation + "\nThat action ")
+        reflection, problem = parse_reflection(example.messages[-1].content, point.observation)
+        assert problem is None and reflection is not None and reflection.error_type is example.error_type
+        assert "retry" in reflection.fix_plan or "same call" in reflection.fix_plan
+
+
+@pytest.mark.parametrize("kind", ["timeout", "crash"])
+def test_a_fault_prompt_is_what_the_runtime_shows_under_the_evaluations_fault_injection(kind, store):
+    # at the first step, so every call the faulty runtime makes is the one the point records
+    error_type = {"timeout": ErrorType.TIMEOUT, "crash": ErrorType.TOOL_CRASH}[kind]
+    point = next(
+        p
+        for p in dataset().branch_points
+        if p.source == "fault" and len(p.messages) == 4 and p.error_type is error_type
+    )
+    subject = next(t for t in suite() if t.id == point.task_id)
+    replies = [m.content for m in point.messages if m.role == "assistant"]
+    tools = inject_faults(default_tools(), FaultConfig(**{kind: 1.0}, seed=0))
+    agent = Agent(ScriptedPolicy([*replies, "<answer>0</answer>"]), tools, store, max_steps=len(replies) + 1)
+    result = agent.run(subject.question, list(subject.images))
+    assert store.get(result.trace_id).messages[: len(point.messages)] == point.messages
+
+
+def test_evidence_quotes_the_message_without_tags_or_the_error_type():
+    observation = observation_of(
+        ToolOutcome(False, error_type=ErrorType.UNPARSEABLE_ACTION, message="the <tool_call> is not JSON")
+    )
+    text, _ = reflection_turn(Unparseable("x"), observation, ToolCall("ocr", {"image": "img_0"}))
+    body = json.loads(split_reflection(text)[0] or "{}")
+    assert "<" not in body["evidence"] and "tool_call" in body["evidence"]
+    assert is_grounded(body["evidence"], observation.error_message)  # the message alone grounds it
+    assert "UnparseableAction" not in body["evidence"]
+
+
+def test_reflection_turn_refuses_an_observation_with_nothing_to_quote():
+    # a crash with no message is shown as a bare "Error:" (the text no longer names the error type)
     observation = observation_of(ToolOutcome(False, error_type=ErrorType.TOOL_CRASH, message=""))
     call = ToolCall("ocr", {"image": "img_0"})
-    text, error_type = reflection_turn(call, observation, call)
-    assert error_type is ErrorType.TOOL_CRASH
-    assert parse_reflection(text, observation.content)[1] is None
+    with pytest.raises(InputError, match="nothing a reflection can quote"):
+        reflection_turn(call, observation, call)
+    crashed = observation_of(
+        ToolOutcome(False, error_type=ErrorType.TOOL_CRASH, message="ocr failed: OSError: I/O error")
+    )
+    text, error_type = reflection_turn(call, crashed, call)
+    assert error_type is ErrorType.TOOL_CRASH and parse_reflection(text, crashed.content)[1] is None
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        ToolOutcome(True, output=None),  # an emptied calculator result: "null." was not "null"
+        ToolOutcome(True, output={"text": "", "lines": []}),
+        ToolOutcome(True, output={"results": []}),
+        ToolOutcome(False, error_type=ErrorType.TOOL_CRASH, message="boom"),
+        ToolOutcome(
+            False, error_type=ErrorType.TOOL_CRASH, message="ocr failed: OSError: [Errno 5] I/O error"
+        ),
+        ToolOutcome(False, error_type=ErrorType.ARG_INVALID, message="no image with id 'img_7'"),
+    ],
+)
+def test_every_phrasing_at_every_brevity_quotes_the_tool_itself(outcome):
+    observation, call = observation_of(outcome), ToolCall("ocr", {"image": "img_0"})
+    for variant in range(4):
+        for brevity in range(MAX_BREVITY + 1):
+            quote = evidence(call, observation, variant, brevity)
+            assert is_grounded(quote, observation.content) and not quote.startswith("The observation"), quote
 
 
 def test_reflection_turn_refuses_a_success():
@@ -158,20 +277,28 @@ def test_save_and_load_round_trip(tmp_path):
 def test_bad_arguments_are_input_errors():
     with pytest.raises(InputError, match="near_misses_per_step"):
         build_dataset([task("count")], near_misses_per_step=-1, progress=False)
+    with pytest.raises(InputError, match="not fixed by a retry"):
+        DataEngineConfig(fault_kinds=("garbled",))
+    with pytest.raises(InputError, match="target_tokens"):
+        DataEngineConfig(target_tokens=0)
 
 
 def test_trace_branch_points_from_a_real_store(store):
     subject = task("tiny_text")
-    crop, read = reference_call(subject, 0), reference_call(subject, 1)
+    steps = [reference_call(subject, i) for i in range(len(subject.reference))]
+    prefix, read = steps[:-1], steps[-1]  # ... crop, then read the crop
+    crops = [call for call in prefix if call.name == "crop"]
+    assert crops and read.name == "ocr"
     wrong_read = ToolCall("ocr", {"image": "img_7"})
     script = [
-        call_text(crop),
+        *map(call_text, prefix),
         call_text(wrong_read),  # fails: no such image
         '<reflection>{"error_type": "ArgInvalid", "evidence": "no img_7", "fix_plan": "img_1"}</reflection>'
         + call_text(read),
         f"<answer>{subject.answer.display()}</answer>",
     ]
-    agent = Agent(ScriptedPolicy(script), store=store, max_steps=4)
+    failed_at = len(prefix)
+    agent = Agent(ScriptedPolicy(script), store=store, max_steps=len(script))
     good = agent.run(subject.question, list(subject.images), metadata={"task_id": subject.id})
     assert good.status == "answered"
     # an episode that cropped elsewhere first: its img_1 is not the reference's img_1, so it is skipped
@@ -191,11 +318,12 @@ def test_trace_branch_points_from_a_real_store(store):
     assert data.counts.trace_episodes == 2 and data.counts.trace_unmatched == 1
     [point] = [p for p in data.branch_points if p.source == "trace"]
     episode = store.get(good.trace_id)
-    assert point.messages == episode.messages[: episode.steps[2].prompt_messages]
+    assert point.messages == episode.messages[: episode.steps[failed_at + 1].prompt_messages]
     assert point.failed and point.error_type is ErrorType.ARG_INVALID
-    assert point.failed_action == wrong_read and point.target == read and point.replay == [crop]
-    assert point.observation == episode.steps[1].observation.content
-    assert classify_failure(episode.steps[1].action, episode.steps[1].observation) is point.error_type
+    assert point.failed_action == wrong_read and point.target == read and point.replay == crops
+    failure = episode.steps[failed_at]
+    assert point.observation == failure.observation.content
+    assert classify_failure(failure.action, failure.observation) is point.error_type
     # the state rebuilt at the point lets the target read the code, as in the episode
     execution = asyncio.run(BranchEnvironment(toolbox()).execute(point, point.target))
     assert subject.answer.display() in output_text(execution.outcome.output)

@@ -94,25 +94,31 @@ def test_operators_that_do_not_apply_say_so():
     assert OPERATORS["calculator_unbalanced"](ocr, state, random.Random(0)) is None
 
 
+def crop_step(subject) -> int:
+    """The index of the reference's crop step (tiny_text reads the page first, then crops)."""
+    return next(i for i, step in enumerate(subject.reference) if step.tool == "crop")
+
+
 def test_make_near_misses_discards_calls_that_work_and_is_seeded():
     subject = task("tiny_text")
-    first = make_near_misses(subject, 0, toolbox=toolbox(), replay=[], n=20, seed=3)
+    step = crop_step(subject)  # after a read-only ocr: nothing to replay
+    first = make_near_misses(subject, step, toolbox=toolbox(), replay=[], n=20, seed=3)
     # a crop box shifted but still on the page is a valid crop: executed, it succeeded, so it was dropped
     assert first.discarded["shifted_box"] == 1
     assert "shifted_box" not in {m.kind for m in first.kept}
     assert len(first.kept) >= 6
     for miss in first.kept:
         assert miss.error_type is classify_failure(miss.action, miss.observation)
-    again = make_near_misses(subject, 0, toolbox=toolbox(), replay=[], n=20, seed=3)
+    again = make_near_misses(subject, step, toolbox=toolbox(), replay=[], n=20, seed=3)
     assert [m.text for m in again.kept] == [m.text for m in first.kept]
     state = StepState(first.kept[0].images, toolbox(), subject.question)
-    other = perturbations(reference_call(subject, 0), state, random.Random(4))
+    other = perturbations(reference_call(subject, step), state, random.Random(4))
     assert [p.text for p in other] != [m.text for m in first.kept]
 
 
 def test_branch_environment_restores_once_and_isolates_continuations():
     subject = task("tiny_text")
-    crop = reference_call(subject, 0)
+    crop = reference_call(subject, crop_step(subject))
     environment = BranchEnvironment(toolbox(), max_states=2)
     source = (subject.images, [crop])
     made = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regrpo.tasks.schema import AnswerSpec
 from regrpo.tasks.verifiers import (
     contains_normalized,
     normalize_text,
@@ -35,6 +37,42 @@ def test_text_matches_ignores_case_punctuation_and_articles():
     assert text_matches("It goes to the HARBOR!", "harbor")
     assert not text_matches("KX48210", "KX4821")  # whole words only
     assert normalize_text("  The  Big,  RED apple ") == "big red apple"
+
+
+CITIES = ("HARBOR", "MEADOW", "CANYON", "WILLOW", "SUMMIT", "MARKET", "GARDEN", "ISLAND")
+
+
+def test_text_matches_accepts_a_bare_value_or_a_short_lead_in():
+    assert text_matches("HARBOR", "harbor")
+    assert text_matches("The destination is Harbor.", "HARBOR")
+    assert text_matches("Destination: HARBOR", "HARBOR")
+    assert text_matches("This label is addressed to HARBOR", "HARBOR")
+    assert text_matches("The code is KX 4821.", "KX-4821")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        " ".join(CITIES),  # every candidate: the old containment rule passed it for every destination
+        ", ".join(CITIES),
+        "HARBOR, MEADOW",
+        "MEADOW, HARBOR",
+        "MEADOW or HARBOR",
+        "either MEADOW or it is HARBOR",
+        "PARCEL No. KX4821 To: HARBOR",  # a pasted OCR dump
+        "HARBOR is the destination",
+        "The destination might be one of these and it is HARBOR",
+    ],
+)
+def test_text_matches_refuses_answers_that_name_several_candidates(answer):
+    assert not text_matches(answer, "HARBOR")
+
+
+def test_an_answer_listing_every_city_fails_every_destination_task():
+    for city in CITIES:
+        spec = AnswerSpec("text", city)
+        assert spec.check(city.title()) and spec.check(f"It goes to {city}.")
+        assert not spec.check(" ".join(CITIES)) and not spec.check(", ".join(CITIES))
 
 
 def test_set_matches_is_order_free_and_exact():
