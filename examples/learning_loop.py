@@ -23,7 +23,9 @@ from regrpo.tasks.suite import builtin_suite
 
 work = Path(tempfile.mkdtemp(prefix="regrpo-learning-"))
 count_tasks = [t for t in builtin_suite(12) if t.category == "count"]
-train_task, held_out_task = count_tasks[0], count_tasks[1]
+# held-out tasks come from held-out variants (phrasings, layouts) that training never sees
+train_task = next(t for t in count_tasks if t.variant == "train")
+held_out_task = next(t for t in count_tasks if t.variant == "holdout")
 
 # 1. The data engine: the reference solution run for real, plus near-misses that really failed.
 data = build_dataset([train_task], near_misses_per_step=2, progress=False)

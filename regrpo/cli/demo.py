@@ -129,7 +129,10 @@ def _learn(
 
     console.rule("3 · the live agent works training tasks (its failures are the next round's data)")
     train, _ = split(
-        builtin_suite(n=args.tasks, seed=args.seed, cache_dir=args.cache_dir), args.holdout_fraction
+        builtin_suite(
+            n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
+        ),
+        args.holdout_fraction,
     )
     traffic = [t for t in train if t.category in {t.category for t in held_out}][: args.traffic]
     since = time.time()

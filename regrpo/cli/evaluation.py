@@ -85,7 +85,9 @@ def select_tasks(args: argparse.Namespace) -> list[Any]:
     elif args.suite:
         tasks = load_suite(args.suite)
     else:
-        tasks = builtin_suite(n=args.tasks, seed=args.seed, cache_dir=args.cache_dir)
+        tasks = builtin_suite(
+            n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
+        )
     if args.categories:
         wanted = {c.strip() for c in args.categories.split(",") if c.strip()}
         known = {t.category for t in tasks}

@@ -173,7 +173,9 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     from regrpo.tasks.suite import builtin_suite, split
 
     train_tasks, held_out = split(
-        builtin_suite(n=args.tasks, seed=args.seed, cache_dir=args.cache_dir),
+        builtin_suite(
+            n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
+        ),
         args.holdout_fraction,
         args.seed,
     )

@@ -57,8 +57,7 @@ from typing import Any, Literal
 import msgspec
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from regrpo.agent.prompts import reflection_request, render_system_prompt, render_task
-from regrpo.agent.trigger import is_empty_output
+from regrpo.agent.prompts import reflection_request, render_system_prompt
 from regrpo.errors import ErrorType, InputError
 from regrpo.learning.budget import (
     DEFAULT_TARGET_TOKENS,
@@ -76,12 +75,16 @@ from regrpo.learning.fault_recovery import (
 )
 from regrpo.learning.near_miss import NearMiss, amake_near_misses, call_text, reference_call
 from regrpo.learning.records import BranchPoint, Dataset, DatasetCounts, SFTExample
+from regrpo.learning.reference_chat import (
+    ReferenceRecording,
+    record_reference,
+    reference_example,
+    reference_sft,
+)
 from regrpo.learning.reflections import MAX_BREVITY, evidence, fix_plan, reflection_turn
-from regrpo.learning.replay import BranchEnvironment, observation_of
-from regrpo.tasks.reference import output_text
-from regrpo.tasks.schema import AnswerSpec, Task
-from regrpo.tasks.verifiers import contains_normalized, text_in_output
-from regrpo.tools import ImageInfo, ImageStore, Toolbox, ToolContext, default_tools
+from regrpo.learning.replay import BranchEnvironment
+from regrpo.tasks.schema import Task
+from regrpo.tools import ImageInfo, Toolbox, default_tools
 from regrpo.tools.faults import FaultKind
 from regrpo.traces import Episode, TraceStore
 from regrpo.traces.schema import Action, Answer, Message, Observation, ToolCall, Unparseable
@@ -100,116 +103,6 @@ __all__ = [
     "reflection_turn",
     "trace_branch_points",
 ]
-
-
-# -- the reference, run for real --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReferenceRecording:
-    """A task's reference run with the real tools, rendered as the runtime would render it."""
-
-    task: Task
-    messages: list[Message]
-    """system, task, then (assistant call, user observation) per executed step; no answer turn."""
-    observations: list[Observation]
-    images: list[list[ImageInfo]]
-    """``images[k]``: the images before step k (``images[len(steps)]``: after the last step)."""
-    replays: list[list[ToolCall]]
-    """``replays[k]``: the image-making reference calls before step k (same indexing as ``images``)."""
-    ok: bool
-    reason: str | None = None
-
-    def prefix(self, step_index: int) -> list[Message]:
-        """The conversation before reference step ``step_index`` is sampled."""
-        return self.messages[: 2 + 2 * step_index]
-
-
-def _user_turn(action: Action, observation: Observation, images: Sequence[ImageInfo]) -> str:
-    """The user message after an executed action, as ``Agent._loop`` writes it (no confidence trigger)."""
-    if not observation.ok:
-        reason: str | None = "tool_error"
-    elif is_empty_output(observation.output):
-        reason = "empty_observation"
-    else:
-        reason = None
-    text = observation.content
-    if reason:
-        text += "\n" + reflection_request(reason, action, observation, images)
-    return text
-
-
-async def record_reference(task: Task, toolbox: Toolbox, system_prompt: str) -> ReferenceRecording:
-    """Run ``task.reference`` through ``toolbox`` and check it holds (``expects``, then the answer)."""
-    store = ImageStore()
-    for path in task.images:
-        store.add(path)
-    context = ToolContext(images=store)
-    messages = [
-        Message("system", system_prompt),
-        Message("user", render_task(task.question.strip(), store.infos())),
-    ]
-    observations: list[Observation] = []
-    images: list[list[ImageInfo]] = [store.infos()]
-    replays: list[list[ToolCall]] = [[]]
-    replay: list[ToolCall] = []
-
-    def stop(reason: str) -> ReferenceRecording:
-        return ReferenceRecording(task, messages, observations, images, replays, False, reason)
-
-    for index, step in enumerate(task.reference):
-        call = reference_call(task, index)
-        observation = observation_of(await toolbox.call(call.name, call.arguments, context))
-        observations.append(observation)
-        messages += [
-            Message("assistant", call_text(call)),
-            Message("user", _user_turn(call, observation, store.infos())),
-        ]
-        if not observation.ok:
-            return stop(
-                f"step {index} ({call.name}) failed: {observation.error_type}: {observation.error_message}"
-            )
-        text = output_text(observation.output)
-        missing = [want for want in step.expects if not contains_normalized(text, want)]
-        if missing:
-            return stop(f"step {index} ({call.name}) output lacks {missing}")
-        if observation.new_images:
-            replay = [*replay, call]
-        images.append(store.infos())
-        replays.append(replay)
-    final = output_text(observations[-1].output) if observations else ""
-    if not _output_holds_answer(task.answer, final):
-        return stop(f"the last output {final[:200]!r} does not check as {task.answer.display()!r}")
-    return ReferenceRecording(task, messages, observations, images, replays, True)
-
-
-def _output_holds_answer(answer: AnswerSpec, output: str) -> bool:
-    """Whether the reference's last output holds the answer: a text answer by containment, since an OCR
-    output holds the label's other lines too (an *answer* must be the value alone, ``text_matches``)."""
-    if answer.kind == "text" and isinstance(answer.value, str):
-        return text_in_output(output, answer.value)
-    return answer.check(output)
-
-
-def _answer_text(task: Task) -> str:
-    return f"<answer>{task.answer.display()}</answer>"
-
-
-def _reference_sft(recording: ReferenceRecording) -> SFTExample:
-    messages = [*recording.messages, Message("assistant", _answer_text(recording.task))]
-    turns = [i for i, m in enumerate(messages) if m.role == "assistant"]
-    return SFTExample(
-        messages, turns, "reference", recording.task.id, meta={"steps": len(recording.task.reference)}
-    )
-
-
-def reference_example(task: Task, toolbox: Toolbox, system_prompt: str) -> SFTExample | None:
-    """The task's reference solution as a chat to imitate; ``None`` if the reference does not hold.
-
-    Must not be called from a running event loop (use :func:`record_reference` there).
-    """
-    recording = asyncio.run(record_reference(task, toolbox, system_prompt))
-    return _reference_sft(recording) if recording.ok else None
 
 
 # -- records ----------------------------------------------------------------------------------------
@@ -569,7 +462,7 @@ async def _task_records(task: Task, build: _Build, out: _Collector) -> Reference
     recording = await record_reference(task, build.toolbox, build.system_prompt)
     if not recording.ok:
         return recording
-    out.add_sft(_reference_sft(recording))
+    out.add_sft(reference_sft(recording))
     for point in _clean_points(recording):
         out.add_point(point)
     config, environment = build.config, BranchEnvironment(build.toolbox)

@@ -1,7 +1,10 @@
 """``Draft``: what a category generator returns before the suite writer gives it an id and files.
 
-A generator is a pure function ``(rng, difficulty) -> Draft``; it draws every random choice from
-``rng`` so the same seed gives the same question, pixels and reference. The suite writer
+A generator is a pure function ``(rng, difficulty, variant) -> Draft``; it draws every random choice
+from ``rng`` so the same seed gives the same question, pixels and reference. ``variant`` says which
+side of the train / held-out split the task is for: a ``"holdout"`` task is drawn from question
+phrasings, fonts and a layout or value range that no ``"train"`` task uses (``docs/task_suite.md``,
+"Held-out variants"), so held-out success measures the skill rather than memorised templates. The suite writer
 (:mod:`regrpo.tasks.suite`) saves the images as PNG files and turns the draft into a
 :class:`~regrpo.tasks.schema.Task`.
 """
@@ -14,10 +17,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from regrpo.tasks.schema import AnswerSpec, ReferenceStep
+from regrpo.tasks.schema import VARIANTS, AnswerSpec, ReferenceStep, Variant
 from regrpo.tools.calculator import evaluate
 
-__all__ = ["Draft", "Generator", "calculated", "choice", "money"]
+__all__ = ["VARIANTS", "Draft", "Generator", "Variant", "calculated", "choice", "money"]
 
 T = TypeVar("T")
 
@@ -33,8 +36,8 @@ class Draft:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-Generator = Callable[[np.random.Generator, int], Draft]
-"""A category's generator: ``(rng, difficulty 1-3) -> Draft``."""
+Generator = Callable[[np.random.Generator, int, Variant], Draft]
+"""A category's generator: ``(rng, difficulty 1-3, variant) -> Draft``."""
 
 
 def choice(rng: np.random.Generator, options: Sequence[T]) -> T:

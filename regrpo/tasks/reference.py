@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regrpo.tasks import verifiers
-from regrpo.tasks.schema import Task
+from regrpo.tasks.schema import AnswerSpec, Task
 from regrpo.tasks.verifiers import contains_normalized
 from regrpo.tools import Tool, Toolbox, ToolContext
 from regrpo.tools.images import ImageStore
@@ -144,18 +144,21 @@ async def arun_reference(task: Task, tools: Toolbox | Iterable[Tool]) -> Referen
             reason = f"step {index} ({step.tool}) output lacks {missing}: {text[:300]!r}"
             return ReferenceRun(False, outputs, index, reason)
     final = output_text(outputs[-1]) if outputs else ""
-    # a text answer is read off the last output, which holds the label's other lines too: it must
-    # occur there as whole words (the model's answer itself is held to the strict check)
-    answer = task.answer
-    holds = (
-        verifiers.text_in_output(final, answer.value)
-        if answer.kind == "text" and isinstance(answer.value, str)
-        else task.check(final)
-    )
-    if not holds:
+    if not output_holds_answer(task.answer, final):
         reason = f"the last output {final[:200]!r} does not check as answer {task.answer.display()!r}"
         return ReferenceRun(False, outputs, len(task.reference), reason)
     return ReferenceRun(True, outputs)
+
+
+def output_holds_answer(answer: AnswerSpec, output: str) -> bool:
+    """Whether a reference's last tool output holds the answer.
+
+    A text answer must occur there as whole words, since an OCR output holds the label's other lines
+    too; a model's *answer* is held to the strict check (:func:`~regrpo.tasks.verifiers.text_matches`).
+    """
+    if answer.kind == "text" and isinstance(answer.value, str):
+        return verifiers.text_in_output(output, answer.value)
+    return answer.check(output)
 
 
 def run_reference(task: Task, tools: Toolbox | Iterable[Tool]) -> ReferenceRun:

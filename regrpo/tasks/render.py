@@ -1,9 +1,10 @@
 """Text-rendering helpers shared by the task generators: fonts, backgrounds, text blocks, noise.
 
-Fonts are matplotlib's bundled DejaVu TrueType files (matplotlib is already a dependency, so no font
-is ever downloaded); a generator picks a family and style per task so a model cannot key on one
-typeface. Everything takes an explicit ``numpy.random.Generator``: the same seed draws the same
-pixels. Images are RGB ``uint8`` arrays of shape ``(H, W, 3)``, as in the tools' ``ImageStore``.
+Fonts are matplotlib's bundled TrueType files (matplotlib is already a dependency, so no font is
+ever downloaded): DejaVu faces for training tasks, STIX faces for held-out tasks only; a generator
+picks a family and style per task so a model cannot key on one typeface. Everything takes an
+explicit ``numpy.random.Generator``: the same seed draws the same pixels. Images are RGB ``uint8``
+arrays of shape ``(H, W, 3)``, as in the tools' ``ImageStore``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from regrpo.tasks.draft import Variant
+
 __all__ = [
     "BACKGROUNDS",
     "FONTS",
+    "HOLDOUT_FONTS",
+    "TEXT_FONTS",
     "TextBlock",
     "add_noise",
     "background",
@@ -33,13 +38,19 @@ FONTS: tuple[str, ...] = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
     "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf",
 )  # fmt: skip
-"""Font files used; the *Display* and *BoldOblique* faces are left out (too thin / too slanted to OCR)."""
+"""Font files of training tasks; the *Display* and *BoldOblique* faces are left out (too thin / too
+slanted to OCR)."""
+HOLDOUT_FONTS: tuple[str, ...] = ("STIXGeneral.ttf", "STIXGeneralBol.ttf")
+"""Font files of held-out tasks only: STIX (a Times-like serif, proportional), also shipped in
+matplotlib's data folder, so it is present wherever matplotlib is. No training task uses it."""
+TEXT_FONTS: dict[Variant, tuple[str, ...]] = {"train": FONTS, "holdout": HOLDOUT_FONTS}
+"""The faces a text task of each variant draws from."""
 BACKGROUNDS = ("plain", "gradient", "paper", "ruled")
 
 
 @lru_cache(maxsize=64)
 def font(name: str, size: int) -> ImageFont.FreeTypeFont:
-    """A DejaVu font from matplotlib's data folder, ``size`` pixels per em."""
+    """A font file from matplotlib's data folder (DejaVu or STIX), ``size`` pixels per em."""
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
     return ImageFont.truetype(str(path), size)
 

@@ -21,9 +21,13 @@ import msgspec
 
 from regrpo.tasks import verifiers
 
-__all__ = ["AnswerKind", "AnswerSpec", "ReferenceStep", "Task"]
+__all__ = ["VARIANTS", "AnswerKind", "AnswerSpec", "ReferenceStep", "Task", "Variant"]
 
 AnswerKind = Literal["number", "text", "set"]
+Variant = Literal["train", "holdout"]
+"""Which side of the train / held-out split a task was generated for. A ``"holdout"`` task comes from
+question phrasings, fonts and a layout or value range no ``"train"`` task uses."""
+VARIANTS: tuple[Variant, ...] = ("train", "holdout")
 
 
 class AnswerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -86,6 +90,8 @@ class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The seed this task was generated from (the suite seed and the task's index mixed)."""
     meta: dict[str, Any] = {}
     """Generator details: font, template, rendered text (for OCR accuracy), background, ..."""
+    variant: Variant = "train"
+    """The variant it was generated from; :func:`~regrpo.tasks.suite.split` holds out ``"holdout"`` ones."""
 
     def check(self, answer: str | None) -> bool:
         """Whether a model's final answer text is right."""

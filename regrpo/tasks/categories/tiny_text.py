@@ -22,6 +22,10 @@ Noise (difficulty 2-3) covers a full-width band around the fine print rather tha
 over 5 Mpx would make each PNG megabytes, and the page is plain, a gradient or ruled (no "paper"
 texture) for the same reason. Codes use letters and digits OCR does not confuse with each other (no
 O/0, I/1, S/5, B/8, Z/2).
+
+Held-out tasks (``variant="holdout"``) put the fine print in the page's top-right corner (training:
+anywhere in the lower half), set the heading and body in the STIX faces, and ask with question
+phrasings no training task uses. The fine print keeps the bold DejaVu faces its sizes were tuned on.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from regrpo.tasks import render
-from regrpo.tasks.draft import Draft, calculated, choice
+from regrpo.tasks.draft import Draft, Variant, calculated, choice
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep
 from regrpo.tools.ocr import MAX_SIDE
 from regrpo.tools.text_layout import small_text_boxes
@@ -53,15 +57,29 @@ _NOISE_BAND = 40
 """Difficulty noise covers a full-width band this far around the fine print (all over: PNGs of MBs)."""
 _HEADINGS = ("SPRING SALE", "NOTICE", "HOMEMADE JAM", "CITY MUSEUM", "GARDEN SEEDS", "CONCERT")
 _BODY = ("Open every day", "Fresh and local", "Tickets at the door", "Thank you for visiting", "Since 1998")
-_CODE_QUESTIONS = (
-    "What is the lot code in the fine print?",
-    "Read the tiny code printed on this page. What is it?",
-    "There is a small reference code somewhere in the image. What does it say?",
-)
-_WEIGHT_QUESTIONS = (
-    "The fine print gives a net weight in grams. How many kilograms is that?",
-    "Convert the net weight in the small print to kilograms.",
-)
+_QUESTIONS: dict[Variant, dict[str, tuple[str, ...]]] = {
+    "train": {
+        "code": (
+            "What is the lot code in the fine print?",
+            "Read the tiny code printed on this page. What is it?",
+            "There is a small reference code somewhere in the image. What does it say?",
+        ),
+        "weight": (
+            "The fine print gives a net weight in grams. How many kilograms is that?",
+            "Convert the net weight in the small print to kilograms.",
+        ),
+    },
+    "holdout": {
+        "code": (
+            "Which code is hidden in the small letters on this poster?",
+            "Somewhere on this sheet a short code is printed very small. Report it.",
+        ),
+        "weight": (
+            "What does the item weigh in kg, going by the smallest text on the page?",
+            "Express the gram weight printed in tiny type as kilograms.",
+        ),
+    },
+}
 
 
 def _code(rng: np.random.Generator) -> str:
@@ -76,10 +94,27 @@ def _overlap(box: Sequence[int], ink: Sequence[int]) -> float:
     return ix * iy / max(1, (ink[2] - ink[0]) * (ink[3] - ink[1]))
 
 
-def generate(rng: np.random.Generator, difficulty: int) -> Draft:
+def _fine_origin(
+    rng: np.random.Generator, variant: Variant, page: tuple[int, int], fine_width: int
+) -> tuple[int, int]:
+    """Where the fine print starts: anywhere in the lower half (train) or the top-right corner (held out).
+
+    The corner lies right of the heading and body (which end before x = 1100 on a page at least
+    2400 px wide) and above the page's middle.
+    """
+    width, height = page
+    if variant == "train":
+        return int(rng.integers(60, width - fine_width - 60)), int(rng.integers(height // 2, height - 60))
+    return (
+        int(rng.integers(width * 2 // 3, width - fine_width - 60)),
+        int(rng.integers(60, height // 2 - 60)),
+    )
+
+
+def generate(rng: np.random.Generator, difficulty: int, variant: Variant = "train") -> Draft:
     """A large page with a tiny line holding a code (text answer) or a weight (grams → kg)."""
     width, height = int(rng.integers(*_PAGE_WIDTH)), int(rng.integers(*_PAGE_HEIGHT))
-    style, font_name = choice(rng, _PAGE_BACKGROUNDS), choice(rng, render.FONTS)
+    style, font_name = choice(rng, _PAGE_BACKGROUNDS), choice(rng, render.TEXT_FONTS[variant])
     canvas = render.background(rng, width, height, style)
     ink = render.ink_colour(rng)
     heading = choice(rng, _HEADINGS)
@@ -89,20 +124,19 @@ def generate(rng: np.random.Generator, difficulty: int) -> Draft:
     if rng.random() < 0.6:
         code = _code(rng)
         fine = f"{choice(rng, ('Lot', 'Ref', 'Code'))} {code}"
-        question, answer = choice(rng, _CODE_QUESTIONS), AnswerSpec("text", code)
+        question, answer = choice(rng, _QUESTIONS[variant]["code"]), AnswerSpec("text", code)
         final_expects, calc = [code], None
     else:
         grams = int(rng.integers(120, 990))
         fine = f"Net weight {grams} g"
-        question = choice(rng, _WEIGHT_QUESTIONS)
+        question = choice(rng, _QUESTIONS[variant]["weight"])
         calc = f"{grams} / 1000"
         value, shown = calculated(calc)
         answer, final_expects = AnswerSpec("number", value), [str(grams)]
     size = _FINE_SIZE[difficulty]
     fine_font = choice(rng, _FINE_FONTS)
     fine_width = render.text_width(fine, fine_font, size)
-    x = int(rng.integers(60, width - fine_width - 60))
-    y = int(rng.integers(height // 2, height - 60))
+    x, y = _fine_origin(rng, variant, (width, height), fine_width)
     block = render.render_block(
         block.image, [fine], font_name=fine_font, size=size, colour=ink, origin=(x, y)
     )
@@ -126,8 +160,9 @@ def generate(rng: np.random.Generator, difficulty: int) -> Draft:
     if calc is not None:
         reference.append(ReferenceStep("calculator", {"expression": calc}, [shown]))
     meta = {
-        "template": "code" if calc is None else "weight", "font": font_name, "fine_font": fine_font,
-        "size": size, "background": style,
+        "template": "code" if calc is None else "weight", "phrasing": question, "font": font_name,
+        "fine_font": fine_font, "size": size, "background": style,
+        "fine_print_place": "lower half" if variant == "train" else "top right",
         "text": [fine], "fine_print_box": box, "page_text": [heading, *body],
     }  # fmt: skip
     return Draft(question, [image], answer, reference, meta)
