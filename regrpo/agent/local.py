@@ -19,26 +19,53 @@ policy keeps the KV cache of the last few system prompts it saw and hands a copy
 which then only prefills the rest. Measured on this CPU: one step 16.3 s → 11.3 s, a group of three
 samples 41.3 s → 14.6 s, logits equal within 4e-5 (docs/performance.md). The cache is keyed by the
 prefix's token ids and dropped whenever the active adapter changes (LoRA changes the keys and values).
+
+Concurrent calls (threads, ``agenerate``) coalesce: while the model is busy, calls queue, and the
+next free turn runs every queued call of the same temperature as one ``generate`` over all their
+rows, up to ``max_batch_size`` rows (``regrpo.agent.batching``; one sampling rule per call, so
+greedy and sampled calls never share a batch and cannot change each other's results). Prompts of
+different lengths are padded after the shared system prompt, whose cached keys and values then
+serve every row (without a shared prefix: left padding, no cache), and each row has its own stop
+strings and token limit; rows are cut exactly as a call alone is, so token ids and log-probs equal a
+fresh single-sequence forward pass (tests/agent/test_batching.py). A single queued call runs the path
+above, unchanged. Adapter switches take the same lock as a batch, so they fall between batches and
+every completion names the adapter that produced it. A call is checked and tokenised in its own
+thread before it queues, and a batch that fails is rerun call by call, so an error stays with its call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from regrpo.agent.batching import BatchQueue, RowStops, padded_rows
 from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
-from regrpo.errors import AdapterError, ModelError
+from regrpo.errors import AdapterError, InputError, ModelError
 from regrpo.traces.schema import Completion
 
 __all__ = ["LocalPolicy"]
+
+
+@dataclass(frozen=True, eq=False)
+class _Request:
+    """A checked, tokenised ``generate`` call waiting for the model."""
+
+    prompt: list[int]
+    prefix: list[int]  # the cacheable system prompt's ids (a strict prefix of prompt), or []
+    n: int
+    temperature: float
+    max_new_tokens: int
+    stop: tuple[str, ...]
 
 
 class LocalPolicy:
@@ -51,6 +78,11 @@ class LocalPolicy:
         dtype: Weights' dtype (default: bfloat16 on CUDA, float32 on CPU).
         cache_dir: Where offline models are de-quantised once (default ``~/.cache/regrpo``).
         prefix_cache: Reuse the KV cache of the system prompt across calls (see the module docstring).
+        max_batch_size: Most rows (sequences, a call's ``n`` included) that concurrent calls coalesce
+            into one ``generate`` (see the module docstring); 1 runs every call alone, in turn.
+        batch_window_s: How long a batch that is not full waits for one more call before it starts
+            (seconds, restarted at each arrival: calls started together arrive milliseconds apart, each
+            tokenising its prompt first). Unused at ``max_batch_size=1``.
     """
 
     def __init__(
@@ -61,9 +93,15 @@ class LocalPolicy:
         dtype: torch.dtype | None = None,
         cache_dir: Path | None = None,
         prefix_cache: bool = True,
+        max_batch_size: int = 8,
+        batch_window_s: float = 0.01,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if max_batch_size < 1 or batch_window_s < 0:
+            raise InputError(
+                f"need max_batch_size >= 1 and batch_window_s >= 0; got {max_batch_size}, {batch_window_s}"
+            )
         self.model_dir = resolve_model_dir(model, cache_dir)
         self.model_name = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -83,6 +121,14 @@ class LocalPolicy:
         self._lock = threading.Lock()  # one generate or adapter switch at a time on the shared model
         self.prefix_cache = prefix_cache
         self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # token ids -> DynamicCache
+        self._pad_id: int = self.tokenizer.pad_token_id or next(iter(self._end_ids))
+        self._queue: BatchQueue[_Request, list[Completion]] = BatchQueue(
+            self._run_batch,
+            max_rows=max_batch_size,
+            rows=lambda request: request.n,
+            key=lambda request: request.temperature,  # one sampling rule per generate call
+            window_s=batch_window_s,
+        )
 
     def _end_of_turn_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -152,42 +198,130 @@ class LocalPolicy:
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
     ) -> list[Completion]:
+        return self._queue(self._request(messages, n, temperature, max_new_tokens, stop))
+
+    async def agenerate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+    ) -> list[Completion]:
+        """:meth:`generate` in worker threads; a call cancelled before its batch starts leaves the queue."""
+        request = await asyncio.to_thread(self._request, messages, n, temperature, max_new_tokens, stop)
+        ticket = self._queue.submit(request)
+        try:
+            return await asyncio.to_thread(self._queue.wait, ticket)
+        except asyncio.CancelledError:
+            self._queue.cancel(ticket)  # a no-op once it runs: its result is then discarded
+            raise
+
+    def _request(
+        self,
+        messages: Sequence[ChatMessage],
+        n: int,
+        temperature: float,
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> _Request:
+        """Check and tokenise a call in the caller's thread, so a bad one fails alone, before queueing."""
         check_sampling(n, temperature, max_new_tokens)
         prompt = self.encode_chat(messages)
-        input_ids = torch.tensor([prompt] * n, device=self.device)  # (n, prompt_len)
-        sampling = (
+        return _Request(
+            prompt, self.system_prefix_ids(messages, prompt), n, temperature, max_new_tokens, tuple(stop)
+        )
+
+    def _run_batch(self, requests: list[_Request]) -> list[list[Completion]]:
+        """Run coalesced requests (same temperature) as one ``generate``, under the active adapter."""
+        with self._lock, torch.inference_mode():
+            adapter = self.active_adapter  # adapter changes take the lock: they fall between batches
+            if len(requests) == 1:
+                return [self._generate_alone(requests[0], adapter)]
+            return self._generate_together(requests, adapter)
+
+    def _sampling(self, temperature: float) -> dict[str, Any]:
+        return (
             {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
             if temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
-        prefix = self.system_prefix_ids(messages, prompt)
-        with self._lock, torch.inference_mode():
-            adapter = self.active_adapter
-            try:
-                out = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    past_key_values=self._cached_prefix(prefix, n),
-                    max_new_tokens=max_new_tokens,
-                    stop_strings=list(stop) or None,
-                    tokenizer=self.tokenizer if stop else None,
-                    pad_token_id=self.tokenizer.pad_token_id or next(iter(self._end_ids)),
-                    return_dict_in_generate=True,
-                    output_logits=True,
-                    **sampling,
-                )
-            except (RuntimeError, ValueError) as exc:
-                raise ModelError(f"generation failed: {exc}") from exc
+
+    def _generate_alone(self, request: _Request, adapter: str | None) -> list[Completion]:
+        """One request: its ``n`` rows repeat one prompt, so no padding (hold the lock)."""
+        prompt, n, temperature, stop = request.prompt, request.n, request.temperature, request.stop
+        input_ids = torch.tensor([prompt] * n, device=self.device)  # (n, prompt_len)
+        try:
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                past_key_values=self._cached_prefix(request.prefix, n),
+                max_new_tokens=request.max_new_tokens,
+                stop_strings=list(stop) or None,
+                tokenizer=self.tokenizer if stop else None,
+                pad_token_id=self._pad_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **self._sampling(temperature),
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"generation failed: {exc}") from exc
         generated = out.sequences[:, len(prompt) :]  # (n, new_tokens)
-        # logits is a tuple of new_tokens tensors of (n, vocab), raw (before the logits processors);
-        # scale by T so the log-probs are those of the distribution actually sampled from
-        logits = torch.stack(out.logits, dim=1).float()
-        logprobs = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
-        token_logprobs = logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)  # (n, new_tokens)
+        token_logprobs = _sampled_logprobs(out.logits, generated, temperature)  # (n, new_tokens)
         return [
             self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt), adapter)
             for i in range(n)
         ]
+
+    def _generate_together(self, requests: list[_Request], adapter: str | None) -> list[list[Completion]]:
+        """Several requests as one padded batch of all their rows (hold the lock).
+
+        Rows are ``prefix + padding + rest`` (:func:`~regrpo.agent.batching.padded_rows`): when every
+        request starts with the same cached system prompt, its keys and values serve all rows and only
+        the rest is prefilled; otherwise the prefix is empty (plain left padding, no cache).
+        """
+        from transformers import StoppingCriteriaList
+
+        prefixes = {tuple(r.prefix) for r in requests}
+        prefix = requests[0].prefix if len(prefixes) == 1 else []
+        rows = [r for r in requests for _ in range(r.n)]
+        ids, mask = padded_rows([r.prompt for r in rows], len(prefix), self._pad_id)
+        input_ids = torch.tensor(ids, device=self.device)  # (rows, width)
+        width = input_ids.shape[1]
+        stops = RowStops([r.stop for r in rows], [r.max_new_tokens for r in rows], width, self._decode)
+        temperature = requests[0].temperature
+        try:
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.tensor(mask, device=self.device),
+                past_key_values=self._cached_prefix(prefix, len(rows)),
+                max_new_tokens=max(r.max_new_tokens for r in rows),
+                stopping_criteria=StoppingCriteriaList([stops]),
+                pad_token_id=self._pad_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **self._sampling(temperature),
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"generation failed: {exc}") from exc
+        generated = out.sequences[:, width:]  # (rows, new_tokens)
+        token_logprobs = _sampled_logprobs(out.logits, generated, temperature)  # (rows, new_tokens)
+        completions = [
+            self._completion(
+                generated[i, : r.max_new_tokens].tolist(),
+                token_logprobs[i, : r.max_new_tokens].tolist(),
+                r.stop,
+                len(r.prompt),
+                adapter,
+            )
+            for i, r in enumerate(rows)
+        ]
+        results, start = [], 0
+        for r in requests:
+            results.append(completions[start : start + r.n])
+            start += r.n
+        return results
 
     def _completion(
         self,
@@ -456,6 +590,19 @@ class LocalPolicy:
         return (
             f"LocalPolicy({self.model_name!r}, device={self.device.type!r}, adapter={self.active_adapter!r})"
         )
+
+
+def _sampled_logprobs(
+    logits: Sequence[torch.Tensor], generated: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Each generated token's log-prob under the distribution it was sampled from: (rows, new_tokens).
+
+    ``logits`` is ``generate``'s tuple of new_tokens tensors of (rows, vocab), raw (before the logits
+    processors), so they are scaled by T here; greedy (T = 0) keeps the raw ones.
+    """
+    stacked = torch.stack(tuple(logits), dim=1).float()  # (rows, new_tokens, vocab)
+    logprobs = (stacked / temperature if temperature > 0 else stacked).log_softmax(-1)
+    return logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)
 
 
 def _renamed(active: Any, old: str, new: str) -> Any:
