@@ -47,6 +47,7 @@ bench: $(STAMP)  # every benchmark in turn (about 10 minutes on 2 cores); result
 	$(BIN)/python benchmarks/suite_quality.py
 	$(BIN)/python benchmarks/hotswap.py
 	$(BIN)/python benchmarks/sft_speed.py
+	$(BIN)/python benchmarks/batched_generation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
