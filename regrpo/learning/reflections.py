@@ -145,14 +145,25 @@ def _size_of(images: Sequence[ImageInfo], image_id: Any) -> str:
 
 
 def _argument_change(
-    key: str, bad: Any, good: Any, good_args: Mapping[str, Any], images: Sequence[ImageInfo]
+    key: str,
+    bad: Any,
+    good: Any,
+    good_args: Mapping[str, Any],
+    images: Sequence[ImageInfo],
+    brevity: int = 0,
 ) -> str:
     if bad is None:
         return f"add the {key} argument"
     if good is None:
         return f"drop the {key} argument"
     if key in ("box", "region"):
-        return f"use {key} {_compact(good)} inside {_size_of(images, good_args.get('image'))}"
+        # at the tersest, the coordinates are left to the call itself (SmolLM2 spends a token a digit)
+        where = _size_of(images, good_args.get("image"))
+        return (
+            f"use a {key} inside {where}"
+            if brevity >= MAX_BREVITY
+            else f"use {key} {_compact(good)} inside {where}"
+        )
     if key == "image":
         return f"use image {good}, which exists"
     if type(bad) is not type(good):
@@ -184,7 +195,7 @@ def fix_plan(
         return _pick(_OTHER_TOOL, variant, brevity).format(good=good.name, bad=bad.name)
     keys = list(dict.fromkeys([*good.arguments, *bad.arguments]))
     changes = [
-        _argument_change(k, bad.arguments.get(k), good.arguments.get(k), good.arguments, images)
+        _argument_change(k, bad.arguments.get(k), good.arguments.get(k), good.arguments, images, brevity)
         for k in keys
         if bad.arguments.get(k) != good.arguments.get(k)
     ]
