@@ -16,7 +16,8 @@ kept short:
 
 Each part has a few phrasings, picked by ``variant`` (the data engine derives it from the example's
 identity), so a model does not learn one template. ``brevity`` 1 and 2 drop to the quote alone (5,
-then 2 words) and the shortest fix phrasing, for a turn whose action leaves little of the budget
+then 2 words, the latter from a word without digits) and the shortest fix phrasing (at 2 a box fix
+names the image's size, not the coordinates), for a turn whose action leaves little of the budget
 (SmolLM2's tokenizer spends a token per digit: a crop call on a large image is 55 tokens by itself).
 """
 
@@ -37,7 +38,8 @@ from regrpo.traces.schema import Action, Answer, Observation, ToolCall, Unparsea
 __all__ = ["MAX_BREVITY", "QUOTE_WORDS", "action_text", "evidence", "fix_plan", "reflection_turn"]
 
 QUOTE_WORDS = (10, 5, 2)
-"""Most words of the tool's message an evidence quotes, per ``brevity`` (0, 1, 2)."""
+"""Most words of the tool's message an evidence quotes, per ``brevity`` (0, 1, 2); the two-word quote
+starts at a word without digits where one grounds it (a box's coordinates cost a token per digit)."""
 MAX_BREVITY = len(QUOTE_WORDS) - 1
 
 # A quote is set off by a colon and ends the sentence, with no quote marks or full stop around it:
@@ -91,7 +93,9 @@ def _quote(text: str, words: int, *, keep_tag_names: bool = True) -> str:
     """``words`` words of ``text``, from the first one the grounding gate accepts (a short quote of
     ``"ocr failed: OSError: ..."`` starts at ``OSError:``), tags as bare names, double quotes dropped."""
     parts = tag_free(text, keep_names=keep_tag_names).replace('"', "").split()
-    start = next((i for i, part in enumerate(parts) if is_grounded(part, text)), 0)
+    grounded = [i for i, part in enumerate(parts) if is_grounded(part, text)]
+    wordy = [i for i in grounded if not any(ch.isdigit() for ch in parts[i])]
+    start = (wordy or grounded or [0])[0] if words <= 2 else (grounded or [0])[0]
     start = min(start, max(0, len(parts) - words))  # a full window where the text allows
     window = parts[start : start + words]
     return ("... " if start else "") + " ".join(window) + (" ..." if start + words < len(parts) else "")
@@ -171,7 +175,8 @@ def _argument_change(
             type(good), type(good).__name__
         )
         return f"pass {key} as a {kind}"
-    return f"use {key} {_compact(good)}"
+    # at the tersest the value is left to the call itself (a long expression would not fit twice)
+    return f"correct the {key} argument" if brevity >= MAX_BREVITY else f"use {key} {_compact(good)}"
 
 
 def fix_plan(

@@ -17,3 +17,11 @@ def test_the_tersest_box_fix_leaves_the_coordinates_to_the_call():
     assert "1030" in full and "2802x1580" in full
     assert terse == "use a box inside the 2802x1580 img_0"  # the size, not the coordinates
     assert len(terse) < len(full)
+
+
+def test_the_tersest_value_fix_names_the_argument_not_its_value():
+    """A receipt's change expression quoted in the fix plan overran the 112-token budget (133)."""
+    bad = ToolCall("calculator", {"expression": "rnd(100 - (8.56 + 24.50 + 14.35 + 6.12), 2)"})
+    good = ToolCall("calculator", {"expression": "round(100 - (8.56 + 24.50 + 14.35 + 6.12), 2)"})
+    assert "round(100" in fix_plan(bad, good)
+    assert fix_plan(bad, good, brevity=MAX_BREVITY) == "correct the expression argument"
