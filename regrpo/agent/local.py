@@ -5,7 +5,9 @@ from*: ``log_softmax(logits / T)`` at temperature ``T > 0`` (top-p and top-k are
 ``log_softmax(logits)`` for greedy decoding (``T = 0``, where the confidence trigger reads them).
 So an RL loss that scores tokens at the same ``T`` (``LoraTrainer(temperature=T)``) is exactly
 on-policy; ``tests/agent/test_local_policy.py`` checks both against a fresh forward pass. ``n > 1``
-samples share one batched ``generate`` call (the prompt is repeated n times, so no padding is needed).
+samples share one batched ``generate`` call and one prefill: the prompt's keys and values are computed
+once for one row and repeated for the n rows, so no padding is needed and the prompt is not prefilled
+n times.
 
 Completions hold exactly the tokens the model sampled: a row is cut after the token that completes
 a stop string (that token may run past the stop string, e.g. ``>"``) or after an end-of-turn token,
@@ -253,10 +255,11 @@ class LocalPolicy:
         prompt, n, temperature, stop = request.prompt, request.n, request.temperature, request.stop
         input_ids = torch.tensor([prompt] * n, device=self.device)  # (n, prompt_len)
         try:
+            past = self._shared_prompt(request) if n > 1 else self._cached_prefix(request.prefix, 1)
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                past_key_values=self._cached_prefix(request.prefix, n),
+                past_key_values=past,
                 max_new_tokens=request.max_new_tokens,
                 stop_strings=list(stop) or None,
                 tokenizer=self.tokenizer if stop else None,
@@ -273,6 +276,21 @@ class LocalPolicy:
             self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt), adapter)
             for i in range(n)
         ]
+
+    def _shared_prompt(self, request: _Request) -> Any:
+        """The KV cache of all but the prompt's last token, prefilled once and repeated for ``n`` rows.
+
+        ``generate`` then feeds only the last token of each row: the ``n`` samples of one call share
+        one prefill instead of repeating it ``n`` times (hold the lock).
+        """
+        from transformers import DynamicCache
+
+        past = self._cached_prefix(request.prefix, 1) or DynamicCache(config=self.model.config)
+        rest = request.prompt[len(request.prefix) : -1]
+        if rest:
+            self.model(torch.tensor([rest], device=self.device), past_key_values=past, use_cache=True)
+        past.batch_repeat_interleave(request.n)
+        return past
 
     def _generate_together(self, requests: list[_Request], adapter: str | None) -> list[list[Completion]]:
         """Several requests as one padded batch of all their rows (hold the lock).

@@ -106,6 +106,7 @@ def cmd_sft(args: argparse.Namespace, console: Console) -> int:
         learning_rate=args.lr,
         lora=_lora(args),
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+        max_rot_examples=args.max_rot,
         seed=args.train_seed,
     )
     report = train_sft(_policy(args, console), data.sft_examples, config, args.out, init_from=args.init)
@@ -270,6 +271,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     sft.add_argument("--data", type=Path, required=True, help="dataset folder from `regrpo train data`")
     sft.add_argument("--batch-size", type=int, default=8)
     sft.add_argument("--kinds", default="reference,rot", help="'reference' = SFT on successes only")
+    sft.add_argument(
+        "--max-rot", type=int, help="train on at most this many RoT examples, balanced over error types"
+    )
     sft.set_defaults(handler=cmd_sft)
 
     regrpo = kinds.add_parser(

@@ -41,7 +41,7 @@ from regrpo.learning.records import SFTExample
 from regrpo.learning.sequences import example_samples, pack_turns
 from regrpo.learning.telemetry import StepLog
 
-__all__ = ["SFTConfig", "SFTReport", "train_sft"]
+__all__ = ["SFTConfig", "SFTReport", "stratified_rot", "train_sft"]
 
 
 class SFTConfig(msgspec.Struct, frozen=True):
@@ -54,6 +54,9 @@ class SFTConfig(msgspec.Struct, frozen=True):
     lora: LoraSettings = LoraSettings()
     kinds: tuple[str, ...] = ("reference", "rot")
     """Which example kinds to train on (``("reference",)`` = SFT on successes only, the baseline)."""
+    max_rot_examples: int | None = None
+    """Train on at most this many RoT examples (``None``: all), drawn round-robin over error types
+    with the config's seed, so a CPU budget keeps every failure kind the data engine made."""
     max_target_tokens: int = 192
     """Target turns longer than this are skipped (counted): long answers teach nothing but cost time."""
     detach_system_prompt: bool = True
@@ -74,6 +77,8 @@ class SFTConfig(msgspec.Struct, frozen=True):
                 "SFT needs 0 <= warmup_fraction < 1 and 0 <= final_lr_fraction <= 1; got "
                 f"{self.warmup_fraction} and {self.final_lr_fraction}"
             )
+        if self.max_rot_examples is not None and self.max_rot_examples < 0:
+            raise InputError(f"max_rot_examples must be >= 0 or None; got {self.max_rot_examples}")
         unknown = set(self.kinds) - {"reference", "rot"}
         if unknown or not self.kinds:
             raise InputError(f"kinds must be chosen from 'reference', 'rot'; got {list(self.kinds)}")
@@ -96,6 +101,31 @@ class SFTReport(msgspec.Struct, frozen=True):
     config: SFTConfig
 
 
+def stratified_rot(
+    examples: Sequence[SFTExample], limit: int | None, seed: int
+) -> list[SFTExample]:
+    """At most ``limit`` of the RoT ``examples``, taken round-robin over their error types.
+
+    Each error type's examples are shuffled with ``seed``; rounds take one of each type that has any
+    left, in a fixed type order, until ``limit`` are taken. ``None`` keeps every example.
+    """
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    rng = random.Random(seed)
+    by_type: dict[str, list[SFTExample]] = {}
+    for example in examples:
+        by_type.setdefault(example.error_type.value if example.error_type else "", []).append(example)
+    queues = [by_type[name] for name in sorted(by_type)]
+    for queue in queues:
+        rng.shuffle(queue)
+    taken: list[SFTExample] = []
+    while len(taken) < limit:
+        for queue in queues:
+            if queue and len(taken) < limit:
+                taken.append(queue.pop())
+    return taken
+
+
 def train_sft(
     policy: LocalPolicy,
     examples: Sequence[SFTExample],
@@ -109,7 +139,9 @@ def train_sft(
 
     The adapter is taken out of ``policy`` afterwards; load ``out_dir`` to use it.
     """
-    chosen = [e for e in examples if e.kind in config.kinds]
+    chosen = [e for e in examples if e.kind in config.kinds and e.kind != "rot"]
+    if "rot" in config.kinds:
+        chosen += stratified_rot([e for e in examples if e.kind == "rot"], config.max_rot_examples, config.seed)
     if not chosen:
         raise InputError(f"no SFT examples of kinds {list(config.kinds)} among {len(examples)} given")
     started = time.perf_counter()

@@ -29,6 +29,25 @@ def test_batched_sampling_returns_n_distinct_completions_with_logprobs(smollm):
         assert c.text == smollm.tokenizer.decode(c.token_ids, skip_special_tokens=True)
 
 
+def test_n_samples_share_one_prefill_of_the_prompt(smollm):
+    """Issue 12: n > 1 prefills the prompt once (one row), not n times."""
+    prefilled: list[tuple[int, int]] = []  # (rows, tokens) of every forward pass over more than one token
+
+    def record(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[1] > 1:
+            prefilled.append(tuple(ids.shape))
+
+    handle = smollm.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        smollm.generate(CHAT, n=4, temperature=1.0, max_new_tokens=4)
+    finally:
+        handle.remove()
+    prompt = len(smollm.encode_chat(CHAT))
+    assert prefilled and all(rows == 1 for rows, _ in prefilled), prefilled
+    assert sum(tokens for _, tokens in prefilled) < prompt
+
+
 def test_logprobs_match_a_fresh_forward_pass(smollm):
     torch.manual_seed(1)
     for completion in smollm.generate(CHAT, n=3, temperature=1.0, max_new_tokens=32):

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from regrpo.agent.prompts import render_system_prompt
-from regrpo.errors import InputError
+from regrpo.errors import ErrorType, InputError
 from regrpo.learning.records import BranchPoint, SFTExample
 from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
 from regrpo.learning.replay import observation_of
@@ -130,3 +130,30 @@ def test_grpo_stops_starting_episodes_once_the_rollout_budget_is_spent(smollm, s
     # Group 1: 3 one-turn episodes; group 2 stops after one more (4 turns), too few to compare.
     assert report.groups == 1 and report.rollouts == 4
     assert len(store.trace_ids()) == 4
+
+
+def _rot(error: str, index: int) -> SFTExample:
+    return SFTExample(
+        messages=[Message(role="user", content=f"q{index}"), Message(role="assistant", content="a")],
+        train_turns=[1],
+        kind="rot",
+        task_id=f"{error}-{index}",
+        error_type=ErrorType(error),
+    )
+
+
+def test_stratified_rot_keeps_every_error_type_and_is_seeded():
+    from regrpo.learning.sft import stratified_rot
+
+    examples = [_rot("Timeout", i) for i in range(20)] + [_rot("ArgInvalid", i) for i in range(3)]
+    taken = stratified_rot(examples, 6, seed=0)
+    kinds = [e.error_type.value for e in taken]
+    assert len(taken) == 6 and kinds.count("ArgInvalid") == 3 and kinds.count("Timeout") == 3
+    assert [e.task_id for e in stratified_rot(examples, 6, seed=0)] == [e.task_id for e in taken]
+    assert stratified_rot(examples, None, seed=0) == examples
+    assert stratified_rot(examples, 100, seed=0) == examples
+
+
+def test_sft_config_refuses_a_negative_rot_cap():
+    with pytest.raises(InputError, match="max_rot_examples"):
+        SFTConfig(max_rot_examples=-1)
