@@ -1,18 +1,19 @@
 """The baseline: trajectory-level GRPO (outcome reward over whole episodes), optionally with OTC's tool cost.
 
-For each task the current policy runs ``G`` whole episodes (sampling at ``temperature``, with the same
-agent loop, toolbox and reflection prompts as serving). Each episode earns ``1{correct}`` (times
-OTC-GRPO's tool-call reward when ``tool_cost=True``); advantages are group-relative over the G
+For each task the current policy runs ``G`` whole episodes concurrently (their model calls coalesce
+into batched forward passes on a :class:`~regrpo.agent.LocalPolicy`), sampling at ``temperature`` with
+the same agent loop, toolbox and reflection prompts as serving. Each episode earns ``1{correct}``
+(times OTC-GRPO's tool-call reward when ``tool_cost=True``); advantages are group-relative over the G
 episodes exactly as in :func:`regrpo.learning.regrpo.group_advantages`, and every token the policy
 generated in an episode (all its turns) gets that episode's advantage, with the same clipped loss
 and KL term (:func:`regrpo.learning.regrpo.policy_loss`).
 
 The difference from ReGRPO is where the signal comes from: one sparse outcome per episode, spread
 over every turn, versus one executed, locally scored turn per branch point. ``RLReport.rollouts``
-counts sampled model turns in both, so the two are compared at equal rollouts
-(``max_rollouts``: GRPO checks it before each episode, so it may pass it by at most ``max_steps - 1``
-turns; ReGRPO checks it before each group and never passes it). Rollout episodes are ordinary
-traces in the given store.
+counts sampled model turns in both, so the two are compared at equal rollouts (``max_rollouts``:
+GRPO starts only as many episodes of a group as the budget left covers at ``max_steps`` turns each,
+so it may pass it by at most ``max_steps - 1`` turns; ReGRPO checks it before each group and never
+passes it). Rollout episodes are ordinary traces in the given store.
 """
 
 from __future__ import annotations
@@ -169,19 +170,23 @@ def train_grpo(
 
 
 def _group(agent: Agent, store: TraceStore, task: Task, config: GRPOConfig, spent: int) -> list[Episode]:
-    """Up to G episodes of ``task``; none is started once ``spent`` plus this group's turns reach the budget.
+    """Up to G episodes of ``task``, run concurrently so their model calls share batched forward passes.
 
-    An episode's length is known only at its end, so the budget is checked before each episode and
-    the last one may pass it by at most ``max_steps - 1`` turns.
+    An episode's length is known only at its end, so the group starts as many episodes as the budget
+    left after ``spent`` turns covers at ``max_steps`` turns each (rounded up, at most G): the group
+    passes the budget by at most ``max_steps - 1`` turns.
     """
-    episodes: list[Episode] = []
-    for _ in range(config.group_size):
-        turns = spent + sum(len(e.steps) for e in episodes)
-        if config.max_rollouts is not None and turns >= config.max_rollouts:
-            break
-        result = asyncio.run(agent.arun(task.question, list(task.images), metadata={"task_id": task.id}))
-        episodes.append(store.get(result.trace_id))
-    return episodes
+    count = config.group_size
+    if config.max_rollouts is not None:
+        count = min(count, max(0, -(-(config.max_rollouts - spent) // config.max_steps)))
+
+    async def episodes() -> list[str]:
+        runs = [
+            agent.arun(task.question, list(task.images), metadata={"task_id": task.id}) for _ in range(count)
+        ]
+        return [result.trace_id for result in await asyncio.gather(*runs)]
+
+    return [store.get(trace_id) for trace_id in asyncio.run(episodes())] if count else []
 
 
 def _update(

@@ -101,9 +101,7 @@ class SFTReport(msgspec.Struct, frozen=True):
     config: SFTConfig
 
 
-def stratified_rot(
-    examples: Sequence[SFTExample], limit: int | None, seed: int
-) -> list[SFTExample]:
+def stratified_rot(examples: Sequence[SFTExample], limit: int | None, seed: int) -> list[SFTExample]:
     """At most ``limit`` of the RoT ``examples``, taken round-robin over their error types.
 
     Each error type's examples are shuffled with ``seed``; rounds take one of each type that has any
@@ -141,7 +139,9 @@ def train_sft(
     """
     chosen = [e for e in examples if e.kind in config.kinds and e.kind != "rot"]
     if "rot" in config.kinds:
-        chosen += stratified_rot([e for e in examples if e.kind == "rot"], config.max_rot_examples, config.seed)
+        chosen += stratified_rot(
+            [e for e in examples if e.kind == "rot"], config.max_rot_examples, config.seed
+        )
     if not chosen:
         raise InputError(f"no SFT examples of kinds {list(config.kinds)} among {len(examples)} given")
     started = time.perf_counter()
