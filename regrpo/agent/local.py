@@ -42,7 +42,7 @@ import copy
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,18 @@ from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.errors import AdapterError, InputError, ModelError
 from regrpo.traces.schema import Completion
 
-__all__ = ["LocalPolicy"]
+__all__ = ["ACTIVE_ADAPTER", "LocalPolicy"]
+
+
+class _ActiveAdapter:
+    """The type of :data:`ACTIVE_ADAPTER`."""
+
+    def __repr__(self) -> str:
+        return "ACTIVE_ADAPTER"
+
+
+ACTIVE_ADAPTER = _ActiveAdapter()
+"""``generate(adapter=ACTIVE_ADAPTER)``: whichever adapter is active when the call's batch runs."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +79,13 @@ class _Request:
     temperature: float
     max_new_tokens: int
     stop: tuple[str, ...]
+    adapter: str | None | _ActiveAdapter
+    seed: int | None
+
+    def batch_key(self) -> Hashable:
+        """Calls share a batch only with one sampling rule and one adapter; a seeded call runs alone."""
+        alone = self.seed is not None and object()
+        return (self.temperature, self.adapter, alone)
 
 
 class LocalPolicy:
@@ -128,7 +146,7 @@ class LocalPolicy:
             self._run_batch,
             max_rows=max_batch_size,
             rows=lambda request: request.n,
-            key=lambda request: request.temperature,  # one sampling rule per generate call
+            key=_Request.batch_key,
             window_s=batch_window_s,
         )
 
@@ -199,8 +217,17 @@ class LocalPolicy:
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
+        adapter: str | None | _ActiveAdapter = ACTIVE_ADAPTER,
+        seed: int | None = None,
     ) -> list[Completion]:
-        return self._queue(self._request(messages, n, temperature, max_new_tokens, stop))
+        """Sample ``n`` completions of the chat (see :class:`~regrpo.agent.Policy`).
+
+        ``adapter`` names the LoRA adapter to decode with (``None``: the base model); by default the
+        one active when the call's batch runs. Calls for different adapters never share a batch, and
+        the adapter named on each completion is the one that produced it. ``seed`` makes a sampled
+        call repeatable: it runs alone, under its own random state.
+        """
+        return self._queue(self._request(messages, n, temperature, max_new_tokens, stop, adapter, seed))
 
     async def agenerate(
         self,
@@ -210,9 +237,13 @@ class LocalPolicy:
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
+        adapter: str | None | _ActiveAdapter = ACTIVE_ADAPTER,
+        seed: int | None = None,
     ) -> list[Completion]:
         """:meth:`generate` in worker threads; a call cancelled before its batch starts leaves the queue."""
-        request = await asyncio.to_thread(self._request, messages, n, temperature, max_new_tokens, stop)
+        request = await asyncio.to_thread(
+            self._request, messages, n, temperature, max_new_tokens, stop, adapter, seed
+        )
         ticket = self._queue.submit(request)
         try:
             return await asyncio.to_thread(self._queue.wait, ticket)
@@ -227,21 +258,31 @@ class LocalPolicy:
         temperature: float,
         max_new_tokens: int,
         stop: Sequence[str],
+        adapter: str | None | _ActiveAdapter,
+        seed: int | None,
     ) -> _Request:
         """Check and tokenise a call in the caller's thread, so a bad one fails alone, before queueing."""
         check_sampling(n, temperature, max_new_tokens)
+        if isinstance(adapter, str):
+            self._check_loaded(adapter)
         prompt = self.encode_chat(messages)
-        return _Request(
-            prompt, self.system_prefix_ids(messages, prompt), n, temperature, max_new_tokens, tuple(stop)
-        )
+        prefix = self.system_prefix_ids(messages, prompt)
+        return _Request(prompt, prefix, n, temperature, max_new_tokens, tuple(stop), adapter, seed)
 
     def _run_batch(self, requests: list[_Request]) -> list[list[Completion]]:
-        """Run coalesced requests (same temperature) as one ``generate``, under the active adapter."""
+        """Run coalesced requests (same temperature and adapter) as one ``generate``."""
+        first = requests[0]
         with self._lock, torch.inference_mode():
+            self._use_adapter(first.adapter)  # unloaded meanwhile: AdapterError, for this call alone
             adapter = self.active_adapter  # adapter changes take the lock: they fall between batches
-            if len(requests) == 1:
-                return [self._generate_alone(requests[0], adapter)]
-            return self._generate_together(requests, adapter)
+            if len(requests) > 1:
+                return self._generate_together(requests, adapter)
+            if first.seed is None:
+                return [self._generate_alone(first, adapter)]
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(first.seed)
+                return [self._generate_alone(first, adapter)]
 
     def _sampling(self, temperature: float) -> dict[str, Any]:
         return (
@@ -276,6 +317,28 @@ class LocalPolicy:
             self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt), adapter)
             for i in range(n)
         ]
+
+    def top_logprobs(
+        self,
+        prompt: list[int],
+        tokens: list[int],
+        k: int,
+        *,
+        adapter: str | None | _ActiveAdapter = ACTIVE_ADAPTER,
+    ) -> list[list[tuple[int, float]]]:
+        """The ``k`` most likely ``(token id, log-prob)`` at each of ``tokens``' positions after ``prompt``.
+
+        One forward pass over ``prompt + tokens`` under ``adapter`` (default: the active one), between
+        batches; the log-probs are of the raw distribution (temperature 1).
+        """
+        if not tokens:
+            return []
+        with self._lock, torch.inference_mode():
+            self._use_adapter(adapter)
+            ids = torch.tensor([prompt + tokens], device=self.device)
+            logits = self.model(ids).logits[0, len(prompt) - 1 : -1].float()  # (tokens, vocab)
+        values, indices = logits.log_softmax(-1).topk(k, dim=-1)
+        return [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices, values, strict=True)]
 
     def _shared_prompt(self, request: _Request) -> Any:
         """The KV cache of all but the prompt's last token, prefilled once and repeated for ``n`` rows.
@@ -431,19 +494,32 @@ class LocalPolicy:
             self.active_adapter = name
             self._prefix_cache.clear()
 
-    def activate_adapter(self, name: str | None) -> None:
-        if name is not None and name not in self._adapters:
+    def _check_loaded(self, name: str) -> None:
+        if name not in self._adapters:
             known = ", ".join(sorted(self._adapters)) or "none"
             raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {known})")
+
+    def activate_adapter(self, name: str | None) -> None:
         with self._lock:
-            if name is None:
-                if self._adapters:
-                    self.model.base_model.disable_adapter_layers()
-            else:
-                self.model.set_adapter(name)
-                self.model.base_model.enable_adapter_layers()
-            self.active_adapter = name
-            self._prefix_cache.clear()
+            self._switch_adapter(name)
+
+    def _use_adapter(self, adapter: str | None | _ActiveAdapter) -> None:
+        """Switch to ``adapter`` unless it is :data:`ACTIVE_ADAPTER` or already active (hold the lock)."""
+        if not isinstance(adapter, _ActiveAdapter) and adapter != self.active_adapter:
+            self._switch_adapter(adapter)
+
+    def _switch_adapter(self, name: str | None) -> None:
+        """Make ``name`` (``None``: the base model) the active adapter (hold the lock)."""
+        if name is not None:
+            self._check_loaded(name)
+        if name is None:
+            if self._adapters:
+                self.model.base_model.disable_adapter_layers()
+        else:
+            self.model.set_adapter(name)
+            self.model.base_model.enable_adapter_layers()
+        self.active_adapter = name
+        self._prefix_cache.clear()
 
     def unload_adapter(self, name: str) -> None:
         if name not in self._adapters:

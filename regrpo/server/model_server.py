@@ -31,10 +31,12 @@ Decisions:
   ``--logprobs-mode raw_logprobs``. ``top_logprobs`` come from one extra forward pass over prompt +
   completion (``LocalPolicy.generate`` returns only the sampled token's log-prob), ordered as vLLM
   orders them: the sampled token first, then by rank.
-* One engine lock: choosing the adapter, generating and the top-k pass run together in a worker thread
-  (``anyio.to_thread``), so the event loop stays free and concurrent requests for different adapters
-  cannot interleave an adapter switch with another's generation. ``LocalPolicy`` serialises
-  generation anyway, so nothing is lost. The server owns its policy: do not share it with an agent.
+* Concurrent requests share forward passes: each worker thread (``anyio.to_thread``) calls
+  ``LocalPolicy.generate`` naming its adapter, and the policy coalesces the calls for one adapter and
+  one temperature into a batch (calls for another adapter wait for the next batch, a seeded call runs
+  alone), so a completion is always the named adapter's. The server's lock guards only which
+  adapters are resident; a request whose adapter another request's load evicted before it ran reads
+  it back once more. The server owns its policy: do not share it with an agent.
 * An adapter is loaded into peft under an internal name (``lora_<app>_<int_id>_<k>``), so an in-place
   reload loads the new weights next to the old ones and drops the old ones only on success.
 * ``max_loras`` bounds the adapters resident in the model; past it the least recently used one is
@@ -168,7 +170,7 @@ class _ModelService:
         self._next_id = 0
         self._loads = 0
         self._uid = uuid.uuid4().hex[:8]  # peft names stay unique if a policy outlives its app
-        self._engine = threading.Lock()  # adapter choice + generation + top-k pass, together
+        self._engine = threading.Lock()  # which adapters are resident (loads, evictions, LRU order)
         self._name_locks: dict[str, anyio.Lock] = {}
 
     # -- routes -----------------------------------------------------------------------------------
@@ -329,70 +331,58 @@ class _ModelService:
     # -- engine work (worker thread) --------------------------------------------------------------
 
     def _generate(self, body: ChatCompletionRequest, lora: _Lora | None) -> _Generated:
-        import torch
-
         chat = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-        with self._engine:
-            prompt = self.policy.encode_chat(chat)
-            limit = body.completion_limit() or self.max_model_len - len(prompt)
-            if len(prompt) + limit > self.max_model_len or limit < 1:
-                raise _RequestError(
-                    400,
-                    f"This model's maximum context length is {self.max_model_len} tokens. However, you "
-                    f"requested {len(prompt) + limit} tokens ({len(prompt)} in the messages, {limit} in "
-                    "the completion). Please reduce the length of the messages or completion.",
-                    "BadRequestError",
-                )
-            self._activate(lora)
-            temperature = 1.0 if body.temperature is None else body.temperature
-            rng = torch.random.fork_rng(devices=[]) if body.seed is not None else contextlib.nullcontext()
-            try:
-                with rng:
-                    if body.seed is not None:
-                        torch.manual_seed(body.seed)
+        prompt = self.policy.encode_chat(chat)
+        limit = body.completion_limit() or self.max_model_len - len(prompt)
+        if len(prompt) + limit > self.max_model_len or limit < 1:
+            raise _RequestError(
+                400,
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                f"requested {len(prompt) + limit} tokens ({len(prompt)} in the messages, {limit} in "
+                "the completion). Please reduce the length of the messages or completion.",
+                "BadRequestError",
+            )
+        adapter = lora.peft_name if lora is not None else None
+        temperature = 1.0 if body.temperature is None else body.temperature
+        try:
+            for attempt in range(2):
+                self._keep_resident(lora)
+                try:
+                    # concurrent requests coalesce into batches, one adapter per batch (LocalPolicy)
                     completions = self.policy.generate(
                         chat,
                         n=body.n,
                         temperature=temperature,
                         max_new_tokens=limit,
                         stop=body.stop_strings(),
+                        adapter=adapter,
+                        seed=body.seed,
                     )
-            except ModelError as exc:
-                raise _RequestError(500, str(exc), "InternalServerError") from exc
+                    break
+                except AdapterError:
+                    if attempt:  # evicted again by other requests' adapters before this one ran
+                        raise
             generated = _Generated(prompt, completions)
             if body.logprobs and body.top_logprobs:
                 generated.top = [
-                    self._top_logprobs(prompt, c.token_ids, body.top_logprobs) for c in completions
+                    self.policy.top_logprobs(prompt, c.token_ids, body.top_logprobs, adapter=adapter)
+                    for c in completions
                 ]
+        except (ModelError, AdapterError) as exc:
+            raise _RequestError(500, str(exc), "InternalServerError") from exc
         return generated
 
-    def _top_logprobs(self, prompt: list[int], tokens: list[int], k: int) -> list[list[tuple[int, float]]]:
-        """The ``k`` most likely tokens at each generated position, from one forward pass (hold the lock)."""
-        import torch
-
-        if not tokens:
-            return []
-        ids = torch.tensor([prompt + tokens], device=self.policy.device)
-        with torch.inference_mode():
-            logits = self.policy.model(ids).logits[0, len(prompt) - 1 : -1].float()  # (tokens, vocab)
-        values, indices = logits.log_softmax(-1).topk(k, dim=-1)
-        return [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices, values, strict=True)]
-
-    def _activate(self, lora: _Lora | None) -> None:
-        """Make ``lora`` (or the base model) the policy's active adapter, reading it back if evicted."""
-        if lora is not None and lora.peft_name not in self._resident:
-            try:
+    def _keep_resident(self, lora: _Lora | None) -> None:
+        """Read ``lora`` back into the model if it was evicted, and mark it most recently used."""
+        if lora is None:
+            return
+        with self._engine:
+            if lora.peft_name not in self._resident:
                 self._make_resident(lora)
-            except AdapterError as exc:
-                raise _RequestError(500, str(exc), "InternalServerError") from exc
-        target = lora.peft_name if lora is not None else None
-        if lora is not None:
             self._resident.move_to_end(lora.peft_name)
-        if self.policy.active_adapter != target:
-            self.policy.activate_adapter(target)
 
     def _make_resident(self, lora: _Lora) -> None:
         """Load ``lora``, dropping least recently used adapters past ``max_loras`` (hold the lock)."""

@@ -283,3 +283,40 @@ def test_an_adapter_switch_falls_between_batches_and_each_row_names_the_adapter_
         policy.activate_adapter("tuned" if completion.adapter is None else None)
         other = forward_logprobs(policy, kwargs["messages"], completion.token_ids)
         assert not torch.allclose(torch.tensor(completion.logprobs), other, atol=1e-3)  # it tells them apart
+
+
+@pytest.mark.slow
+def test_calls_naming_different_adapters_batch_per_adapter_and_are_never_mixed():
+    """Issue 12: two adapters in flight at once; each completion is its named adapter's."""
+    from peft import LoraConfig
+
+    from regrpo.agent.local import LocalPolicy
+    from regrpo.errors import AdapterError
+
+    policy = LocalPolicy()
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy.add_trainable_adapter("tuned", config)  # random B: changes the outputs
+    names = ["tuned", None, "tuned", "missing"]
+    calls = [{"messages": CHATS[i % 2], "max_new_tokens": 6, "adapter": name} for i, name in enumerate(names)]
+    before = len(policy._queue.batch_sizes)
+    outputs = coalesced(policy, calls[:3])
+    assert policy._queue.batch_sizes[before:] == [1, 2, 1]  # the plug; both "tuned" calls; the base call
+    for kwargs, (completion,) in zip(calls, outputs, strict=False):
+        assert completion.adapter == kwargs["adapter"]
+        policy.activate_adapter(kwargs["adapter"])
+        expected = forward_logprobs(policy, kwargs["messages"], completion.token_ids)
+        assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4)
+    with pytest.raises(AdapterError, match="missing"):  # refused in the caller's thread, before it queues
+        policy.generate(**calls[3])
+
+
+@pytest.mark.slow
+def test_a_seeded_call_runs_alone_and_repeats(smollm):
+    kwargs = {"messages": CHATS[0], "temperature": 1.0, "max_new_tokens": 12, "seed": 7}
+    first, second = (smollm.generate(**kwargs)[0] for _ in range(2))
+    assert first.token_ids == second.token_ids
+    before = len(smollm._queue.batch_sizes)
+    outputs = coalesced(smollm, [kwargs, kwargs])
+    assert smollm._queue.batch_sizes[before:] == [1, 1, 1]  # never coalesced
+    assert all(completions[0].token_ids == first.token_ids for completions in outputs)
