@@ -5,7 +5,9 @@ suite task's first user message, a different task per caller), greedy with the a
 as ``run_many`` makes them: k threads start together. Both modes run in the same process on the same
 model (``max_batch_size`` 8 vs 1), so the ratio compares like with like; greedy decoding makes the
 two modes generate the same tokens. A last row repeats the batch of 4 with the prefix cache off, to
-show what reusing the system prompt's keys and values saves in a batch.
+show what reusing the system prompt's keys and values saves in a batch. Then a ReGRPO group: G
+samples of one prompt at temperature 1 as one ``generate(n=G)`` call (one shared prefill, one batch)
+against G calls run one at a time (sampled tokens differ, so tokens/s is the fair ratio).
 
     .venv/bin/python benchmarks/batched_generation.py            # about 3 minutes on a 2-core CPU
     .venv/bin/python benchmarks/batched_generation.py --max-new-tokens 48
@@ -67,7 +69,8 @@ def concurrent_calls(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--group-size", type=int, default=5, help="G of the ReGRPO group row")
     args = parser.parse_args()
 
     policy = LocalPolicy(max_batch_size=max(args.ks))
@@ -98,6 +101,28 @@ def main() -> None:
     policy.prefix_cache = True
     cached, _ = concurrent_calls(policy, chats[:k], args.max_new_tokens)
     print(f"\nbatch of {k}: prefix cache off {uncached:.1f} s, on {cached:.1f} s ({cached / uncached:.2f} ×)")
+
+    group = args.group_size
+    queue.max_rows = max(args.ks)
+    started = time.perf_counter()
+    completions = policy.generate(
+        chats[0], n=group, temperature=1.0, max_new_tokens=args.max_new_tokens, stop=ACTION_STOP_STRINGS
+    )
+    together, together_tokens = time.perf_counter() - started, sum(len(c.token_ids) for c in completions)
+    started = time.perf_counter()
+    alone_tokens = 0
+    for _ in range(group):
+        (completion,) = policy.generate(
+            chats[0], temperature=1.0, max_new_tokens=args.max_new_tokens, stop=ACTION_STOP_STRINGS
+        )
+        alone_tokens += len(completion.token_ids)
+    alone = time.perf_counter() - started
+    print(
+        f"\nReGRPO group G={group}: generate(n={group}) {together:.1f} s ({together_tokens} tokens, "
+        f"{together_tokens / together:.1f} tok/s); {group} calls one at a time {alone:.1f} s "
+        f"({alone_tokens} tokens, {alone_tokens / alone:.1f} tok/s); tokens/s ratio "
+        f"{(together_tokens / together) / (alone_tokens / alone):.2f} ×"
+    )
 
 
 if __name__ == "__main__":
