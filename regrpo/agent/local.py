@@ -463,7 +463,7 @@ class LocalPolicy:
                 else:
                     self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
                     self.model.base_model.disable_adapter_layers()  # loaded, not yet active
-            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            except Exception as exc:  # untrusted files: any reader error (struct.error, UnpicklingError...)
                 raise AdapterError(f"cannot load adapter {name!r} from {path!r}: {exc}") from exc
             self.model.eval()
             self._adapters.add(name)

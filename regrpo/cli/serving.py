@@ -88,6 +88,7 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
         max_lora_rank=args.max_lora_rank,
         max_model_len=args.max_model_len,
         lora_modules=lora_modules,
+        max_n=args.max_n,
     )
     return 0
 
@@ -118,4 +119,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--max-loras", type=int, default=4, help="adapters kept loaded at once")
     model.add_argument("--max-lora-rank", type=int, default=64)
     model.add_argument("--max-model-len", type=int, help="context length to report and enforce")
+    model.add_argument("--max-n", type=int, default=16, help="most samples (n) one request may ask for")
     model.set_defaults(handler=cmd_serve_model)

@@ -53,7 +53,9 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import logging
 import threading
 import time
 import uuid
@@ -110,6 +112,8 @@ MAX_LOGPROBS = 20
 VALID_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
 
+_log = logging.getLogger(__name__)
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -153,7 +157,11 @@ class _ModelService:
         max_loras: int,
         max_lora_rank: int,
         max_model_len: int | None,
+        max_n: int,
+        max_body_bytes: int,
     ) -> None:
+        if max_n < 1 or max_body_bytes < 1:
+            raise ValueError(f"max_n and max_body_bytes must be at least 1, got {max_n}, {max_body_bytes}")
         if max_lora_rank not in VALID_MAX_LORA_RANKS:
             raise ValueError(f"max_lora_rank must be one of {VALID_MAX_LORA_RANKS}, got {max_lora_rank}")
         if max_loras < 1:
@@ -162,6 +170,7 @@ class _ModelService:
         names = [served_model_name] if isinstance(served_model_name, str) else served_model_name
         self.base_names = list(names or [policy.model_name])
         self.max_loras, self.max_lora_rank = max_loras, max_lora_rank
+        self.max_n, self.max_body_bytes = max_n, max_body_bytes
         self.max_model_len = max_model_len or int(
             getattr(policy.model.config, "max_position_embeddings", 2048)
         )
@@ -192,20 +201,24 @@ class _ModelService:
         return JSONResponse(ModelList(data=cards).model_dump())
 
     async def tokenize(self, request: Request) -> Response:
-        body = await _parse(request, TokenizeRequest)
+        body = await _parse(request, TokenizeRequest, self.max_body_bytes)
         if body.model:
             self._resolve(body.model)
-        tokens = list(
-            self.policy.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
-        )
-        strs = self.policy.tokenizer.convert_ids_to_tokens(tokens) if body.return_token_strs else None
+
+        def tokenized() -> tuple[list[int], list[str] | None]:  # off the event loop: prompts can be long
+            ids = list(
+                self.policy.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
+            )
+            return ids, (self.policy.tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None)
+
+        tokens, strs = await anyio.to_thread.run_sync(tokenized)
         reply = TokenizeResponse(
             count=len(tokens), max_model_len=self.max_model_len, tokens=tokens, token_strs=strs
         )
         return JSONResponse(reply.model_dump())
 
     async def chat(self, request: Request) -> Response:
-        body = await _parse(request, ChatCompletionRequest)
+        body = await _parse(request, ChatCompletionRequest, self.max_body_bytes)
         lora = self._resolve(body.model)
         self._check_supported(body)
         generated = await anyio.to_thread.run_sync(self._generate, body, lora)
@@ -215,7 +228,7 @@ class _ModelService:
         return JSONResponse(self._response(body, model, generated).model_dump())
 
     async def load_lora(self, request: Request) -> Response:
-        body = await _parse(request, LoadLoRAAdapterRequest)
+        body = await _parse(request, LoadLoRAAdapterRequest, self.max_body_bytes)
         name, path = body.lora_name, body.lora_path
         if not name or not path:
             raise _RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
@@ -238,7 +251,7 @@ class _ModelService:
         return Response(f"Success: LoRA adapter '{name}' added successfully.", status_code=200)
 
     async def unload_lora(self, request: Request) -> Response:
-        body = await _parse(request, UnloadLoRAAdapterRequest)
+        body = await _parse(request, UnloadLoRAAdapterRequest, self.max_body_bytes)
         name = body.lora_name
         if not name:
             raise _RequestError(
@@ -279,12 +292,19 @@ class _ModelService:
             return self.loras[model]
         raise _RequestError(
             404,
-            f"The model `{model}` does not exist. Valid aliases: {', '.join(self.base_names)}.",
+            f"The model `{_shown(model)}` does not exist. Valid aliases: {', '.join(self.base_names)}.",
             "NotFoundError",
             "model",
         )
 
     def _check_supported(self, body: ChatCompletionRequest) -> None:
+        if body.n > self.max_n:
+            raise _RequestError(
+                400,
+                f"n={body.n} is over this server's limit of {self.max_n} (--max-n).",
+                "BadRequestError",
+                "n",
+            )
         top = body.top_logprobs or 0
         if body.logprobs and (top > MAX_LOGPROBS or top == -1):
             raise _RequestError(
@@ -410,7 +430,14 @@ class _ModelService:
             raise _RequestError(
                 500, f"Missing required configuration fields: {missing}", "InternalServerError"
             )
-        rank = max([int(config["r"]), *map(int, (config.get("rank_pattern") or {}).values())])
+        try:
+            rank = max([int(config["r"]), *map(int, (config.get("rank_pattern") or {}).values())])
+        except (TypeError, ValueError, AttributeError):
+            raise _RequestError(
+                400,
+                f"Invalid adapter config for {lora.name}: 'r' and 'rank_pattern' must be integers",
+                "BadRequestError",
+            ) from None
         if rank > self.max_lora_rank:
             raise _RequestError(
                 500,
@@ -426,8 +453,8 @@ class _ModelService:
         with self._engine:
             try:
                 self._make_resident(lora)  # next to the old weights: a failure leaves them in place
-            except AdapterError as exc:
-                raise _RequestError(500, str(exc), "InternalServerError") from exc
+            except AdapterError as exc:  # weights that do not read or do not fit this model: the client's
+                raise _RequestError(400, str(exc), "BadRequestError") from exc
         if old is not None:
             self._evict(old.peft_name)
 
@@ -560,25 +587,62 @@ def _usage(generated: _Generated) -> UsageInfo:
 
 def _adapter_dir(path: str) -> Path:
     """The adapter folder of a ``lora_path``: relative paths are local (serve-model never downloads)."""
-    return Path(path).expanduser().resolve()
+    try:
+        return Path(path).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a symlink loop, ...
+        raise _RequestError(400, f"Invalid lora_path: {exc}", "BadRequestError", "lora_path") from None
 
 
-async def _parse(request: Request, model: type[T]) -> T:
-    """The request body as ``model``, or a 400 like vLLM's (media type, JSON syntax, schema)."""
+async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
+    """The request body as ``model``, or a 400 like vLLM's (media type, JSON syntax, schema).
+
+    Bodies over ``max_body_bytes`` are refused (413) while they are read, before they are buffered
+    whole; nesting too deep for the JSON parser and strings that are not Unicode text (lone
+    surrogates such as ``"\\ud800"``) are 400s, never 500s.
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise _RequestError(400, "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request")
-    raw = await request.body()
+    raw = await _read_body(request, max_body_bytes)
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be encoded
+    except (ValueError, RecursionError) as exc:
+        reason = exc.args[0] if isinstance(exc, json.JSONDecodeError) else _not_json_text(exc)
         raise _RequestError(
-            400, f"1 validation error:\n  JSON decode error: {exc.args[0]}", "Bad Request", "body"
+            400, f"1 validation error:\n  JSON decode error: {reason}", "Bad Request", "body"
         ) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise _ValidationFailed(exc) from None
+
+
+def _shown(name: str, limit: int = 200) -> str:
+    """A client-sent name as echoed in an error: cut past ``limit`` characters (the cut says so)."""
+    return name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
+
+
+def _not_json_text(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeError):
+        return "a string holds a lone UTF-16 surrogate (not Unicode text)"
+    return str(exc)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read chunk by chunk; a 413 as soon as it is known to be over ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _RequestError(413, f"Request body over the {limit}-byte limit.", "BadRequestError")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _RequestError(413, f"Request body over the {limit}-byte limit.", "BadRequestError")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _ValidationFailed(Exception):
@@ -600,7 +664,8 @@ class _BearerAuth:
             and scope["path"].startswith(GUARDED_PREFIXES)
         ):
             headers = dict(scope["headers"])
-            if headers.get(b"authorization", b"").decode("latin-1") != self.expected:
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.expected.encode("utf-8")):
                 await JSONResponse({"error": "Unauthorized"}, status_code=401)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -616,6 +681,9 @@ def _handled(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return exc.response()
         except _ValidationFailed as exc:
             return validation_error_response(exc.error)
+        except Exception:  # a bug, not the client's fault: a JSON 500 without the traceback, logged here
+            _log.exception("unhandled error in %s %s", request.method, request.url.path)
+            return error_response(500, "Internal server error (logged on the server).", "InternalServerError")
 
     return route
 
@@ -635,6 +703,8 @@ def build_model_app(
     max_lora_rank: int = 64,
     max_model_len: int | None = None,
     lora_modules: Mapping[str, str] | None = None,
+    max_n: int = 16,
+    max_body_bytes: int = 20 * 1024 * 1024,
 ) -> Starlette:
     """An OpenAI/vLLM-compatible Starlette app serving ``policy`` (see the module docstring).
 
@@ -648,6 +718,9 @@ def build_model_app(
         lora_modules: Adapters served from start-up, ``{name: folder}`` (vLLM's ``--lora-modules``);
             ``regrpo serve-model`` passes the shipped warm start here as ``warm-start``. A folder that
             cannot be loaded is an :class:`~regrpo.errors.AdapterError` now, not a 500 later.
+        max_n: Most samples one request may ask for (``n``); more is a 400 (vLLM has no bound: a
+            client asking ``n=64`` would hold the engine for every other request).
+        max_body_bytes: Largest request body read; a bigger one is a 413 before it is buffered.
     """
     service = _ModelService(
         policy,
@@ -655,6 +728,8 @@ def build_model_app(
         max_loras=max_loras,
         max_lora_rank=max_lora_rank,
         max_model_len=max_model_len,
+        max_n=max_n,
+        max_body_bytes=max_body_bytes,
     )
     for name, path in (lora_modules or {}).items():
         service.preload(name, path)

@@ -142,7 +142,7 @@ class ChatCompletionRequest(_Request):
     max_tokens: int | None = Field(default=None, ge=1)  # deprecated by OpenAI, still honoured
     n: int = Field(default=1, ge=1)
     presence_penalty: float | None = 0.0
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # vLLM: torch.long bounds
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -393,14 +393,26 @@ def error_response(status: int, message: str, type: str, param: str | None = Non
 
 # vLLM's sanitize_message (contract §1): absolute paths under system roots, and anything that looks
 # like a path ending in a file extension, become "<path>" so error text never leaks the file system.
+# Linear time (issue 14, item 1): a match starts only where a word does (the lookbehind fails at once
+# inside a run of word characters) and every run is bounded, so a 60 KB run of letters in a request's
+# ``model`` cannot make each error take seconds; messages are cut to MAX_ERROR_CHARS first.
 _PATH = re.compile(
-    r"(?:/(?:home|usr|opt|var|tmp|root|lib|mnt|srv)(?:/[^\s'\"<>,;:]*)?)"
-    r"|(?:[\w.\-~]*/[^\s'\"<>,;:]*\.[A-Za-z0-9]{1,8}\b)"
+    r"(?:/(?:home|usr|opt|var|tmp|root|lib|mnt|srv)(?:/[^\s'\"<>,;:]{0,4096})?)"
+    r"|(?:(?<![\w.\-~/])[\w.\-~]{0,256}/[^\s'\"<>,;:]{0,4096}\.[A-Za-z0-9]{1,8}\b)"
 )
+MAX_ERROR_CHARS = 2000
+"""Error messages longer than this are cut (the cut is marked), before paths are scrubbed."""
 
 
 def sanitize_message(message: str) -> str:
-    """``message`` with file-system paths replaced by ``<path>`` (vLLM does this to every error)."""
+    """``message`` with file-system paths replaced by ``<path>`` (vLLM does this to every error).
+
+    A message over :data:`MAX_ERROR_CHARS` is cut to that length first, so an echoed input cannot
+    make the error large or slow to build.
+    """
+    if len(message) > MAX_ERROR_CHARS:
+        cut = len(message) - MAX_ERROR_CHARS
+        message = f"{message[:MAX_ERROR_CHARS]}… ({cut} more characters cut)"
     return _PATH.sub("<path>", message)
 
 
