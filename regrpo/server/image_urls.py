@@ -188,7 +188,7 @@ class ImageResolver:
             return await asyncio.wait_for(self._download(pinned, headers, extensions), config.http_timeout_s)
         except TimeoutError:
             raise ImageURLError(f"fetching the image took over {config.http_timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
             raise ImageURLError(f"cannot fetch the image: {type(exc).__name__}: {exc}") from None
 
     async def _public_address(self, host: str, port: int, trusted: bool) -> str:
@@ -203,7 +203,7 @@ class ImageResolver:
             for address in addresses:
                 if not _is_public(address):
                     raise ImageURLError(
-                        f"image host {host!r} resolves to a non-public address ({address}); "
+                        f"image host {host!r} resolves to a non-public address; "  # which: not said
                         "only public hosts are fetched unless a host is allowlisted"
                     )
         return str(addresses[0])

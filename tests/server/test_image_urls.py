@@ -209,3 +209,18 @@ def test_credentials_in_urls_and_hostless_urls_are_refused():
     config = ServerConfig(allow_http_images=True)
     assert "credentials" in refused(config, "http://user:pw@example.com/x.png")
     assert "no host" in refused(config, "http:///x.png")
+
+
+def test_a_refusal_does_not_name_the_internal_address_a_host_resolved_to():
+    message = refused(ServerConfig(allow_http_images=True), "http://localhost/x.png")
+    assert "non-public address" in message
+    assert "127.0.0.1" not in message and "::1" not in message
+
+
+@pytest.mark.parametrize(
+    "path", ["/x\x01.png", "/" + "a" * 70_000 + ".png"], ids=["control-char", "over-64k"]
+)
+def test_an_url_httpx_cannot_build_is_a_clear_refusal(image_server, path):
+    """Issue 14, item 8: ``build_request`` raises ``httpx.InvalidURL``, not an ``HTTPError``: it was a 500."""
+    config = ServerConfig(allow_http_images=True, http_host_allowlist=("127.0.0.1",))
+    assert "cannot fetch the image" in refused(config, f"{image_server.url}{path}")
