@@ -45,6 +45,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import httpx
 import uvicorn
 from pydantic import BaseModel, ValidationError
@@ -90,9 +91,11 @@ from regrpo.server.protocol import (
     DeltaMessage,
     ModelCard,
     ModelList,
+    NotJSONText,
     ResponseMessage,
     UsageInfo,
     error_response,
+    parse_json_text,
     random_id,
     validation_error_response,
 )
@@ -157,18 +160,22 @@ class _AgentService:
         except ClientDisconnect:
             raise Refusal(400, "the client closed the connection before sending the whole body") from None
         try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise Refusal(400, f"request body is not valid JSON: {type(exc).__name__}: {exc}") from None
+            return await anyio.to_thread.run_sync(parse_json_text, bytes(body))  # off the event loop
+        except NotJSONText as exc:
+            raise Refusal(400, f"request body is not valid JSON text: {exc}") from None
 
     async def parse(self, request: Request, model: type[BaseModel]) -> Any:
         data = await self.read_json(request)
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            raise _Invalid(exc) from None
-        except RecursionError:
-            raise Refusal(400, "request body is nested too deeply") from None
+
+        def validated() -> Any:
+            try:
+                return model.model_validate(data)
+            except ValidationError as exc:
+                raise _Invalid(exc) from None
+            except RecursionError:
+                raise Refusal(400, "request body is nested too deeply") from None
+
+        return await anyio.to_thread.run_sync(validated)
 
     # -- one episode ------------------------------------------------------------------------------------
 

@@ -86,6 +86,7 @@ from regrpo.server.protocol import (
     LoadLoRAAdapterRequest,
     ModelCard,
     ModelList,
+    NotJSONText,
     ResponseMessage,
     TokenizeRequest,
     TokenizeResponse,
@@ -94,6 +95,7 @@ from regrpo.server.protocol import (
     UnloadLoRAAdapterRequest,
     UsageInfo,
     error_response,
+    parse_json_text,
     random_id,
     sanitize_message,
     validation_error_response,
@@ -604,31 +606,27 @@ async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
     if media_type != "application/json":
         raise _RequestError(400, "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request")
     raw = await _read_body(request, max_body_bytes)
-    try:
-        data = json.loads(raw)
-        json.dumps(data, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be encoded
-    except (ValueError, RecursionError) as exc:
-        reason = exc.args[0] if isinstance(exc, json.JSONDecodeError) else _not_json_text(exc)
-        raise _RequestError(
-            400, f"1 validation error:\n  JSON decode error: {reason}", "Bad Request", "body"
-        ) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _ValidationFailed(exc) from None
+
+    def parsed() -> T:  # off the event loop: a 20 MiB body takes a while to decode and validate
+        try:
+            data = parse_json_text(raw)
+        except NotJSONText as exc:
+            raise _RequestError(
+                400, f"1 validation error:\n  JSON decode error: {exc}", "Bad Request", "body"
+            ) from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise _ValidationFailed(exc) from None
+        except RecursionError:
+            raise _RequestError(400, "request body is nested too deeply", "Bad Request", "body") from None
+
+    return await anyio.to_thread.run_sync(parsed)
 
 
 def _shown(name: str, limit: int = 200) -> str:
     """A client-sent name as echoed in an error: cut past ``limit`` characters (the cut says so)."""
     return name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
-
-
-def _not_json_text(exc: BaseException) -> str:
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    if isinstance(exc, UnicodeError):
-        return "a string holds a lone UTF-16 surrogate (not Unicode text)"
-    return str(exc)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -20,6 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -416,6 +417,36 @@ def sanitize_message(message: str) -> str:
     return _PATH.sub("<path>", message)
 
 
+class NotJSONText(ValueError):
+    """A request body that is not JSON text: bad syntax, nesting too deep, or a lone surrogate."""
+
+
+def parse_json_text(body: bytes | str) -> Any:
+    """``json.loads(body)``, refusing what the servers could not handle later as :class:`NotJSONText`.
+
+    Nesting deeper than the parser's recursion limit, and strings holding a lone UTF-16 surrogate
+    (``"\\ud800"``: valid JSON, but not Unicode text; it broke tokenising, trace writes and
+    responses), are refused here with the reason, so no handler sees them.
+    """
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise NotJSONText("nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise NotJSONText(exc.args[0] if isinstance(exc, json.JSONDecodeError) else str(exc)) from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotJSONText("a string holds a lone UTF-16 surrogate (not Unicode text)") from None
+    except RecursionError:
+        raise NotJSONText("nested too deeply") from None
+    return data
+
+
+MAX_ERROR_ITEMS = 20
+"""A validation error lists at most this many items (a body of 100,000 bad items made a 195 MiB 400)."""
+
+
 def validation_error_response(exc: ValidationError, *, prefix: str = "body") -> JSONResponse:
     """A pydantic error as vLLM's 400: ``type`` "Bad Request", ``param`` the first error's location.
 
@@ -424,11 +455,13 @@ def validation_error_response(exc: ValidationError, *, prefix: str = "body") -> 
     """
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     lines = []
-    for err in errors:
+    for err in errors[:MAX_ERROR_ITEMS]:
         loc = ".".join(str(part) for part in (prefix, *err["loc"]))
         lines.append(str({"type": err["type"], "loc": loc, "msg": err["msg"]}))
     first = errors[0]["loc"] if errors else ()
     param = ".".join(str(part) for part in (prefix, *first))
     count = len(errors)
+    if count > MAX_ERROR_ITEMS:
+        lines.append(f"... and {count - MAX_ERROR_ITEMS} more")
     message = f"{count} validation error{'s' if count != 1 else ''}:\n  " + "\n  ".join(lines)
     return error_response(400, message, "Bad Request", param)

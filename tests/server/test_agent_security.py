@@ -241,3 +241,29 @@ def test_our_own_bug_is_a_generic_500_without_a_traceback(store, caplog):
     assert response.json()["error"]["type"] == "InternalServerError"
     assert "secret internal detail" not in response.text and "Traceback" not in response.text
     assert "ZeroDivisionError" in caplog.text  # logged for the operator
+
+
+def test_lone_surrogates_and_huge_error_lists_are_short_400s(store):
+    """Issue 14, items 3 and 7: a lone surrogate was a 500 (a broken stream with ``stream``); a body
+    of many bad items made a 400 listing every error (195 MiB for a 17 MiB body)."""
+
+    async def run():
+        transport = httpx.ASGITransport(make_app(store), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            h = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+            chat = "/v1/chat/completions"
+            lone = b'{"messages": [{"role": "user", "content": "\\ud800"}]'
+            return [
+                await client.post(chat, content=lone + b"}", headers=h),
+                await client.post(chat, content=lone + b', "stream": true}', headers=h),
+                await client.post(chat, content=b'{"model": "\\udfff", "messages": []}', headers=h),
+                await client.post(chat, content=json.dumps({"messages": [{}] * 20_000}), headers=h),
+            ]
+
+    *surrogates, many = asyncio.run(run())
+    for response in surrogates:
+        check(response)
+        assert response.status_code == 400 and "surrogate" in response.json()["error"]["message"]
+    check(many)
+    assert many.status_code == 400 and len(many.content) < 10_000
+    assert "more" in many.json()["error"]["message"]
