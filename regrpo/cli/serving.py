@@ -26,6 +26,7 @@ from regrpo.cli.common import (
     make_policy,
     model_options,
 )
+from regrpo.server.limits import ConnectionLimits
 
 __all__ = ["register"]
 
@@ -41,17 +42,39 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         f"serving the agent (adapter {adapter}) as model {config.model_name!r} on "
         f"http://{args.host}:{args.port}/v1"
     )
-    run_agent_server(agent, config, host=args.host, port=args.port)
+    run_agent_server(agent, config, host=args.host, port=args.port, limits=_limits(args))
     return 0
 
 
+def _limits(args: argparse.Namespace) -> ConnectionLimits:
+    return ConnectionLimits(max_connections=args.max_connections, head_timeout_s=args.head_timeout_s)
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    defaults = ConnectionLimits()
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="connections before new requests get a 503 at once",
+    )
+    parser.add_argument(
+        "--head-timeout-s",
+        type=float,
+        default=defaults.head_timeout_s,
+        help="seconds a request head may take to arrive before the connection is closed",
+    )
+
+
 def _serve_options(parser: argparse.ArgumentParser) -> None:
+    _connection_options(parser)
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     add("--port", type=int, default=8000)
     add("--api-key", dest="api_keys", action="append", help="accepted Bearer key (repeatable)")
     add("--model-name", default=None, help="the model id clients send (default: regrpo-agent)")
     add("--max-body-bytes", type=int, default=None)
+    add("--body-timeout-s", type=float, default=None, help="seconds a request body may take (then 408)")
     add("--max-images-per-request", type=int, default=None)
     add("--max-image-pixels", type=int, default=None)
     add("--max-image-bytes", type=int, default=None)
@@ -89,6 +112,7 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
         max_model_len=args.max_model_len,
         lora_modules=lora_modules,
         max_n=args.max_n,
+        limits=_limits(args),
     )
     return 0
 
@@ -120,4 +144,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--max-lora-rank", type=int, default=64)
     model.add_argument("--max-model-len", type=int, help="context length to report and enforce")
     model.add_argument("--max-n", type=int, default=16, help="most samples (n) one request may ask for")
+    _connection_options(model)
     model.set_defaults(handler=cmd_serve_model)

@@ -81,6 +81,7 @@ from regrpo.server.agent_protocol import (
 from regrpo.server.background import BackgroundServer, start_in_thread
 from regrpo.server.config import ServerConfig
 from regrpo.server.image_urls import ImageResolver, ImageURLError
+from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.metrics import CONTENT_TYPE, ServerMetrics
 from regrpo.server.protocol import (
     ChatCompletionChunk,
@@ -153,12 +154,17 @@ class _AgentService:
             )
         body = bytearray()
         try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise Refusal(413, f"request body is over this server's {limit:,}-byte limit")
+            async with asyncio.timeout(self.config.body_timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise Refusal(413, f"request body is over this server's {limit:,}-byte limit")
         except ClientDisconnect:
             raise Refusal(400, "the client closed the connection before sending the whole body") from None
+        except TimeoutError:
+            raise Refusal(
+                408, f"the request body did not arrive within {self.config.body_timeout_s:g} s"
+            ) from None
         try:
             return await anyio.to_thread.run_sync(parse_json_text, bytes(body))  # off the event loop
         except NotJSONText as exc:
@@ -679,9 +685,10 @@ def run_agent_server(
     *,
     registry: AdapterRegistry | None = None,
     log_level: str = "info",
+    limits: ConnectionLimits | None = None,
 ) -> None:
-    """Serve ``agent`` with uvicorn until interrupted (``regrpo serve``)."""
+    """Serve ``agent`` with uvicorn until interrupted (``regrpo serve``), under connection ``limits``."""
     config = config or ServerConfig()
     _warn_if_open(config, host)
     app = build_agent_app(agent, config, registry=registry)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+    uvicorn.Server(uvicorn_config(app, host, port, limits or ConnectionLimits(), log_level=log_level)).run()

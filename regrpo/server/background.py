@@ -15,6 +15,8 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from regrpo.server.limits import ConnectionLimits, uvicorn_config
+
 __all__ = ["BackgroundServer", "start_in_thread"]
 
 
@@ -46,10 +48,18 @@ class BackgroundServer(uvicorn.Server):
 
 @contextlib.contextmanager
 def start_in_thread(
-    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = 60.0,
+    limits: ConnectionLimits | None = None,
 ) -> Iterator[BackgroundServer]:
-    """Run ``app`` on a real socket (``port=0``: a free one) for the ``with`` block; yields the server."""
-    server = BackgroundServer(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    """Run ``app`` on a real socket (``port=0``: a free one) for the ``with`` block; yields the server.
+
+    ``limits`` as the servers run with (default :class:`~regrpo.server.limits.ConnectionLimits`).
+    """
+    config = uvicorn_config(app, host, port, limits or ConnectionLimits(), log_level="warning", lifespan="on")
+    server = BackgroundServer(config)
     server.thread.start()
     if not server.ready.wait(timeout):
         server.stop()

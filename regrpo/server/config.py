@@ -33,6 +33,8 @@ class ServerConfig:
     """The model id clients send in ``model`` and that ``GET /v1/models`` lists."""
     max_body_bytes: int = 20 * MiB
     """Largest request body, counted while it is read (a base64 image is 4/3 of its file size)."""
+    body_timeout_s: float = 30.0
+    """Seconds the whole request body may take to arrive (a drip-fed body is a 408 after it)."""
     max_images_per_request: int = 8
     """Most ``image_url`` parts in the task message."""
     max_image_pixels: int = 16_000_000
@@ -66,6 +68,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         positive = (
             "max_body_bytes",
+            "body_timeout_s",
             "max_images_per_request",
             "max_image_pixels",
             "max_image_bytes",

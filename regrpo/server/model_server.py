@@ -75,6 +75,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regrpo.errors import AdapterError, ModelError
+from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -747,11 +748,19 @@ def build_model_app(
     return app
 
 
-def run_model_server(policy: LocalPolicy, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-    """Serve ``build_model_app(policy, **options)`` with uvicorn until interrupted."""
+def run_model_server(
+    policy: LocalPolicy,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    limits: ConnectionLimits | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``build_model_app(policy, **options)`` with uvicorn until interrupted, under ``limits``."""
     import uvicorn
 
-    uvicorn.run(build_model_app(policy, **options), host=host, port=port, log_level="info")
+    app = build_model_app(policy, **options)
+    uvicorn.Server(uvicorn_config(app, host, port, limits or ConnectionLimits(), log_level="info")).run()
 
 
 @contextlib.contextmanager
