@@ -5,7 +5,7 @@ per-token log-probs, finish reason and prompt length. Each request asks for ``lo
 vLLM's ``return_token_ids`` and ``include_stop_str_in_output`` extensions, so the text keeps the stop
 string (as ``LocalPolicy``'s does) and the ids are the sampled ones, not a re-tokenisation. Log-probs
 are what the server computes; vLLM's default ``--logprobs-mode raw_logprobs`` matches
-``LocalPolicy`` (raw logits, before temperature). The wire format is ``regrpo.server.protocol``.
+``LocalPolicy`` (raw logits, before temperature). The wire format is ``regrpo.openai_wire``.
 
 Decisions:
 
@@ -57,7 +57,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.errors import AdapterError, ModelError, RegrpoError
-from regrpo.server.protocol import ChatCompletionResponse, Choice
+from regrpo.openai_wire import (
+    ChatCompletionResponse,
+    Choice,
+)
 from regrpo.traces.schema import Completion
 
 __all__ = ["OpenAIPolicy"]

@@ -16,7 +16,10 @@ import asyncio
 
 from starlette.responses import JSONResponse
 
-from regrpo.server.protocol import error_response, sanitize_message
+from regrpo.server.responses import (
+    error_response,
+    sanitize_message,
+)
 
 __all__ = ["ERROR_TYPES", "EpisodeGate", "Refusal", "Ticket"]
 

@@ -1,6 +1,6 @@
 """Wire models only the agent server has: the ``regrpo`` extension object, feedback, adapter admin.
 
-The OpenAI shapes themselves live in :mod:`regrpo.server.protocol` (shared with the model server);
+The OpenAI shapes themselves live in :mod:`regrpo.openai_wire` (shared with the model server);
 this module adds what an agent returns on top of them. A chat completion from ``regrpo serve`` is an
 ordinary OpenAI response (clients that do not know the extension ignore it) with one extra
 top-level field, ``regrpo``: an :class:`AgentExtension` (trace id, status, per-step summaries,

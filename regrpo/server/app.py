@@ -67,6 +67,19 @@ from regrpo.errors import (
 )
 from regrpo.learning.hotswap import swap_in, swap_to_base
 from regrpo.learning.registry import AdapterRegistry
+from regrpo.openai_wire import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    UsageInfo,
+    random_id,
+)
 from regrpo.server.admission import ERROR_TYPES, EpisodeGate, Refusal, Ticket
 from regrpo.server.agent_protocol import (
     AdapterInfo,
@@ -83,21 +96,10 @@ from regrpo.server.config import ServerConfig
 from regrpo.server.image_urls import ImageResolver, ImageURLError
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.metrics import CONTENT_TYPE, ServerMetrics
-from regrpo.server.protocol import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    Choice,
-    ChunkChoice,
-    DeltaMessage,
-    ModelCard,
-    ModelList,
+from regrpo.server.responses import (
     NotJSONText,
-    ResponseMessage,
-    UsageInfo,
     error_response,
     parse_json_text,
-    random_id,
     validation_error_response,
 )
 from regrpo.traces import Answer, Step

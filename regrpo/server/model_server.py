@@ -75,8 +75,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from regrpo.errors import AdapterError, ModelError
-from regrpo.server.limits import ConnectionLimits, uvicorn_config
-from regrpo.server.protocol import (
+from regrpo.openai_wire import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -87,7 +86,6 @@ from regrpo.server.protocol import (
     LoadLoRAAdapterRequest,
     ModelCard,
     ModelList,
-    NotJSONText,
     ResponseMessage,
     TokenizeRequest,
     TokenizeResponse,
@@ -95,9 +93,13 @@ from regrpo.server.protocol import (
     TopLogprob,
     UnloadLoRAAdapterRequest,
     UsageInfo,
+    random_id,
+)
+from regrpo.server.limits import ConnectionLimits, uvicorn_config
+from regrpo.server.responses import (
+    NotJSONText,
     error_response,
     parse_json_text,
-    random_id,
     sanitize_message,
     validation_error_response,
 )

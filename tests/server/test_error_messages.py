@@ -6,7 +6,11 @@ import time
 
 import pytest
 
-from regrpo.server.protocol import _PATH, MAX_ERROR_CHARS, sanitize_message
+from regrpo.server.responses import (
+    _PATH,
+    MAX_ERROR_CHARS,
+    sanitize_message,
+)
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,10 @@ import httpx
 import pytest
 
 from regrpo.agent.openai_policy import OpenAIPolicy
+from regrpo.openai_wire import (
+    ModelCard,
+)
 from regrpo.server.model_server import build_model_app, running_server
-from regrpo.server.protocol import ModelCard
 
 pytestmark = pytest.mark.slow
 

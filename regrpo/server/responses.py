@@ -1,0 +1,107 @@
+"""The servers' error bodies: the OpenAI error envelope, vLLM's path scrubbing, and safe JSON decoding.
+
+Shared by ``regrpo serve`` (:mod:`regrpo.server.app`) and ``regrpo serve-model``
+(:mod:`regrpo.server.model_server`); the wire objects themselves are :mod:`regrpo.openai_wire`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+from regrpo.openai_wire import ErrorInfo, ErrorResponse
+
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "MAX_ERROR_ITEMS",
+    "NotJSONText",
+    "error_response",
+    "parse_json_text",
+    "sanitize_message",
+    "validation_error_response",
+]
+
+
+def error_response(status: int, message: str, type: str, param: str | None = None) -> JSONResponse:
+    """A JSON error response in the OpenAI envelope with HTTP status ``status``."""
+    body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=status))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+# vLLM's sanitize_message (contract §1): absolute paths under system roots, and anything that looks
+# like a path ending in a file extension, become "<path>" so error text never leaks the file system.
+# Linear time (issue 14, item 1): a match starts only where a word does (the lookbehind fails at once
+# inside a run of word characters) and every run is bounded, so a 60 KB run of letters in a request's
+# ``model`` cannot make each error take seconds; messages are cut to MAX_ERROR_CHARS first.
+_PATH = re.compile(
+    r"(?:/(?:home|usr|opt|var|tmp|root|lib|mnt|srv)(?:/[^\s'\"<>,;:]{0,4096})?)"
+    r"|(?:(?<![\w.\-~/])[\w.\-~]{0,256}/[^\s'\"<>,;:]{0,4096}\.[A-Za-z0-9]{1,8}\b)"
+)
+MAX_ERROR_CHARS = 2000
+"""Error messages longer than this are cut (the cut is marked), before paths are scrubbed."""
+
+
+def sanitize_message(message: str) -> str:
+    """``message`` with file-system paths replaced by ``<path>`` (vLLM does this to every error).
+
+    A message over :data:`MAX_ERROR_CHARS` is cut to that length first, so an echoed input cannot
+    make the error large or slow to build.
+    """
+    if len(message) > MAX_ERROR_CHARS:
+        cut = len(message) - MAX_ERROR_CHARS
+        message = f"{message[:MAX_ERROR_CHARS]}… ({cut} more characters cut)"
+    return _PATH.sub("<path>", message)
+
+
+class NotJSONText(ValueError):
+    """A request body that is not JSON text: bad syntax, nesting too deep, or a lone surrogate."""
+
+
+def parse_json_text(body: bytes | str) -> Any:
+    """``json.loads(body)``, refusing what the servers could not handle later as :class:`NotJSONText`.
+
+    Nesting deeper than the parser's recursion limit, and strings holding a lone UTF-16 surrogate
+    (``"\\ud800"``: valid JSON, but not Unicode text; it broke tokenising, trace writes and
+    responses), are refused here with the reason, so no handler sees them.
+    """
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise NotJSONText("nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise NotJSONText(exc.args[0] if isinstance(exc, json.JSONDecodeError) else str(exc)) from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotJSONText("a string holds a lone UTF-16 surrogate (not Unicode text)") from None
+    except RecursionError:
+        raise NotJSONText("nested too deeply") from None
+    return data
+
+
+MAX_ERROR_ITEMS = 20
+"""A validation error lists at most this many items (a body of 100,000 bad items made a 195 MiB 400)."""
+
+
+def validation_error_response(exc: ValidationError, *, prefix: str = "body") -> JSONResponse:
+    """A pydantic error as vLLM's 400: ``type`` "Bad Request", ``param`` the first error's location.
+
+    The message lists each error's location, kind and text; it never holds the input (which may be
+    large or private) or a traceback.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    lines = []
+    for err in errors[:MAX_ERROR_ITEMS]:
+        loc = ".".join(str(part) for part in (prefix, *err["loc"]))
+        lines.append(str({"type": err["type"], "loc": loc, "msg": err["msg"]}))
+    first = errors[0]["loc"] if errors else ()
+    param = ".".join(str(part) for part in (prefix, *first))
+    count = len(errors)
+    if count > MAX_ERROR_ITEMS:
+        lines.append(f"... and {count - MAX_ERROR_ITEMS} more")
+    message = f"{count} validation error{'s' if count != 1 else ''}:\n  " + "\n  ".join(lines)
+    return error_response(400, message, "Bad Request", param)
