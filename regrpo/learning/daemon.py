@@ -17,7 +17,10 @@ Crash safety (a ``kill -9`` at any instant):
 * A committed version is recorded as ``pending`` before the gate runs; a restart gates it instead of
   training again. Promotion is the gate's atomic pointer move, so nothing half-done is ever live.
 * A ``train_round`` that raises leaves the watermark where it was, discards its folder, and the round
-  is retried at the next poll (``run_forever`` backs off exponentially while it keeps failing).
+  is retried at the next poll (``run_forever`` backs off exponentially while it keeps failing; a poll
+  that raises, e.g. "database is locked", is logged and retried the same way).
+* A kill between the gate's promotion and saving ``trainer.json``: on restart the pending version is
+  already live, so the round is recorded as decided (watermark advanced), not gated again.
 
 The watermark is ``(started_at, trace_id)`` of the last episode consumed, in the store's order. It
 never passes an episode that is still running (unless it has been running for ``stale_running_s``:
@@ -253,6 +256,13 @@ class TrainerDaemon:
         )
 
     def _gate(self, state: DaemonState, version: str, trace_ids: list[str], *, resumed: bool) -> RoundReport:
+        if resumed and self.registry.live() == version:
+            # the process died after the gate's pointer move and before trainer.json was saved: the
+            # round was decided (promoted); only the bookkeeping is left (gating it again would fail
+            # forever with "already live")
+            self._decided(state)
+            log.info("round %d: %s was promoted before a restart", state.rounds, version)
+            return RoundReport(status="decided", version=version, resumed=True)
         try:
             decision = evaluate_and_gate(
                 self.policy,
@@ -273,11 +283,7 @@ class TrainerDaemon:
                 resumed=resumed,
                 error=f"{type(exc).__name__}: {exc}",
             )
-        if state.pending_until is not None:
-            state.started_at, state.trace_id = state.pending_until
-        state.pending, state.pending_until = None, None
-        state.rounds += 1
-        self._save(state)
+        self._decided(state)
         if decision.promoted and self.on_promote is not None:
             try:
                 self.on_promote(decision)
@@ -299,17 +305,33 @@ class TrainerDaemon:
             resumed=resumed,
         )
 
+    def _decided(self, state: DaemonState) -> None:
+        """Advance the watermark past the pending round's episodes and forget the round (saved)."""
+        if state.pending_until is not None:
+            state.started_at, state.trace_id = state.pending_until
+        state.pending, state.pending_until = None, None
+        state.rounds += 1
+        self._save(state)
+
     # -- the loop ---------------------------------------------------------------------------------------
 
     def run_forever(self, poll_s: float, stop_event: threading.Event) -> None:
-        """Poll every ``poll_s`` seconds until ``stop_event`` is set (backing off while rounds fail)."""
+        """Poll every ``poll_s`` seconds until ``stop_event`` is set (backing off while rounds fail).
+
+        A poll that raises (a locked or unreachable store, a full disk) is logged and counts as a
+        failed round: the daemon backs off and polls again rather than stopping for good.
+        """
         if poll_s <= 0:
             raise InputError(f"poll_s must be > 0, got {poll_s}")
         self.start()
         failures = 0
         while not stop_event.is_set():
-            report = self.run_once()
-            failures = failures + 1 if report.status == "failed" else 0
+            try:
+                status = self.run_once().status
+            except Exception:
+                log.exception("trainer poll failed; retrying after a back-off")
+                status = "failed"
+            failures = failures + 1 if status == "failed" else 0
             stop_event.wait(min(poll_s * 2 ** min(failures, 20), max(poll_s, self.config.max_backoff_s)))
 
     def __repr__(self) -> str:

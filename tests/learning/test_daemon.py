@@ -28,7 +28,7 @@ from regrpo.agent.loop import Agent
 from regrpo.agent.scripted import ScriptedPolicy
 from regrpo.errors import InputError
 from regrpo.evaluation import EvalOptions
-from regrpo.learning.daemon import STATE_FILE, DaemonConfig, DaemonState, TrainerDaemon
+from regrpo.learning.daemon import STATE_FILE, DaemonConfig, DaemonState, RoundReport, TrainerDaemon
 from regrpo.learning.gate import GateConfig
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.tasks.schema import AnswerSpec, Task
@@ -287,3 +287,44 @@ def test_run_forever_trains_when_failures_arrive_and_stops_on_the_event(
         thread.join(timeout=60)
     assert not thread.is_alive() and rounds.calls == [ids]
     assert registry.live() == "v0001" and worker.state().rounds == 1
+
+
+def test_a_kill_after_promotion_before_the_state_is_saved_is_decided_on_restart(
+    store, tmp_path, tiny_model, held_out
+):
+    """Issue 13 (6): the restart used to fail forever with "v0001 is already live"."""
+    registry = AdapterRegistry(tmp_path / "registry")
+    ids = [episode(store), episode(store)]
+    rounds = LoraRounds(tiny_model)
+    worker = daemon(store, registry, rounds, held_out)
+    _, until = worker.new_failures()
+    folder = registry.begin()
+    rounds(ids, folder)
+    version = registry.commit(folder, AdapterMeta(base_model="scripted")).version
+    registry.write_state(STATE_FILE, msgspec.json.encode(DaemonState(pending=version, pending_until=until)))
+    registry.promote(version)  # the gate's pointer move happened; trainer.json was not saved
+
+    report = daemon(store, registry, rounds, held_out).run_once()
+    assert report.status == "decided" and report.resumed and report.version == version
+    state = worker.state()
+    assert state.pending is None and (state.started_at, state.trace_id) == until and state.rounds == 1
+    assert worker.run_once().status == "waiting" and len(rounds.calls) == 1
+
+
+def test_run_forever_survives_a_poll_that_raises(store, tmp_path, tiny_model, held_out, monkeypatch):
+    registry = AdapterRegistry(tmp_path / "registry")
+    worker = daemon(store, registry, LoraRounds(tiny_model), held_out)
+    stop, polls = threading.Event(), []
+
+    def flaky():
+        polls.append(len(polls))
+        if len(polls) == 1:
+            raise RuntimeError("database is locked")
+        stop.set()
+        return RoundReport(status="waiting")
+
+    monkeypatch.setattr(worker, "run_once", flaky)
+    thread = threading.Thread(target=worker.run_forever, args=(0.01, stop))
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and polls == [0, 1]  # the raising poll did not end the loop
