@@ -348,7 +348,9 @@ class LocalPolicy:
         """
         from transformers import DynamicCache
 
-        past = self._cached_prefix(request.prefix, 1) or DynamicCache(config=self.model.config)
+        past = self._cached_prefix(request.prefix, 1)
+        if past is None:
+            past = DynamicCache(config=self.model.config)
         rest = request.prompt[len(request.prefix) : -1]
         if rest:
             self.model(torch.tensor([rest], device=self.device), past_key_values=past, use_cache=True)
