@@ -7,7 +7,16 @@ import io
 import re
 
 import numpy as np
+from hypothesis import strategies as st
 from PIL import Image
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+"""Any JSON value (with NaN, which Python's json writes): the fuzz tests' building block."""
 
 
 def crop_then_report(chat: list[dict[str, str]]) -> str:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_helpers import data_url, image_message, png_bytes
+from server_helpers import data_url, image_message, json_values, png_bytes
 
 from regrpo import Agent, ScriptedPolicy
 from regrpo.server.app import build_agent_app
@@ -54,12 +54,6 @@ EVIL_URLS = [
     "A" * 5000,
 ]
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=20,
-)
 image_urls = st.sampled_from(EVIL_URLS) | st.text(max_size=60) | st.just(data_url(png_bytes(4, 4)))
 parts = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": json_values}),
