@@ -243,18 +243,24 @@ def test_a_round_killed_mid_write_promotes_nothing_and_the_restart_retrains_the_
     )
 
 
+def committed_before_a_crash(store, registry, rounds, held_out):
+    """What ``run_once`` had done when its process died: trained, committed, recorded as pending."""
+    ids = [episode(store), episode(store)]
+    worker = daemon(store, registry, rounds, held_out)
+    _, until = worker.new_failures()
+    folder = registry.begin()
+    rounds(ids, folder)
+    version = registry.commit(folder, AdapterMeta(base_model="scripted")).version
+    registry.write_state(STATE_FILE, msgspec.json.encode(DaemonState(pending=version, pending_until=until)))
+    return worker, version, until
+
+
 def test_a_version_committed_before_a_crash_is_gated_on_restart_not_retrained(
     store, tmp_path, tiny_model, held_out
 ):
     registry = AdapterRegistry(tmp_path / "registry")
-    ids = [episode(store), episode(store)]
     rounds = LoraRounds(tiny_model)
-    worker = daemon(store, registry, rounds, held_out)
-    _, until = worker.new_failures()
-    folder = registry.begin()  # what run_once had done when the process died: trained and committed
-    rounds(ids, folder)
-    version = registry.commit(folder, AdapterMeta(base_model="scripted")).version
-    registry.write_state(STATE_FILE, msgspec.json.encode(DaemonState(pending=version, pending_until=until)))
+    worker, version, until = committed_before_a_crash(store, registry, rounds, held_out)
 
     report = daemon(store, registry, rounds, held_out).run_once()
     assert report.resumed and report.status == "decided" and report.version == version
@@ -294,14 +300,8 @@ def test_a_kill_after_promotion_before_the_state_is_saved_is_decided_on_restart(
 ):
     """Issue 13 (6): the restart used to fail forever with "v0001 is already live"."""
     registry = AdapterRegistry(tmp_path / "registry")
-    ids = [episode(store), episode(store)]
     rounds = LoraRounds(tiny_model)
-    worker = daemon(store, registry, rounds, held_out)
-    _, until = worker.new_failures()
-    folder = registry.begin()
-    rounds(ids, folder)
-    version = registry.commit(folder, AdapterMeta(base_model="scripted")).version
-    registry.write_state(STATE_FILE, msgspec.json.encode(DaemonState(pending=version, pending_until=until)))
+    worker, version, until = committed_before_a_crash(store, registry, rounds, held_out)
     registry.promote(version)  # the gate's pointer move happened; trainer.json was not saved
 
     report = daemon(store, registry, rounds, held_out).run_once()
