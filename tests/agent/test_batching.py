@@ -301,7 +301,8 @@ def test_calls_naming_different_adapters_batch_per_adapter_and_are_never_mixed()
     calls = [{"messages": CHATS[i % 2], "max_new_tokens": 6, "adapter": name} for i, name in enumerate(names)]
     before = len(policy._queue.batch_sizes)
     outputs = coalesced(policy, calls[:3])
-    assert policy._queue.batch_sizes[before:] == [1, 2, 1]  # the plug; both "tuned" calls; the base call
+    plug, *rest = policy._queue.batch_sizes[before:]
+    assert plug == 1 and sorted(rest) == [1, 2]  # the "tuned" calls together, the base call alone
     for kwargs, (completion,) in zip(calls, outputs, strict=False):
         assert completion.adapter == kwargs["adapter"]
         policy.activate_adapter(kwargs["adapter"])
