@@ -2,7 +2,8 @@
 
 One episode (``arun``), top to bottom:
 
-1. open a trace (the episode is in the store before anything can fail), check the task, load images;
+1. open a trace (the episode is in the store before anything can fail), check the task, load images
+   (store writes and image decoding run in worker threads, off the caller's event loop);
 2. render the system prompt (tools + format) and the task message;
 3. each step: sample one completion → parse the reflection (if one was asked) and the action →
    answer, or run the tool, or record an unparseable turn → decide whether the next turn must start
@@ -250,7 +251,8 @@ class Agent:
         if trace_id is not None:
             if not _TRACE_ID.fullmatch(str(trace_id)):
                 raise InputError(f"trace_id must be 1-64 letters, digits, '-' or '_', got {trace_id!r}")
-            if trace_id in self.store:  # the store's writes are upserts: a reused id would mix episodes
+            # the store's writes are upserts: a reused id would mix episodes
+            if await asyncio.to_thread(self.store.__contains__, trace_id):
                 raise InputError(f"trace_id {trace_id!r} is already in the trace store; pass a new one")
         episode = Episode(
             trace_id=trace_id or uuid.uuid4().hex,
@@ -261,18 +263,20 @@ class Agent:
             system_prompt=self.system_prompt,
             metadata=dict(metadata or {}),
         )
-        log = TraceLogger(self.store, episode)
+        # worker threads: a busy store (another process holding its write lock) or a large image must
+        # not stall an event loop that serves other requests
+        log = await asyncio.to_thread(TraceLogger, self.store, episode)
         try:
-            store = self._open_episode(log, task, images)
+            store = await asyncio.to_thread(self._open_episode, log, task, images)
             status, answer = await self._loop(log, store, on_step)
         except RegrpoError as exc:
-            log.finish("error", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.to_thread(log.finish, "error", error=f"{type(exc).__name__}: {exc}")
             exc.trace_id = episode.trace_id  # type: ignore[attr-defined]
             raise
-        except BaseException as exc:  # our bug or a cancellation: keep the trace, then re-raise
+        except BaseException as exc:  # our bug or a cancellation: keep the trace (awaiting nothing), re-raise
             log.finish("error", error=f"{type(exc).__name__}: {exc}")
             raise
-        return Result.from_episode(log.finish(status, answer=answer))
+        return Result.from_episode(await asyncio.to_thread(log.finish, status, answer=answer))
 
     def _open_episode(self, log: TraceLogger, task: Any, images: Any) -> ImageStore:
         if not isinstance(task, str):
@@ -381,7 +385,7 @@ class Agent:
             prompt_messages = len(log.episode.messages)
             completion = await self._generate(log.episode.messages)
             generate_s = time.perf_counter() - started
-            log.message(Message("assistant", completion.text))
+            await asyncio.to_thread(log.message, Message("assistant", completion.text))
 
             reflection, problem, reflection_tokens = self._read_reflection(
                 completion.text, requested, last_observation
@@ -408,7 +412,7 @@ class Agent:
                         confidence=confidence,
                         running_mean=trigger.last_running_mean,
                     )
-                log.message(Message("user", text))
+                await asyncio.to_thread(log.message, Message("user", text))
 
             step = Step(
                 index=index,
@@ -427,7 +431,7 @@ class Agent:
                 ),
             )
             _count(usage, step)
-            log.step(step)
+            await asyncio.to_thread(log.step, step)
             if on_step is not None:
                 on_step(step)
             if isinstance(action, Answer):

@@ -35,13 +35,10 @@ _FORMAT = """Each turn, reply with exactly one action:
 <tool_call>{"name": "<tool name>", "arguments": {<arguments>}}</tool_call>
 or, when you know the final answer:
 <answer>the answer</answer>
-Images are given by id (img_0, img_1, ...); tools that make images return a new id.
-
-Example:
-user: What is 12 * 7 + 1?
-assistant: <tool_call>{"name": "calculator", "arguments": {"expression": "12 * 7 + 1"}}</tool_call>
-user: <tool_response>85</tool_response>
-assistant: <answer>85</answer>"""
+Images are given by id (img_0, img_1, ...); tools that make images return a new id."""
+# No worked example: a warm-started SmolLM2 copied the old one's expression (``12 * 7 + 1``) into
+# held-out tasks' calculator calls, and the base model follows the format almost never either way
+# (docs/results.md). The format is taught by the warm start's data, whose every context holds this prompt.
 
 
 def _compact(value: Any) -> str:
@@ -76,7 +73,7 @@ def tool_signature(tool: Tool) -> str:
 
 
 def render_system_prompt(tools: Sequence[Tool], instructions: str | None = None) -> str:
-    """The system prompt: role, one signature line per tool, the action format, an example."""
+    """The system prompt: role, one signature line per tool, the action format."""
     lines = ["You are an agent that solves tasks step by step by calling tools.", "", "Tools:"]
     lines += [f"- {tool_signature(tool)}" for tool in tools]
     lines += ["", _FORMAT]

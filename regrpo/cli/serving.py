@@ -77,6 +77,7 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     add("--body-timeout-s", type=float, default=None, help="seconds a request body may take (then 408)")
     add("--max-images-per-request", type=int, default=None)
     add("--max-image-pixels", type=int, default=None)
+    add("--max-request-pixels", type=int, default=None, help="pixels of all of a request's images together")
     add("--max-image-bytes", type=int, default=None)
     add("--image-root", dest="image_roots", action="append", help="folder whose images requests may name")
     add("--allow-http-images", action="store_true", default=None, help="fetch http(s) image URLs")

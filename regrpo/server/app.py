@@ -51,7 +51,7 @@ import uvicorn
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,13 +93,15 @@ from regrpo.server.agent_protocol import (
 )
 from regrpo.server.background import BackgroundServer, start_in_thread
 from regrpo.server.config import ServerConfig
-from regrpo.server.image_urls import ImageResolver, ImageURLError
+from regrpo.server.image_urls import ImageResolver, ImageURLError, checked_request_pixels
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.metrics import CONTENT_TYPE, ServerMetrics
 from regrpo.server.responses import (
+    BodyRefused,
     NotJSONText,
     error_response,
     parse_json_text,
+    read_limited_body,
     validation_error_response,
 )
 from regrpo.traces import Answer, Step
@@ -148,27 +150,12 @@ class _AgentService:
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media != "application/json":
             raise Refusal(400, "Unsupported Media Type: Only 'application/json' is allowed")
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise Refusal(
-                413, f"request body is {int(declared):,} bytes; this server accepts at most {limit:,}"
-            )
-        body = bytearray()
         try:
-            async with asyncio.timeout(self.config.body_timeout_s):
-                async for chunk in request.stream():
-                    body += chunk
-                    if len(body) > limit:
-                        raise Refusal(413, f"request body is over this server's {limit:,}-byte limit")
-        except ClientDisconnect:
-            raise Refusal(400, "the client closed the connection before sending the whole body") from None
-        except TimeoutError:
-            raise Refusal(
-                408, f"the request body did not arrive within {self.config.body_timeout_s:g} s"
-            ) from None
+            body = await read_limited_body(request, self.config.max_body_bytes, self.config.body_timeout_s)
+        except BodyRefused as exc:
+            raise Refusal(exc.status, exc.message) from None
         try:
-            return await anyio.to_thread.run_sync(parse_json_text, bytes(body))  # off the event loop
+            return await anyio.to_thread.run_sync(parse_json_text, body)  # off the event loop
         except NotJSONText as exc:
             raise Refusal(400, f"request body is not valid JSON text: {exc}") from None
 
@@ -217,20 +204,21 @@ class _AgentService:
             )
         return task, urls, chat.model
 
-    async def load_images(self, urls: list[str], message_index: int) -> list[Any]:
-        images = []
-        for url in urls:
-            try:
-                images.append(await self.images.resolve(url))
-            except ImageURLError as exc:
-                raise Refusal(400, str(exc), param=f"messages.{message_index}.content") from None
-        return images
+    async def load_images(self, urls: list[str], message_index: int) -> list[bytes]:
+        """The request's images as checked, still-encoded bytes: the agent decodes them off the event
+        loop once the episode has a slot, so a queued request holds no pixels (``image_urls``)."""
+        try:
+            images = [await self.images.resolve(url) for url in urls]
+            checked_request_pixels(images, self.config.max_request_pixels)
+        except ImageURLError as exc:
+            raise Refusal(400, str(exc), param=f"messages.{message_index}.content") from None
+        return [image.data for image in images]
 
     async def run_episode(
         self,
         ticket: Ticket,
         task: str,
-        images: list[Any],
+        images: list[bytes],
         on_step: Callable[[Step], None] | None = None,
         trace_id: str | None = None,
     ) -> Result:
@@ -354,7 +342,7 @@ class _EpisodeStream(StreamingResponse):
 
 
 async def _stream_episode(
-    service: _AgentService, ticket: Ticket, task: str, images: list[Any], model: str, include_usage: bool
+    service: _AgentService, ticket: Ticket, task: str, images: list[bytes], model: str, include_usage: bool
 ) -> AsyncIterator[str]:
     """SSE frames: a role chunk, one chunk per step, a finish chunk, (usage), ``[DONE]``."""
     chunk_id, created = random_id("chatcmpl"), int(time.time())
@@ -450,13 +438,24 @@ async def feedback(request: Request) -> Response:
     if body.reward is None and body.answer is None:
         raise Refusal(400, "feedback needs a reward, a reference answer, or both", param="reward")
     store = service.agent.store
-    try:
+
+    def record_feedback() -> tuple[Any, Any]:  # store reads and writes run off the event loop
         episode = store.get_header(body.trace_id)
-        record = service.agent.feedback(body.trace_id, reward=body.reward, answer=body.answer)
+        return episode, service.agent.feedback(body.trace_id, reward=body.reward, answer=body.answer)
+
+    try:
+        episode, record = await asyncio.to_thread(record_feedback)
     except TraceNotFoundError:
         raise Refusal(404, f"no episode with trace id {body.trace_id!r}", param="trace_id") from None
     except InputError as exc:
         raise Refusal(400, str(exc)) from None
+    except TraceStoreError as exc:
+        raise Refusal(
+            503,
+            f"the trace store is unavailable: {exc}",
+            retry_after=service.config.retry_after_s,
+            reason="store",
+        ) from None
     out = FeedbackResponse(
         trace_id=body.trace_id,
         reward=record.reward,

@@ -39,6 +39,10 @@ class ServerConfig:
     """Most ``image_url`` parts in the task message."""
     max_image_pixels: int = 16_000_000
     """Largest image (width x height), checked from the header before the pixels are decoded."""
+    max_request_pixels: int = 32_000_000
+    """Most pixels of all of one request's images together, checked from their headers. Images are
+    decoded only once the request has a slot, so at most ``max_concurrency`` times this many pixels
+    are ever decoded at once (3 bytes each); a queued request holds its encoded bytes only."""
     max_image_bytes: int = 15 * MiB
     """Largest encoded image from a ``data:`` URL or a local file."""
     image_roots: tuple[Path, ...] = ()
@@ -71,6 +75,7 @@ class ServerConfig:
             "body_timeout_s",
             "max_images_per_request",
             "max_image_pixels",
+            "max_request_pixels",
             "max_image_bytes",
             "http_max_bytes",
             "http_timeout_s",

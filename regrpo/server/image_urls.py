@@ -16,9 +16,10 @@ Three sources, each off unless it is safe or configured (:class:`~regrpo.server.
   has one deadline (a slow-drip server cannot hold a worker).
 
 Decimal and hex IPv4 forms (``http://2130706433/``) are covered because the check runs on what the
-resolver returns, not on the spelling of the host. Every image's pixel count is read from its
-header before the pixels are decoded (decompression bombs), then :func:`regrpo.tools.load_image`
-decodes and validates it.
+resolver returns, not on the spelling of the host. Every image's size is read from its header
+(decompression bombs): :meth:`ImageResolver.resolve` returns the still-encoded bytes with that
+size, :func:`checked_request_pixels` bounds a request's total, and the pixels are decoded later, by
+the agent in a worker thread once the episode has a slot (so queued requests never hold pixels).
 """
 
 from __future__ import annotations
@@ -30,25 +31,38 @@ import io
 import ipaddress
 import os
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import httpx
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from regrpo.errors import ImageError
 from regrpo.server.config import ServerConfig
-from regrpo.tools.images import load_image
 
-__all__ = ["ImageURLError", "ImageResolver"]
+__all__ = ["EncodedImage", "ImageURLError", "ImageResolver", "checked_request_pixels"]
 
 
 class ImageURLError(ImageError):
     """An ``image_url`` was refused or unusable; the server answers 400 with this message."""
 
 
-def _check_pixels(data: bytes, limit: int, what: str) -> None:
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image's file bytes (PNG, JPEG, ...) and the size its header declares, not yet decoded."""
+
+    data: bytes
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def _checked(data: bytes, limit: int, what: str) -> EncodedImage:
     """Read the size from the header only (PIL opens lazily) and refuse images over ``limit`` pixels."""
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -57,11 +71,17 @@ def _check_pixels(data: bytes, limit: int, what: str) -> None:
         raise ImageURLError(f"{what} is not a readable image: {exc}") from exc
     if width * height > limit:
         raise ImageURLError(f"{what} is {width}x{height} pixels, over this server's limit of {limit:,}")
+    return EncodedImage(data, width, height)
 
 
-def _decode(data: bytes, config: ServerConfig, what: str) -> np.ndarray:
-    _check_pixels(data, config.max_image_pixels, what)
-    return load_image(data)
+def checked_request_pixels(images: Sequence[EncodedImage], limit: int) -> None:
+    """Refuse a request whose images hold more than ``limit`` pixels together."""
+    total = sum(image.pixels for image in images)
+    if total > limit:
+        raise ImageURLError(
+            f"the request's {len(images)} images hold {total:,} pixels together, over this server's "
+            f"limit of {limit:,} per request; send fewer or smaller images"
+        )
 
 
 def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -84,8 +104,8 @@ class ImageResolver:
         self.config = config
         self._transport = transport
 
-    async def resolve(self, url: str) -> np.ndarray:
-        """The image at ``url`` as an RGB uint8 ``(H, W, 3)`` array, or :class:`ImageURLError`."""
+    async def resolve(self, url: str) -> EncodedImage:
+        """The image at ``url``, its header checked but not decoded, or :class:`ImageURLError`."""
         if not isinstance(url, str) or not url.strip():
             raise ImageURLError("image_url.url must be a non-empty string")
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -99,12 +119,7 @@ class ImageResolver:
             raise ImageURLError(
                 f"image_url must be a data: URL, an http(s) URL or an absolute path; got {url[:64]!r}"
             )
-        try:
-            return await asyncio.to_thread(_decode, data, self.config, what)
-        except ImageURLError:
-            raise
-        except ImageError as exc:
-            raise ImageURLError(str(exc)) from exc
+        return await asyncio.to_thread(_checked, data, self.config.max_image_pixels, what)
 
     # -- data: ---------------------------------------------------------------------------------------
 

@@ -97,9 +97,11 @@ from regrpo.openai_wire import (
 )
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.responses import (
+    BodyRefused,
     NotJSONText,
     error_response,
     parse_json_text,
+    read_limited_body,
     sanitize_message,
     validation_error_response,
 )
@@ -608,7 +610,10 @@ async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise _RequestError(400, "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request")
-    raw = await _read_body(request, max_body_bytes)
+    try:
+        raw = await read_limited_body(request, max_body_bytes)
+    except BodyRefused as exc:
+        raise _RequestError(exc.status, exc.message, "BadRequestError") from None
 
     def parsed() -> T:  # off the event loop: a 20 MiB body takes a while to decode and validate
         try:
@@ -630,20 +635,6 @@ async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
 def _shown(name: str, limit: int = 200) -> str:
     """A client-sent name as echoed in an error: cut past ``limit`` characters (the cut says so)."""
     return name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, read chunk by chunk; a 413 as soon as it is known to be over ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _RequestError(413, f"Request body over the {limit}-byte limit.", "BadRequestError")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _RequestError(413, f"Request body over the {limit}-byte limit.", "BadRequestError")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _ValidationFailed(Exception):

@@ -6,11 +6,13 @@ Shared by ``regrpo serve`` (:mod:`regrpo.server.app`) and ``regrpo serve-model``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from regrpo.openai_wire import ErrorInfo, ErrorResponse
@@ -18,9 +20,11 @@ from regrpo.openai_wire import ErrorInfo, ErrorResponse
 __all__ = [
     "MAX_ERROR_CHARS",
     "MAX_ERROR_ITEMS",
+    "BodyRefused",
     "NotJSONText",
     "error_response",
     "parse_json_text",
+    "read_limited_body",
     "sanitize_message",
     "validation_error_response",
 ]
@@ -55,6 +59,37 @@ def sanitize_message(message: str) -> str:
         cut = len(message) - MAX_ERROR_CHARS
         message = f"{message[:MAX_ERROR_CHARS]}… ({cut} more characters cut)"
     return _PATH.sub("<path>", message)
+
+
+class BodyRefused(Exception):
+    """A request body that was not read whole: too large (413), too slow (408), cut off (400)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def read_limited_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The body, read chunk by chunk and refused (:class:`BodyRefused`) as soon as it is over ``limit``
+    bytes (a declared ``Content-Length`` is checked first), or not all there within ``timeout_s``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyRefused(
+            413, f"request body is {int(declared):,} bytes, over this server's byte limit: at most {limit:,}"
+        )
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyRefused(413, f"request body is over this server's {limit:,}-byte limit")
+    except ClientDisconnect:
+        raise BodyRefused(400, "the client closed the connection before sending the whole body") from None
+    except TimeoutError:
+        raise BodyRefused(408, f"the request body did not arrive within {timeout_s:g} s") from None
+    return bytes(body)
 
 
 class NotJSONText(ValueError):

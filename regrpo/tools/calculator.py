@@ -220,7 +220,7 @@ def evaluate(expression: str) -> Number:
 
 @tool
 def calculator(expression: str) -> Number:
-    """Evaluate one arithmetic expression, e.g. "17*23" or "sqrt(2)/2"; math functions need no import.
+    """Evaluate one arithmetic expression: numbers, + - * / // % **, (), pi, e, math functions (no import).
 
     Args:
         expression: One Python expression of numbers, + - * / // % **, (), pi, e and math functions.

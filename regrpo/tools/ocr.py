@@ -45,10 +45,12 @@ reference solution) makes can be derived from an observation rather than guessed
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import math
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,20 +142,33 @@ class OcrEngine:
         gpu: Use CUDA; default ``torch.cuda.is_available()``.
         max_side: Working resolution: images whose longer side exceeds it are downscaled to it
             before reading (also passed to easyocr as ``canvas_size``).
+        cache_size: How many reads to keep by content hash (:meth:`read`); 0 turns the cache off.
     """
 
     def __init__(
-        self, model_dir: str | Path | None = None, *, gpu: bool | None = None, max_side: int = MAX_SIDE
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        gpu: bool | None = None,
+        max_side: int = MAX_SIDE,
+        cache_size: int = 64,
     ) -> None:
         if max_side < MIN_READ_SIDE:
             raise InputError(
                 f"max_side must be at least {MIN_READ_SIDE} pixels, got {max_side}; pass a larger value"
             )
+        if cache_size < 0:
+            raise InputError(f"cache_size must be 0 (no cache) or more, got {cache_size}")
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.gpu = gpu
         self.max_side = max_side
+        self.cache_size = cache_size
+        self.reads = 0
+        """How many times easyocr actually ran (cache misses), for benchmarks and tests."""
         self._reader: Any = None
         self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[Any, ...], tuple[OcrLine, ...]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @property
     def started(self) -> bool:
@@ -183,7 +198,27 @@ class OcrEngine:
             return self._reader
 
     def read(self, image: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[OcrLine]:
-        """Lines of text in an RGB ``(H, W, 3)`` image, in reading order, boxes shifted by ``offset``."""
+        """Lines of text in an RGB ``(H, W, 3)`` image, in reading order, boxes shifted by ``offset``.
+
+        Reads are deterministic, so the last ``cache_size`` are kept by the pixels' content hash:
+        an agent reading the same image again, a retry after a fault, the data engine replaying a
+        reference and its near-misses, and the orientation check's turned reads cost one read each.
+        """
+        digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+        key = (digest, image.shape, image.dtype.str, offset)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return list(self._cache[key])
+        lines = self._read_uncached(image, offset)
+        if self.cache_size:
+            with self._cache_lock:
+                self._cache[key] = tuple(lines)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return lines
+
+    def _read_uncached(self, image: np.ndarray, offset: tuple[int, int]) -> list[OcrLine]:
         reader = self.get()
         height, width = image.shape[:2]
         scale = self.read_scale(height, width)
@@ -196,6 +231,7 @@ class OcrEngine:
             detections = reader.readtext(
                 np.ascontiguousarray(image), paragraph=False, canvas_size=self.max_side
             )
+            self.reads += 1
         lines = []
         for points, text, confidence in detections:
             if confidence < MIN_CONFIDENCE or not str(text).strip():

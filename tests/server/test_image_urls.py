@@ -18,10 +18,12 @@ from starlette.routing import Route
 from regrpo.server.app import start_in_thread
 from regrpo.server.config import ServerConfig
 from regrpo.server.image_urls import ImageResolver, ImageURLError
+from regrpo.tools import load_image
 
 
 def resolve(config: ServerConfig, url: str):
-    return asyncio.run(ImageResolver(config).resolve(url))
+    """The checked image's bytes, decoded as the agent decodes them."""
+    return load_image(asyncio.run(ImageResolver(config).resolve(url)).data)
 
 
 def refused(config: ServerConfig, url: str) -> str:

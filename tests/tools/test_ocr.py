@@ -110,6 +110,27 @@ def test_small_regions_are_upscaled_and_mapped_back():
 
 
 @pytest.mark.slow
+def test_a_repeated_read_of_the_same_pixels_comes_from_the_cache():
+    image, _ = _text_image()
+    engine = OcrEngine(cache_size=2)
+    first = engine.read(image)
+    again = engine.read(image.copy())  # same pixels, another array
+    assert again == first and engine.reads == 1
+    changed = image.copy()
+    changed[0, 0] = 0  # one pixel differs: a new read
+    engine.read(changed)
+    assert engine.reads == 2
+    engine.read(image, offset=(5, 0))  # a different offset is a different result
+    assert engine.reads == 3
+    engine.read(image)  # evicted by the two reads since (cache_size=2)
+    assert engine.reads == 4
+    uncached = OcrEngine(cache_size=0)
+    assert uncached.read(image) == first and uncached.read(image) == first and uncached.reads == 2
+    with pytest.raises(InputError, match="cache_size"):
+        OcrEngine(cache_size=-1)
+
+
+@pytest.mark.slow
 def test_no_text_is_an_empty_result_and_bad_regions_are_errors():
     blank = np.full((200, 300, 3), 200, dtype=np.uint8)
     outcome = _call({}, blank)
