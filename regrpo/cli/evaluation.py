@@ -78,10 +78,19 @@ def select_tasks(args: argparse.Namespace) -> list[Any]:
     """The tasks that :func:`suite_selection_options` chose: suite, split, categories, limit."""
     from regrpo.tasks.gta import load_gta
     from regrpo.tasks.suite import builtin_suite, load_suite, split
+    from regrpo.tasks.task_file import load_task_file
 
     tasks: list[Any]
+    task_file = bool(args.suite) and Path(args.suite).expanduser().is_file()
     if args.suite and args.suite.startswith("gta:"):
         tasks = load_gta(args.suite.removeprefix("gta:"), objective_only=True)
+    elif task_file:
+        if args.split != "all":
+            raise InputError(
+                f"--split {args.split} splits the built-in suite; a task file is used whole "
+                "(pass --split all)"
+            )
+        tasks = load_task_file(args.suite)
     elif args.suite:
         tasks = load_suite(args.suite)
     else:
@@ -169,7 +178,8 @@ def suite_selection_options(tasks: int, split: str = "all") -> argparse.Argument
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--suite",
-        help="a suite folder, or gta:PATH for a GTA dataset.json (default: the built-in suite, made once)",
+        help="a suite folder, a task file (JSONL: docs/task_suite.md, 'Your own tasks'), or gta:PATH for "
+        "a GTA dataset.json (default: the built-in suite, made once)",
     )
     options.add_argument("--tasks", type=int, default=tasks, help="size of the built-in suite to generate")
     options.add_argument("--seed", type=int, default=0, help="seed of the built-in suite (and of the split)")

@@ -172,6 +172,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     from regrpo.learning.registry import AdapterRegistry
     from regrpo.learning.regrpo import ReGRPOConfig
     from regrpo.tasks.suite import builtin_suite, split
+    from regrpo.tasks.task_file import load_task_file
 
     train_tasks, held_out = split(
         builtin_suite(
@@ -180,6 +181,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
         args.holdout_fraction,
         args.seed,
     )
+    gate_tasks: list[Any] = load_task_file(args.eval_set) if args.eval_set else held_out
     policy = _policy(args, console)
     registry = AdapterRegistry(args.registry)
     config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
@@ -190,7 +192,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
             registry,
             policy,
             round_,
-            held_out,
+            gate_tasks,
             config=DaemonConfig(min_new_failures=args.min_new_failures),
             gate=GateConfig(margin=args.margin),
             options=EvalOptions(max_steps=args.max_steps, max_new_tokens=args.max_new_tokens),
@@ -313,6 +315,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=640,
         help="built-in suite size, train and held-out (640 holds out 160; the gate's paired test needs 155)",
+    )
+    trainer.add_argument(
+        "--eval-set",
+        type=Path,
+        help="the gate's tasks: a task file (JSONL, docs/task_suite.md), not the suite's held-out split",
     )
     trainer.add_argument("--seed", type=int, default=0, help="suite and split seed")
     trainer.add_argument("--holdout-fraction", type=float, default=0.25, help="share held out for the gate")

@@ -31,6 +31,7 @@ from regrpo.agent.policy import Policy
 from regrpo.errors import InputError
 from regrpo.evaluation.records import EpisodeRecord, EvalReport, summarise
 from regrpo.tasks.schema import Task
+from regrpo.tasks.task_file import UserTask, VerifierAnswer
 from regrpo.tools import Tool, default_tools
 from regrpo.tools.faults import FaultConfig, FaultCounts, inject_faults
 from regrpo.traces import TraceStore, Usage
@@ -174,9 +175,14 @@ async def _run_one(agent: Agent, task: Task, options: EvalOptions) -> EpisodeRec
         failed = Usage(wall_s=time.perf_counter() - started)
         trace_id = getattr(exc, "trace_id", "")
         return _record(task, trace_id, "error", None, expected, False, failed, f"{type(exc).__name__}: {exc}")
-    correct = task.check(result.answer)
-    if options.record_feedback:
-        agent.feedback(result.trace_id, reward=1.0 if correct else 0.0, answer=expected)
+    try:  # a user's verifier may be broken: that task is an error, the others still count
+        correct = task.check(result.answer)
+        reward = task.score(result.answer) if isinstance(task, UserTask) else float(correct)
+    except InputError as exc:
+        return _record(task, result.trace_id, "error", result.answer, expected, False, result.usage, str(exc))
+    if options.record_feedback:  # a verifier's task has no reference answer to record, only its score
+        judged = isinstance(task, UserTask) and isinstance(task.answer, VerifierAnswer)
+        agent.feedback(result.trace_id, reward=reward, answer=None if judged else expected)
     return _record(task, result.trace_id, result.status, result.answer, expected, correct, result.usage)
 
 
