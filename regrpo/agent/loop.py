@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,6 +56,7 @@ from regrpo.traces import (
     Unparseable,
     Usage,
 )
+from regrpo.verifier import Verifier, VerifierError, score_answer, verifier_name
 
 __all__ = ["Agent", "Result"]
 
@@ -73,9 +74,11 @@ class Result:
     reflections: list[Reflection]
     usage: Usage
     trace_id: str
+    reward: float | None = None
+    """The verifier's score of the answer, when the episode ran with one (also in the trace's feedback)."""
 
     @classmethod
-    def from_episode(cls, episode: Episode) -> Result:
+    def from_episode(cls, episode: Episode, reward: float | None = None) -> Result:
         return cls(
             answer=episode.answer,
             status=episode.status,  # type: ignore[arg-type]  # finished episodes are never "running"
@@ -83,6 +86,7 @@ class Result:
             reflections=[s.reflection for s in episode.steps if s.reflection is not None],
             usage=episode.usage,
             trace_id=episode.trace_id,
+            reward=reward,
         )
 
 
@@ -116,6 +120,9 @@ class Agent:
             Off by default: the training data never shows such a request and ReGRPO's reward
             penalises reflecting where the last call worked (docs/decisions.md).
         instructions: Extra text appended to the system prompt.
+        verifier: A function ``(task, answer) -> float`` in [0, 1] that scores every episode's answer
+            (:mod:`regrpo.verifier`); its score is recorded as the episode's feedback (``source``
+            names it), the reward the learning loop reads. ``run(..., verifier=...)`` overrides it.
     """
 
     def __init__(
@@ -132,6 +139,7 @@ class Agent:
         confidence_trigger: bool = False,
         instructions: str | None = None,
         adapter: AdapterChoice | _Default = _Default.ADAPTER,
+        verifier: Verifier | None = None,
     ) -> None:
         if max_steps < 1:
             raise InputError(f"max_steps must be at least 1, got {max_steps}")
@@ -148,6 +156,7 @@ class Agent:
         self.reflect = reflect
         self.confidence_trigger = confidence_trigger
         self.system_prompt = render_system_prompt(self.toolbox.members, instructions)
+        self.verifier = _checked_verifier(verifier)
 
     # -- entry points -----------------------------------------------------------------------------
 
@@ -159,39 +168,36 @@ class Agent:
         on_step: StepCallback | None = None,
         trace_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        verifier: Verifier | None = None,
     ) -> Result:
         """Run one episode to its end and return the result (the trace is already durable).
 
         ``on_step`` is called with each step as soon as it is written; ``trace_id`` names the episode
         (default: a fresh UUID), so a caller can announce it before the episode ends; ``metadata``
-        (JSON values) is stored with the episode, e.g. the id of the suite task it ran.
+        (JSON values) is stored with the episode, e.g. the id of the suite task it ran; ``verifier``
+        scores this episode's answer instead of the agent's own (``Result.reward``, and feedback).
+        A verifier that raises or returns anything but a number in [0, 1] is a
+        :class:`~regrpo.verifier.VerifierError` (naming it and the trace) after the episode is stored.
         """
+        episode = functools.partial(
+            self.arun, task, images, on_step=on_step, trace_id=trace_id, metadata=metadata, verifier=verifier
+        )
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(task, images, on_step=on_step, trace_id=trace_id, metadata=metadata))
+            return asyncio.run(episode())
         # Called from inside an event loop (a notebook, a server): run the episode on its own loop.
         box: dict[str, Any] = {}
-        thread = threading.Thread(
-            target=lambda: box.update(r=self._run_catching(task, images, on_step, trace_id, metadata))
-        )
+        thread = threading.Thread(target=lambda: box.update(r=self._run_catching(episode)))
         thread.start()
         thread.join()
         if "error" in box["r"]:
             raise box["r"]["error"]
         return box["r"]["result"]
 
-    def _run_catching(
-        self,
-        task: str,
-        images: Any,
-        on_step: StepCallback | None,
-        trace_id: str | None,
-        metadata: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    def _run_catching(self, episode: Callable[[], Coroutine[Any, Any, Result]]) -> dict[str, Any]:
         try:
-            episode = self.arun(task, images, on_step=on_step, trace_id=trace_id, metadata=metadata)
-            return {"result": asyncio.run(episode)}
+            return {"result": asyncio.run(episode())}
         except BaseException as exc:  # handed to the calling thread, which re-raises it
             return {"error": exc}
 
@@ -234,6 +240,18 @@ class Agent:
         self.store.add_feedback(trace_id, record)
         return record
 
+    def _judge(self, verifier: Verifier, task: str, episode: Episode) -> float:
+        """Score the finished episode's answer and record it as feedback (runs in a worker thread)."""
+        try:
+            score = score_answer(verifier, task, episode.answer)
+        except VerifierError as exc:
+            exc.trace_id = episode.trace_id  # type: ignore[attr-defined]
+            raise
+        self.store.add_feedback(
+            episode.trace_id, Feedback(reward=score, source=f"verifier:{verifier_name(verifier)}")
+        )
+        return score
+
     # -- one episode ------------------------------------------------------------------------------
 
     async def arun(
@@ -244,8 +262,10 @@ class Agent:
         on_step: StepCallback | None = None,
         trace_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        verifier: Verifier | None = None,
     ) -> Result:
         """Async ``run``: the episode's model calls and tool calls run in worker threads."""
+        judge = _checked_verifier(verifier) or self.verifier
         if metadata is not None and not isinstance(metadata, dict):
             raise InputError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
         if trace_id is not None:
@@ -276,7 +296,10 @@ class Agent:
         except BaseException as exc:  # our bug or a cancellation: keep the trace (awaiting nothing), re-raise
             log.finish("error", error=f"{type(exc).__name__}: {exc}")
             raise
-        return Result.from_episode(await asyncio.to_thread(log.finish, status, answer=answer))
+        finished = await asyncio.to_thread(log.finish, status, answer=answer)
+        if judge is None:
+            return Result.from_episode(finished)
+        return Result.from_episode(finished, await asyncio.to_thread(self._judge, judge, task, finished))
 
     def _open_episode(self, log: TraceLogger, task: Any, images: Any) -> ImageStore:
         if not isinstance(task, str):
@@ -439,6 +462,14 @@ class Agent:
             requested = next_reason if self.reflect else None
             last_observation = observation.content if observation is not None else ""
         return "max_steps", None
+
+
+def _checked_verifier(verifier: Verifier | None) -> Verifier | None:
+    if verifier is not None and not callable(verifier):
+        raise InputError(
+            f"verifier must be a function (task, answer) -> float, got {type(verifier).__name__}"
+        )
+    return verifier
 
 
 def _policy_with_adapter(policy: Policy | None, adapter: AdapterChoice | _Default) -> Policy:

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from regrpo.errors import InputError
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep
+from regrpo.verifier import Verifier, VerifierError, score_answer
 
-__all__ = ["TaskFileError", "UserTask", "Verifier", "VerifierAnswer", "import_verifier", "load_task_file"]
-
-Verifier = Callable[[Any, str | None], float]
-"""``(task, answer) -> score``: 1.0 for right, 0.0 for wrong, anything between for partly right."""
+__all__ = ["TaskFileError", "UserTask", "VerifierAnswer", "import_verifier", "load_task_file"]
 
 _FIELDS = {
     "id",
@@ -92,17 +89,9 @@ class UserTask:
         if isinstance(self.answer, AnswerSpec):
             return 1.0 if self.answer.check(answer) else 0.0
         try:
-            value = self.answer.function(self, answer)
-        except Exception as exc:
-            raise TaskFileError(
-                f"verifier {self.answer.name} raised {type(exc).__name__} on task {self.id}: {exc}"
-            ) from exc
-        if not _is_number(value) or not 0.0 <= value <= 1.0:
-            raise TaskFileError(
-                f"verifier {self.answer.name} returned {value!r} on task {self.id}; it must return a "
-                "number from 0 to 1"
-            )
-        return float(value)
+            return score_answer(self.answer.function, self, answer, name=self.answer.name)
+        except VerifierError as exc:
+            raise TaskFileError(f"{exc} (task {self.id})") from exc.__cause__
 
     def check(self, answer: str | None) -> bool:
         """Whether ``answer`` solves the task (a verifier's score of at least its ``pass_score``)."""

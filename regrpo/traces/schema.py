@@ -181,6 +181,8 @@ class Feedback(msgspec.Struct, frozen=True):
     reward: float | None = None
     answer: str | None = None
     created_at: float = msgspec.field(default_factory=time.time)
+    source: str | None = None
+    """Who judged: ``"verifier:<module>:<function>"`` for a verifier's score, ``None`` for a caller's."""
 
 
 class Episode(msgspec.Struct):

@@ -114,9 +114,11 @@ def test_a_broken_verifier_is_an_error_naming_it_not_a_wrong_answer(tmp_path, ve
         {"question": "q", "verifier": f"{verifier_module}:out_of_range"},
     )
     raising, out_of_range = load_task_file(file)
-    with pytest.raises(TaskFileError, match="raised RuntimeError on task tasks-1: boom"):
+    with pytest.raises(TaskFileError, match=r"raised RuntimeError: boom \(task tasks-1\)"):
         raising.check("x")
-    with pytest.raises(TaskFileError, match="returned 7 on task tasks-2; it must return a number from 0 to 1"):
+    with pytest.raises(
+        TaskFileError, match=r"returned 7; it must return a number from 0 to 1 \(task tasks-2\)"
+    ):
         out_of_range.score("x")
 
 
