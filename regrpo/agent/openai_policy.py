@@ -381,6 +381,21 @@ class OpenAIPolicy:
             adapter = self.active_adapter
             return adapter, self._served[adapter] if adapter else self.model_name
 
+    def served_model(self) -> str:
+        """The model name requests are sent with now: the active adapter's served name, or the base's."""
+        return self._serving()[1]
+
+    def listed_models(self) -> set[str]:
+        """The model ids the server lists on ``GET /v1/models`` (base model and loaded adapters)."""
+
+        async def listing() -> httpx.Response:
+            return await self._request("GET", "/v1/models")
+
+        response = _run_sync(listing)
+        if response.status_code != 200:
+            raise self._fail(response, "listing models")
+        return {str(card.get("id")) for card in response.json().get("data", [])}
+
     def load_adapter(self, name: str, path: str) -> None:
         """Make adapter ``name`` available (not activated); with ``vllm=True`` a known name is hot-swapped."""
         _run_sync(lambda: self.aload_adapter(name, path))

@@ -72,6 +72,12 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     add("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     add("--port", type=int, default=8000)
     add("--api-key", dest="api_keys", action="append", help="accepted Bearer key (repeatable)")
+    add(
+        "--admin-key",
+        dest="admin_keys",
+        action="append",
+        help="Bearer key for the adapter admin routes, which then take no other key (repeatable)",
+    )
     add("--model-name", default=None, help="the model id clients send (default: regrpo-agent)")
     add("--max-body-bytes", type=int, default=None)
     add("--body-timeout-s", type=float, default=None, help="seconds a request body may take (then 408)")

@@ -182,6 +182,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
         args.seed,
     )
     gate_tasks: list[Any] = load_task_file(args.eval_set) if args.eval_set else held_out
+    serving = _serving_engine(args)
     policy = _policy(args, console)
     registry = AdapterRegistry(args.registry)
     config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
@@ -196,6 +197,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
             config=DaemonConfig(min_new_failures=args.min_new_failures),
             gate=GateConfig(margin=args.margin),
             options=EvalOptions(max_steps=args.max_steps, max_new_tokens=args.max_new_tokens),
+            serving=serving,
         )
         if args.once:
             daemon.start()
@@ -211,6 +213,19 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
         except KeyboardInterrupt:
             stop.set()
     return 0
+
+
+def _serving_engine(args: argparse.Namespace) -> Any:
+    """The ``--serve-url`` engine to promote into (``None``: swap the trainer's own policy)."""
+    if not args.serve_url:
+        return None
+    from regrpo.learning.serving_engine import RegrpoServeEngine, VllmEngine
+
+    if args.serve_kind == "regrpo":
+        return RegrpoServeEngine(args.serve_url, args.serve_key)
+    return VllmEngine(
+        args.serve_url, args.serve_model or args.model, args.served_name, admin_key=args.serve_key
+    )
 
 
 def _print_rl(console: Console, report: Any) -> None:
@@ -320,6 +335,23 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--eval-set",
         type=Path,
         help="the gate's tasks: a task file (JSONL, docs/task_suite.md), not the suite's held-out split",
+    )
+    trainer.add_argument(
+        "--serve-url",
+        help="promote into this serving engine (verified there before a version counts as live)",
+    )
+    trainer.add_argument(
+        "--serve-kind",
+        choices=("regrpo", "vllm"),
+        default="regrpo",
+        help="regrpo: a `regrpo serve --registry-dir` on this registry; vllm: vLLM's LoRA routes",
+    )
+    trainer.add_argument(
+        "--serve-key", help="the engine's admin key (regrpo serve --admin-key, vLLM --api-key)"
+    )
+    trainer.add_argument("--serve-model", help="vllm: the base model's name there (default: --model)")
+    trainer.add_argument(
+        "--served-name", default="regrpo-live", help="vllm: the adapter name clients send as model"
     )
     trainer.add_argument("--seed", type=int, default=0, help="suite and split seed")
     trainer.add_argument("--holdout-fraction", type=float, default=0.25, help="share held out for the gate")

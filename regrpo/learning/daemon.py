@@ -46,6 +46,7 @@ from regrpo.evaluation.runner import EvalOptions
 from regrpo.learning.gate import GateConfig, GateDecision, evaluate_and_gate
 from regrpo.learning.hotswap import swap_in, swap_to_base
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
+from regrpo.learning.serving_engine import ServingEngine
 from regrpo.tasks.schema import Task
 from regrpo.traces import TraceStore
 
@@ -126,8 +127,11 @@ class TrainerDaemon:
         options: Evaluation budgets for the gate (default :class:`~regrpo.evaluation.EvalOptions`).
         eval_store: Where the gate's episodes go (default: ``store``; they are filtered out by task id).
         live_policy: The serving engine to hot-swap (default: ``policy``).
-        on_promote: Called with each promoting decision, after the swap and the pointer move (e.g. to
-            ``POST /v1/adapters/promote`` on a ``regrpo serve`` in another process); errors are logged.
+        on_promote: Called with each promoting decision, after the swap and the pointer move;
+            errors are logged.
+        serving: A serving engine in another process (``regrpo serve``, vLLM) to promote into, with
+            the swap verified there before the version counts as live
+            (:mod:`~regrpo.learning.serving_engine`); default: swap ``live_policy`` in process.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class TrainerDaemon:
         eval_store: TraceStore | None = None,
         live_policy: Policy | None = None,
         on_promote: Callable[[GateDecision], None] | None = None,
+        serving: ServingEngine | None = None,
     ) -> None:
         if not tasks:
             raise InputError("the trainer daemon needs held-out tasks for its gate; pass at least one")
@@ -164,6 +169,7 @@ class TrainerDaemon:
         self.eval_store = eval_store or store
         self.live_policy = live_policy or policy
         self.on_promote = on_promote
+        self.serving = serving
         self._held_out = {task.id for task in self.tasks}
 
     # -- state ------------------------------------------------------------------------------------------
@@ -273,6 +279,7 @@ class TrainerDaemon:
                 options=self.options,
                 config=self.gate,
                 live_policy=self.live_policy,
+                serving=self.serving,
             )
         except Exception as exc:  # stays pending: the next poll gates it again
             log.exception("gating %s failed", version)

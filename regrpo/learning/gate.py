@@ -54,6 +54,7 @@ from regrpo.evaluation.records import EvalReport, GroupSummary
 from regrpo.evaluation.runner import EvalOptions, evaluate
 from regrpo.learning.hotswap import AdapterWeights, SwapResult, swap_in
 from regrpo.learning.registry import AdapterRegistry
+from regrpo.learning.serving_engine import ServingEngine
 from regrpo.tasks.schema import Task
 from regrpo.traces import TraceStore
 
@@ -375,6 +376,7 @@ def evaluate_and_gate(
     config: GateConfig | None = None,
     live_policy: Policy | None = None,
     weights: AdapterWeights | None = None,
+    serving: ServingEngine | None = None,
 ) -> GateDecision:
     """Evaluate a committed candidate against the live adapter; promote and hot-swap it only if it wins.
 
@@ -389,6 +391,10 @@ def evaluate_and_gate(
         config: The promotion rule (default :class:`GateConfig`).
         live_policy: The engine to hot-swap on a pass (default: ``policy``).
         weights: The candidate's tensors in memory, for a swap that skips the disk.
+        serving: A serving engine in another process to promote into instead of ``live_policy``
+            (:mod:`~regrpo.learning.serving_engine`): the live pointer moves only once the engine
+            verified the swap; an unverified swap is rolled back there and the decision is a refusal
+            that says why.
     """
     options = options or EvalOptions()
     config = config or GateConfig()
@@ -423,7 +429,17 @@ def evaluate_and_gate(
         labels = (live or "base", candidate_version)
         comparison = compare_outcomes(live_outcomes, candidate_outcomes, config.test, labels=labels)
         promoted, reason = decide(candidate_metrics, live_metrics, config, comparison)
-        if promoted:
+        if promoted and serving is not None:
+            try:
+                swap = serving.swap(registry, candidate_version)
+            except AdapterError as exc:  # rolled back there: nothing is live that was not verified
+                promoted, reason = (
+                    False,
+                    f"passed the gate ({reason}), but the serving engine refused it: {exc}",
+                )
+            else:
+                registry.promote(candidate_version)
+        elif promoted:
             # activate first, then move the pointer: a candidate that cannot be activated never goes live
             swap = swap_in(live_policy or policy, registry, candidate_version, weights=weights)
             registry.promote(candidate_version)

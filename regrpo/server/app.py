@@ -120,6 +120,7 @@ _ROUTES = (
     "/healthz",
     "/metrics",
 )
+_ADMIN_ROUTES = ("/v1/adapters/promote", "/v1/adapters/rollback")
 
 
 # -- the service behind the routes ----------------------------------------------------------------------
@@ -565,16 +566,24 @@ class _Guard:
     def __init__(self, app: ASGIApp, service: _AgentService) -> None:
         self.app, self.service = app, service
         self.keys = [key.encode() for key in service.config.api_keys]
+        self.admin_keys = [key.encode() for key in service.config.admin_keys]
 
     def authorized(self, scope: Scope) -> bool:
-        if not self.keys or scope["path"] == "/healthz":
+        # admin keys open every route; with admin keys set, the API keys no longer open the admin routes
+        if scope["path"] == "/healthz":
             return True
+        if self.admin_keys and scope["path"] in _ADMIN_ROUTES:
+            keys = self.admin_keys
+        elif not self.keys:
+            return True  # no API keys: open (loopback use), admin routes aside
+        else:
+            keys = self.keys + self.admin_keys
         header = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer":
             return False
         # compare against every key, always: the time taken does not say which prefix matched
-        return sum(hmac.compare_digest(token.strip(), key) for key in self.keys) > 0
+        return sum(hmac.compare_digest(token.strip(), key) for key in keys) > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

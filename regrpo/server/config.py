@@ -29,6 +29,10 @@ class ServerConfig:
 
     api_keys: tuple[str, ...] = ()
     """Accepted ``Authorization: Bearer <key>`` values. Empty = no authentication (loopback use only)."""
+    admin_keys: tuple[str, ...] = ()
+    """Keys for the adapter admin routes (promote, rollback): when set, only these open those routes
+    (they open every other route too, e.g. for a trainer's verification probe); empty = the admin
+    routes take ``api_keys`` like every other route."""
     model_name: str = "regrpo-agent"
     """The model id clients send in ``model`` and that ``GET /v1/models`` lists."""
     max_body_bytes: int = 20 * MiB
@@ -89,8 +93,10 @@ class ServerConfig:
             raise InputError("ServerConfig.max_queue and retry_after_s must be >= 0")
         if not self.model_name.strip():
             raise InputError("ServerConfig.model_name must not be empty")
-        if any(not key or key != key.strip() for key in self.api_keys):
+        if any(not key or key != key.strip() for key in (*self.api_keys, *self.admin_keys)):
             raise InputError("API keys must be non-empty and have no surrounding whitespace")
+        if set(self.api_keys) & set(self.admin_keys):
+            raise InputError("an admin key must differ from every API key (admin keys are the only way in)")
         # realpath once, so later checks compare resolved paths (symlinks cannot escape a root)
         roots = tuple(Path(os.path.realpath(Path(root).expanduser())) for root in self.image_roots)
         for root in roots:
@@ -98,6 +104,7 @@ class ServerConfig:
                 raise InputError(f"image root {str(root)!r} is not a folder")
         object.__setattr__(self, "image_roots", roots)
         object.__setattr__(self, "api_keys", tuple(self.api_keys))
+        object.__setattr__(self, "admin_keys", tuple(self.admin_keys))
         object.__setattr__(
             self, "http_host_allowlist", tuple(h.lower().strip("[]") for h in self.http_host_allowlist)
         )
@@ -113,7 +120,7 @@ class ServerConfig:
             value: Any = getattr(args, spec.name, None)
             if value is None:
                 continue
-            if spec.name in ("api_keys", "image_roots", "http_host_allowlist"):
+            if spec.name in ("api_keys", "admin_keys", "image_roots", "http_host_allowlist"):
                 value = tuple(value)
             if spec.name == "registry_dir":
                 value = Path(value)

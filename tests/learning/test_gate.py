@@ -347,3 +347,44 @@ def test_real_adapters_are_gated_by_their_measured_metrics(smollm, tasks, store,
         smollm.activate_adapter(None)
         for name in smollm.adapters:
             smollm.unload_adapter(name)
+
+
+@pytest.mark.parametrize("verified", [True, False], ids=["verified", "never-applied"])
+def test_a_winning_candidate_goes_live_only_once_the_serving_engine_verified_it(
+    tasks, store, tmp_path, verified
+):
+    """Issue 13: promotion into a ``regrpo serve`` in another process (here a thread) sharing the
+    registry. An engine that verifies: live. One whose answers never come from the new adapter: the
+    decision is a refusal that says so, and the pointer stays where it was."""
+    from test_serving_engine import NeverApplied
+
+    from regrpo.agent.loop import Agent
+    from regrpo.learning.serving_engine import RegrpoServeEngine
+    from regrpo.server.app import build_agent_app, start_in_thread
+    from regrpo.server.config import ServerConfig
+
+    registry = AdapterRegistry(tmp_path / "registry")
+    version = publish(registry)
+    policy = skilled_policy({None: {"t0", "t1"}, version: {"t0", "t1", "t2"}})
+    serving_policy = (ScriptedPolicy if verified else NeverApplied)(["<answer>5</answer>"], cycle=True)
+    agent = Agent(serving_policy, tools=[], store=store)
+    app = build_agent_app(agent, ServerConfig(admin_keys=("sk-admin",)), registry=registry)
+    with start_in_thread(app) as server:
+        decision = evaluate_and_gate(
+            policy,
+            registry,
+            version,
+            tasks,
+            store=store,
+            options=OPTIONS,
+            config=GateConfig(**POINT_RULE),
+            serving=RegrpoServeEngine(server.url, "sk-admin"),
+        )
+    assert decision.promoted is verified and policy.active_adapter is None  # the gate's engine untouched
+    if verified:
+        assert registry.live() == version and serving_policy.active_adapter == version
+        assert decision.swap is not None and decision.swap.name == version
+    else:
+        assert registry.live() is None and serving_policy.active_adapter is None
+        assert "passed the gate" in decision.reason and "the serving engine refused it" in decision.reason
+        assert "rolled back: the base model is live" in decision.reason

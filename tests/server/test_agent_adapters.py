@@ -15,6 +15,7 @@ import pytest
 from server_helpers import crop_then_report
 
 from regrpo import Agent, ScriptedPolicy
+from regrpo.errors import InputError
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.server.app import build_agent_app, start_in_thread
 from regrpo.server.config import ServerConfig
@@ -135,3 +136,19 @@ def test_a_real_lora_adapter_is_hot_swapped_into_smollm(tmp_path, store, smollm)
     again = policy.generate(chat, max_new_tokens=6)[0]
     assert again.token_ids == base.token_ids
     assert again.logprobs == pytest.approx(base.logprobs, abs=1e-4)
+
+
+def test_admin_keys_alone_open_the_admin_routes(tmp_path, store):
+    registry = AdapterRegistry(tmp_path / "adapters")
+    version = publish_placeholder(registry)
+    agent = Agent(ScriptedPolicy(["<answer>ok</answer>"], cycle=True), tools=[calculator], store=store)
+    config = ServerConfig(admin_keys=("sk-root",))  # no API keys: inference open, admin guarded
+    with start_in_thread(build_agent_app(agent, config, registry=registry)) as server:
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=chat).status_code == 200
+        assert httpx.post(f"{server.url}/v1/adapters/promote", json={"version": version}).status_code == 401
+        root = {"Authorization": "Bearer sk-root"}
+        promoted = httpx.post(f"{server.url}/v1/adapters/promote", json={"version": version}, headers=root)
+        assert promoted.status_code == 200 and registry.live() == version
+    with pytest.raises(InputError, match="an admin key must differ from every API key"):
+        ServerConfig(api_keys=("k",), admin_keys=("k",))
