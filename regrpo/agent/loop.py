@@ -39,6 +39,7 @@ from regrpo.agent.trigger import ReflectionTrigger, is_empty_output, sequence_co
 from regrpo.errors import ErrorType, InputError, RegrpoError, TaskError
 from regrpo.paths import default_trace_path
 from regrpo.tools import ImageInput, ImageStore, Tool, Toolbox, ToolContext, default_tools
+from regrpo.tools.images import png_bytes
 from regrpo.traces import (
     Answer,
     Completion,
@@ -123,6 +124,8 @@ class Agent:
         verifier: A function ``(task, answer) -> float`` in [0, 1] that scores every episode's answer
             (:mod:`regrpo.verifier`); its score is recorded as the episode's feedback (``source``
             names it), the reward the learning loop reads. ``run(..., verifier=...)`` overrides it.
+        keep_images: Keep each input image's pixels in the store (PNG, once per distinct image), so
+            the learning loop can replay this agent's failures; ``False`` keeps sizes and hashes only.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class Agent:
         instructions: str | None = None,
         adapter: AdapterChoice | _Default = _Default.ADAPTER,
         verifier: Verifier | None = None,
+        keep_images: bool = True,
     ) -> None:
         if max_steps < 1:
             raise InputError(f"max_steps must be at least 1, got {max_steps}")
@@ -157,6 +161,7 @@ class Agent:
         self.confidence_trigger = confidence_trigger
         self.system_prompt = render_system_prompt(self.toolbox.members, instructions)
         self.verifier = _checked_verifier(verifier)
+        self.keep_images = keep_images
 
     # -- entry points -----------------------------------------------------------------------------
 
@@ -313,15 +318,15 @@ class Agent:
         store = ImageStore()
         for image in images:
             store.add(image)
-        log.episode.images = [
-            ImageRecord(
-                info.image_id,
-                info.width,
-                info.height,
-                hashlib.sha256(store.get(info.image_id).tobytes()).hexdigest(),
+        log.episode.images = []
+        for info in store.infos():
+            pixels = store.get(info.image_id)
+            record = ImageRecord(
+                info.image_id, info.width, info.height, hashlib.sha256(pixels.tobytes()).hexdigest()
             )
-            for info in store.infos()
-        ]
+            if self.keep_images:
+                self.store.put_image(record.sha256, png_bytes(pixels))
+            log.episode.images.append(record)
         log.update_header()
         log.message(Message("system", self.system_prompt))
         log.message(Message("user", render_task(task.strip(), store.infos())))

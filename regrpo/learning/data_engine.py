@@ -22,7 +22,9 @@ From a task suite (and, optionally, a trace store) :func:`build_dataset` makes:
   successful reference step, target the next step or the ``<answer>``, where a reflection is needless;
 * **trace branch points** (``source="trace"``) from episodes whose ``metadata["task_id"]`` names a
   task: the context right after each failed step, with the reference step the episode had reached as
-  target, and a RoT example when the runtime had asked for a reflection there.
+  target, and a RoT example when the runtime had asked for a reflection there;
+* **traffic branch points** (``source="traffic"``, no target) at every failed step of episodes with
+  no task id at all: a user's own traffic, judged without a reference (:mod:`regrpo.learning.traffic`).
 
 Matching rule for traces: walk the episode's steps; a successful call equal to the next unmatched
 reference step (same tool, equal arguments) advances a pointer p. At a failure the target is reference
@@ -52,6 +54,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -74,7 +77,7 @@ from regrpo.learning.fault_recovery import (
     faulty_toolbox,
 )
 from regrpo.learning.near_miss import NearMiss, amake_near_misses, call_text, reference_call
-from regrpo.learning.records import BranchPoint, Dataset, DatasetCounts, SFTExample
+from regrpo.learning.records import BranchPoint, Dataset, DatasetCounts, SFTExample, branch_point_id
 from regrpo.learning.reference_chat import (
     ReferenceRecording,
     record_reference,
@@ -83,6 +86,8 @@ from regrpo.learning.reference_chat import (
 )
 from regrpo.learning.reflections import MAX_BREVITY, evidence, fix_plan, reflection_turn
 from regrpo.learning.replay import BranchEnvironment
+from regrpo.learning.traffic import traffic_branch_points
+from regrpo.paths import default_cache_dir
 from regrpo.tasks.schema import Task
 from regrpo.tools import ImageInfo, Toolbox, default_tools
 from regrpo.tools.faults import FaultKind
@@ -106,11 +111,6 @@ __all__ = [
 
 
 # -- records ----------------------------------------------------------------------------------------
-
-
-def branch_point_id(messages: Sequence[Message], target: ToolCall | Answer) -> str:
-    """The content hash of a prompt and its target: the branch point's id and deduplication key."""
-    return hashlib.sha256(msgspec.json.encode([list(messages), target])).hexdigest()[:20]
 
 
 def _sft_key(example: SFTExample) -> str:
@@ -438,6 +438,9 @@ class _Collector:
             duplicates_removed=self.tally["duplicates_removed"],
             trace_episodes=self.tally["trace_episodes"],
             trace_unmatched=self.tally["trace_unmatched"],
+            traffic_episodes=self.tally["traffic_episodes"],
+            traffic_images_missing=self.tally["traffic_images_missing"],
+            traffic_unmatched=self.tally["traffic_unmatched"],
             unquotable_failures=self.tally["unquotable_failures"],
             target_token_budget=self.budget,
             target_tokens=token_percentiles([n for lengths in self.lengths.values() for n in lengths]),
@@ -517,6 +520,7 @@ async def abuild_dataset(
     near_misses_per_step: int | None = None,
     seed: int | None = None,
     progress: bool = True,
+    image_dir: str | Path | None = None,
 ) -> Dataset:
     """:func:`build_dataset` for callers already inside an event loop."""
     config = config or DataEngineConfig()
@@ -541,13 +545,14 @@ async def abuild_dataset(
             recordings[task.id] = await _task_records(task, build, out)
             bar.advance(job)
     if store is not None:
-        episodes = (
+        episodes = list(
             store.episodes(failures_only=True) if trace_ids is None else [store.get(t) for t in trace_ids]
         )
         points, examples = trace_branch_points(episodes, recordings, out.tally, out.fits)
         for example in examples:
             out.add_sft(example)
-        for point in points:
+        images = Path(image_dir) if image_dir is not None else default_cache_dir() / "trace-images"
+        for point in points + traffic_branch_points(episodes, store, images, out.tally):
             out.add_point(point)
     failed = [task_id for task_id, r in recordings.items() if not r.ok]
     return out.finish(len(tasks), failed, time.perf_counter() - started)
@@ -565,6 +570,7 @@ def build_dataset(
     near_misses_per_step: int | None = None,
     seed: int | None = None,
     progress: bool = True,
+    image_dir: str | Path | None = None,
 ) -> Dataset:
     """Reference examples, RoT examples and branch points for ``tasks`` (and ``store``'s failed episodes).
 
@@ -582,6 +588,8 @@ def build_dataset(
         near_misses_per_step: Overrides ``config.near_misses_per_step``.
         seed: Overrides ``config.seed``.
         progress: Show a progress bar over tasks.
+        image_dir: Where a traffic episode's input images are written, by hash, for replay
+            (:mod:`regrpo.learning.traffic`; default ``<cache>/trace-images``).
 
     Raises ``InputError`` naming the example if a target is over the budget or holds a stop string
     before its end. Must not be called from a running event loop (use :func:`abuild_dataset` there).
@@ -598,5 +606,6 @@ def build_dataset(
             near_misses_per_step=near_misses_per_step,
             seed=seed,
             progress=progress,
+            image_dir=image_dir,
         )
     )

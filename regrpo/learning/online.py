@@ -79,8 +79,8 @@ class ReGRPORound:
             seed=len(self.registry.list()),
             progress=self.progress,
         )
-        from_traces = [p for p in data.branch_points if p.source == "trace"]
-        others = [p for p in data.branch_points if p.source != "trace"]
+        from_traces = [p for p in data.branch_points if p.source in ("trace", "traffic")]
+        others = [p for p in data.branch_points if p.source not in ("trace", "traffic")]
         return (from_traces + others)[: self.max_points]
 
     def __call__(self, trace_ids: Sequence[str], folder: Path) -> dict[str, Any]:
@@ -95,6 +95,6 @@ class ReGRPORound:
             "started_from": str(start) if start is not None else None,
             "trace_ids": len(trace_ids),
             "branch_points": len(points),
-            "from_traces": sum(p.source == "trace" for p in points),
+            "from_traces": sum(p.source in ("trace", "traffic") for p in points),
             "report": msgspec.to_builtins(report),
         }

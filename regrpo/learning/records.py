@@ -22,8 +22,9 @@ built today trains a model next month. :class:`Dataset` is the folder the data e
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,7 +35,15 @@ from regrpo.errors import ErrorType, InputError
 from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces.schema import Answer, Message, ToolCall, Unparseable
 
-__all__ = ["BranchPoint", "Dataset", "DatasetCounts", "SFTExample", "read_jsonl", "write_jsonl"]
+__all__ = [
+    "BranchPoint",
+    "Dataset",
+    "DatasetCounts",
+    "SFTExample",
+    "branch_point_id",
+    "read_jsonl",
+    "write_jsonl",
+]
 
 SFT_FILE, BRANCH_FILE, SUMMARY_FILE = "sft.jsonl", "branch_points.jsonl", "summary.json"
 
@@ -72,15 +81,22 @@ class BranchPoint(msgspec.Struct, frozen=True):
     observation: str
     """The last observation's text (what a reflection's evidence must quote)."""
     failed_action: ToolCall | Unparseable | None
-    target: ToolCall | Answer
-    """The action the reference solution takes next."""
+    target: ToolCall | Answer | None = None
+    """The action the reference solution takes next; ``None`` for a user's traffic, which has no
+    reference (judged by what can be verified: :func:`~regrpo.learning.rewards.local_fix`)."""
     expects: list[str] = []
     """Strings the target call's real output contains (``ReferenceStep.expects``)."""
     answer: AnswerSpec | None = None
     """The task's answer, for judging an ``<answer>`` continuation."""
-    source: Literal["near_miss", "fault", "trace", "reference"] = "near_miss"
+    source: Literal["near_miss", "fault", "trace", "reference", "traffic"] = "near_miss"
     """Where it came from: an executed near-miss, the reference call under an injected transient fault
-    (``failed_action == target``: the right move is to retry), a trace's failure, or a clean step."""
+    (``failed_action == target``: the right move is to retry), a suite episode's failure, a clean
+    step, or a failure in a user's traffic (:mod:`regrpo.learning.traffic`)."""
+
+
+def branch_point_id(messages: Sequence[Message], target: ToolCall | Answer | None) -> str:
+    """The content hash of a prompt and its target: the branch point's id and deduplication key."""
+    return hashlib.sha256(msgspec.json.encode([list(messages), target])).hexdigest()[:20]
 
 
 T = TypeVar("T", SFTExample, BranchPoint)
@@ -143,6 +159,11 @@ class DatasetCounts(msgspec.Struct, kw_only=True):
     duplicates_removed: int = 0
     trace_episodes: int = 0
     trace_unmatched: int = 0
+    traffic_episodes: int = 0
+    """Episodes of a user's traffic (no task id) mined for target-free branch points."""
+    traffic_images_missing: int = 0
+    """Traffic episodes skipped because the store does not hold their input images."""
+    traffic_unmatched: int = 0
     unquotable_failures: int = 0
     """Failures whose observation holds nothing to quote (a bare ``Error:``, an empty ``[]``): no RoT
     example is made (a trace failure still gives a branch point)."""

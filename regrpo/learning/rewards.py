@@ -8,6 +8,10 @@ Local (ReGRPO, one continuation = an optional reflection + one action, executed 
   call succeeded with a non-empty output, and the output holds every string the reference step's
   output holds (``expects``); for steps with no ``expects`` (crop, rotate) the arguments must agree
   (numbers within 1e-6, boxes with IoU ≥ 0.5). For an ``<answer>`` target: the task's verifier.
+  At a traffic point (no reference, :mod:`regrpo.learning.traffic`): a call that now works with a
+  non-empty output and is not the failed call repeated (a retry is the fix only after a timeout
+  or a crash), or an answer matching a reference answer given as feedback. Weaker than a reference
+  (any working call counts), which is why traffic points carry their own ``source``.
 * ``diagnosed`` — at a failure, the reflection parsed and its ``error_type`` equals the classifier's
   verdict on the observation (:func:`regrpo.learning.classify.classify_failure`).
 * reflection cost — the reference release's ``C = reflection tokens / 100`` with η = 0.1.
@@ -31,11 +35,15 @@ from typing import Any
 
 from regrpo.agent.loop import answers_match
 from regrpo.agent.trigger import is_empty_output
+from regrpo.errors import ErrorType
 from regrpo.learning.records import BranchPoint
 from regrpo.tasks.reference import output_text
 from regrpo.tasks.verifiers import contains_normalized
 from regrpo.tools import ToolOutcome
 from regrpo.traces.schema import Action, Answer, Reflection, ToolCall
+
+_TRANSIENT = (ErrorType.TIMEOUT, ErrorType.TOOL_CRASH)
+"""Failures a retry of the same call fixes (the faults the data engine injects)."""
 
 __all__ = [
     "LocalReward",
@@ -106,9 +114,30 @@ def _arguments_agree(given: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return True
 
 
+def _usable_without_reference(point: BranchPoint, action: Action, outcome: ToolOutcome | None) -> bool:
+    """A traffic point's fix (no reference): a usable answer, or a call that now works and is not the
+    failed one repeated (unless the failure was transient, where retrying it is the fix)."""
+    if isinstance(action, Answer):
+        return point.answer is not None and point.answer.check(action.text)
+    if (
+        not isinstance(action, ToolCall)
+        or outcome is None
+        or not outcome.ok
+        or is_empty_output(outcome.output)
+    ):
+        return False
+    failed = point.failed_action
+    repeated = (
+        isinstance(failed, ToolCall) and failed.name == action.name and failed.arguments == action.arguments
+    )
+    return not repeated or point.error_type in _TRANSIENT
+
+
 def local_fix(point: BranchPoint, action: Action, outcome: ToolOutcome | None) -> bool:
     """Whether ``action`` (run at ``point``, with ``outcome``) does what the reference step needed."""
     target = point.target
+    if target is None:
+        return _usable_without_reference(point, action, outcome)
     if isinstance(target, Answer):
         if not isinstance(action, Answer):
             return False

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from regrpo.errors import ErrorType, ImageError
 from regrpo.tools.errors import ToolError
 
-__all__ = ["ImageInfo", "ImageInput", "ImageStore", "load_image"]
+__all__ = ["ImageInfo", "ImageInput", "ImageStore", "load_image", "png_bytes"]
 
 ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
 """What ``Agent.run(images=...)`` accepts for each image."""
@@ -91,6 +91,17 @@ def load_image(image: ImageInput) -> np.ndarray:
         f"unsupported image type {type(image).__name__}; "
         "pass a file path, encoded bytes, a PIL.Image.Image or a uint8 numpy array"
     )
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """An RGB array as PNG bytes (lossless: :func:`load_image` gives back the same pixels).
+
+    Fastest zlib level: a trace store keeps every distinct input image, and size matters less than
+    the episode's latency.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 class ImageStore:

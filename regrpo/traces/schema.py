@@ -147,7 +147,8 @@ class Step(msgspec.Struct, frozen=True):
 
 
 class ImageRecord(msgspec.Struct, frozen=True):
-    """An input image, by reference: its id, size and content hash (pixels are not stored)."""
+    """An input image, by reference: its id, size and content hash (the pixels are kept once per
+    store, under that hash, by an agent with ``keep_images=True``: ``TraceStore.get_image``)."""
 
     image_id: str
     width: int

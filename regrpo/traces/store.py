@@ -1,7 +1,8 @@
 """``TraceStore``: episodes on disk in SQLite (WAL), written as they happen.
 
 Layout: one row per episode header, one per message, one per step, one per feedback, each body a
-msgpack-encoded Struct from :mod:`regrpo.traces.schema`. Every write is its own committed
+msgpack-encoded Struct from :mod:`regrpo.traces.schema`, and one per distinct input image (PNG, by
+the pixel hash the episodes record). Every write is its own committed
 transaction, so what a running agent has done survives a crash of its process (``kill -9``): an
 episode that died mid-run reads back with status ``running`` and every step it finished.
 
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id);
+CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, png BLOB NOT NULL);
 """
 
 _encoder = msgspec.msgpack.Encoder()
@@ -150,6 +152,24 @@ class TraceStore:
         self._write(
             "INSERT INTO feedback (trace_id, body) VALUES (?, ?)", (trace_id, _encoder.encode(feedback))
         )
+
+    def put_image(self, sha256: str, png: bytes) -> None:
+        """Keep an input image's pixels once, by the hash its episodes record (``ImageRecord.sha256``).
+
+        The learning loop replays failures of any episode from these (a user's images exist nowhere
+        else); one copy serves every episode that showed the same pixels.
+        """
+        self._write("INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha256, png))
+
+    def get_image(self, sha256: str) -> bytes:
+        """The PNG bytes kept for ``sha256``; :class:`TraceStoreError` if this store has none."""
+        rows = self._rows("SELECT png FROM images WHERE sha256 = ?", (sha256,))
+        if not rows:
+            raise TraceStoreError(
+                f"{self.path} keeps no image with hash {sha256[:12]}…; it was recorded by an agent "
+                "with keep_images=False, or by an older regrpo"
+            )
+        return bytes(rows[0][0])
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -1,0 +1,124 @@
+"""Branch points from any stored episode: learning from a user's own traffic, no reference needed.
+
+The suite's trace branch points (:func:`~regrpo.learning.data_engine.trace_branch_points`) need the
+task's reference solution for their target. An app's traffic has none, so here every failed step of
+an episode *without* a suite task id (``metadata["task_id"]``: evaluation and suite episodes are
+never traffic, so held-out episodes cannot leak into training) becomes a branch point with no
+target (``target=None``, ``source="traffic"``):
+
+* the prompt is the one the runtime showed the model at the next turn (system prompt, task, the
+  failed turn, its observation and the reflection request, exactly as stored);
+* the state is replayed: the episode's input images come back from the trace store (an agent keeps
+  them by pixel hash, ``Agent(keep_images=True)``, the default) and are written once to
+  ``image_dir/<sha256>.png``; the successful image-making calls before the failure are replayed
+  from the trace, as :class:`~regrpo.learning.replay.BranchEnvironment` does for any point;
+* the reward of a continuation is what can be verified without a reference
+  (:func:`~regrpo.learning.rewards.local_fix`): the corrected call runs and returns a usable
+  (non-error, non-empty) result and is not the failed call repeated, unless the failure was
+  transient (a timeout, a crash), where repeating it is the fix; an ``<answer>`` counts only against
+  a reference answer given as feedback (``agent.feedback(answer=...)``); diagnosis, reflection cost
+  and needless-reflection terms as everywhere.
+
+Episodes whose images the store does not hold (``keep_images=False``, older stores) are skipped and
+counted (``traffic_images_missing``); so are steps whose stored prompt is not the runtime's
+(``traffic_unmatched``). A replay that diverges at training time (a replayed call fails) is a
+:class:`~regrpo.learning.replay.ReplayError`, counted by the trainer. Replays need the same tools the
+agent ran with: pass them to the trainer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from regrpo.errors import TraceStoreError
+from regrpo.learning.classify import classify_failure
+from regrpo.learning.records import BranchPoint, branch_point_id
+from regrpo.tasks.schema import AnswerSpec
+from regrpo.traces import TraceStore
+from regrpo.traces.schema import Episode, ToolCall, Unparseable
+
+__all__ = ["is_traffic", "traffic_branch_points"]
+
+
+def is_traffic(episode: Episode) -> bool:
+    """An episode of a user's own traffic: it ran no suite or evaluation task (no ``task_id``)."""
+    return "task_id" not in episode.metadata
+
+
+def _image_paths(episode: Episode, store: TraceStore, image_dir: Path) -> list[str] | None:
+    """The episode's input images as files (written once, by hash); ``None`` if the store lacks one."""
+    paths = []
+    for record in episode.images:
+        path = image_dir / f"{record.sha256}.png"
+        if not path.is_file():
+            try:
+                png = store.get_image(record.sha256)
+            except TraceStoreError:
+                return None
+            image_dir.mkdir(parents=True, exist_ok=True)
+            staging = path.with_name(f".{path.name}.tmp")
+            staging.write_bytes(png)
+            staging.replace(path)  # atomic: a half-written image is never read
+        paths.append(str(path))
+    return paths
+
+
+def _reference_answer(episode: Episode) -> AnswerSpec | None:
+    """The last reference answer given as feedback, as an answer spec (a number when it is one)."""
+    answers = [f.answer for f in episode.feedback if f.answer]
+    if not answers:
+        return None
+    text = answers[-1].strip()
+    try:
+        return AnswerSpec(kind="number", value=float(text.replace(",", "")))
+    except ValueError:
+        return AnswerSpec(kind="text", value=text)
+
+
+def traffic_branch_points(
+    episodes: Iterable[Episode], store: TraceStore, image_dir: Path, counts: Counter[str] | None = None
+) -> list[BranchPoint]:
+    """A target-free branch point at every failed step of every traffic episode (module docstring)."""
+    counts = counts if counts is not None else Counter()
+    points: list[BranchPoint] = []
+    for episode in episodes:
+        if not is_traffic(episode):
+            continue
+        paths = _image_paths(episode, store, image_dir)
+        if paths is None:
+            counts["traffic_images_missing"] += 1
+            continue
+        counts["traffic_episodes"] += 1
+        answer, made = _reference_answer(episode), []
+        for step in episode.steps:
+            if step.observation is None:
+                continue
+            verdict = classify_failure(step.action, step.observation)
+            if verdict is None:
+                if isinstance(step.action, ToolCall) and step.observation.new_images:
+                    made.append(step.action)
+                continue
+            end = step.prompt_messages + 2
+            prompt = episode.messages[:end]
+            if len(prompt) != end or prompt[-1].role != "user":
+                counts["traffic_unmatched"] += 1
+                continue
+            points.append(
+                BranchPoint(
+                    id=branch_point_id(prompt, None),
+                    task_id=f"trace-{episode.trace_id}",
+                    messages=prompt,
+                    images=paths,
+                    replay=list(made),
+                    failed=True,
+                    error_type=verdict,
+                    observation=step.observation.content,
+                    failed_action=step.action if isinstance(step.action, (ToolCall, Unparseable)) else None,
+                    target=None,
+                    answer=answer,
+                    source="traffic",
+                )
+            )
+    return points

@@ -1,0 +1,90 @@
+"""Branch points from a user's own traffic: no suite task, no reference (issue 13, items 1 and 2).
+
+An app's agent (scripted policy, real image tools, real SQLite store) crops its user's image, then
+makes a crop that fails, then answers. The data engine must find that failure, replay the state
+from the store alone (the user's pixels were kept by hash, the first crop re-run), and judge
+continuations by what can be verified: a call that now works, not the failed one repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from regrpo import Agent, ScriptedPolicy
+from regrpo.learning.data_engine import build_dataset
+from regrpo.learning.replay import BranchEnvironment
+from regrpo.learning.rewards import local_fix
+from regrpo.tools import Toolbox, load_image
+from regrpo.tools.image_ops import crop, rotate
+from regrpo.traces.schema import Answer, ToolCall
+
+GOOD_CROP = ToolCall("crop", {"image": "img_0", "box": [0, 0, 20, 10]})
+BAD_CROP = ToolCall("crop", {"image": "img_1", "box": [50, 50, 90, 90]})  # outside the 20x10 crop
+
+
+def call(action: ToolCall) -> str:
+    return f"<tool_call>{json.dumps({'name': action.name, 'arguments': action.arguments})}</tool_call>"
+
+
+def user_image() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+
+
+def app_agent(store, **kwargs) -> Agent:
+    script = [call(GOOD_CROP), call(BAD_CROP), "<answer>5</answer>"]
+    return Agent(ScriptedPolicy(script, cycle=True), tools=[crop, rotate], store=store, **kwargs)
+
+
+def test_a_failed_step_of_traffic_becomes_a_replayable_branch_point_without_a_reference(store, tmp_path):
+    result = app_agent(store).run("How many birds are there?", [user_image()])
+    assert result.steps[1].observation is not None and not result.steps[1].observation.ok
+    data = build_dataset([], store=store, image_dir=tmp_path / "images", progress=False)
+    (point,) = data.branch_points
+    assert point.source == "traffic" and point.target is None and point.failed
+    assert point.error_type.value == "GroundingDrift" and point.failed_action == BAD_CROP
+    assert point.replay == [GOOD_CROP] and point.task_id == f"trace-{result.trace_id}"
+    assert point.messages == store.get(result.trace_id).messages[:6]  # what the model was shown next
+    assert "Reflect first" in point.messages[-1].content
+    (path,) = point.images
+    pixels = load_image(path)  # the user's image, back from the store alone
+    assert np.array_equal(pixels, user_image())
+    assert hashlib.sha256(pixels.tobytes()).hexdigest() == store.get(result.trace_id).images[0].sha256
+    assert data.counts.branch_sources == {"traffic": 1}
+
+    environment = BranchEnvironment(Toolbox([crop, rotate]))
+
+    def fixed(action) -> bool:
+        outcome = None
+        if isinstance(action, ToolCall):
+            outcome = asyncio.run(environment.execute(point, action)).outcome
+        return local_fix(point, action, outcome)
+
+    assert fixed(ToolCall("crop", {"image": "img_1", "box": [0, 0, 10, 5]}))  # img_1 is the replayed crop
+    assert not fixed(BAD_CROP)  # the failed call repeated: not a fix (it was no transient fault)
+    assert not fixed(ToolCall("crop", {"image": "img_9", "box": [0, 0, 5, 5]}))  # still fails
+    assert not fixed(Answer("5"))  # nothing to judge an answer against
+
+
+def test_a_reference_answer_given_as_feedback_judges_answers(store, tmp_path):
+    result = app_agent(store).run("How many birds are there?", [user_image()])
+    app_agent(store).feedback(result.trace_id, answer="5")
+    (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
+    assert point.answer is not None and point.answer.kind == "number"
+    assert local_fix(point, Answer("5"), None) and not local_fix(point, Answer("6"), None)
+
+
+@pytest.mark.parametrize("kind", ["images not kept", "suite task"])
+def test_episodes_without_their_images_or_of_suite_tasks_are_not_traffic(store, tmp_path, kind):
+    if kind == "images not kept":
+        app_agent(store, keep_images=False).run("How many birds?", [user_image()])
+    else:  # an evaluation or suite episode: never traffic, so held-out tasks cannot leak into training
+        app_agent(store).run("How many birds?", [user_image()], metadata={"task_id": "count-0-0001"})
+    data = build_dataset([], store=store, image_dir=tmp_path, progress=False)
+    assert data.branch_points == []
+    assert data.counts.traffic_images_missing == (kind == "images not kept")
+    assert data.counts.traffic_episodes == 0
