@@ -21,6 +21,7 @@ from rich.console import Console
 from regrpo.agent.local import LocalPolicy
 from regrpo.cli.common import model_options, store_options
 from regrpo.cli.evaluation import select_tasks, suite_selection_options
+from regrpo.errors import InputError
 from regrpo.learning.budget import DEFAULT_TARGET_TOKENS
 from regrpo.learning.lora_trainer import LoraSettings
 from regrpo.traces import TraceStore
@@ -65,7 +66,9 @@ def _finish(args: argparse.Namespace, console: Console, report: msgspec.Struct, 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
     from regrpo.learning.data_engine import DataEngineConfig, build_dataset
 
-    tasks = select_tasks(args)
+    if args.no_suite and not args.traces:
+        raise InputError("--no-suite leaves nothing to build from; add --traces to mine --store")
+    tasks = [] if args.no_suite else select_tasks(args)
     config = DataEngineConfig(
         near_misses_per_step=args.near_misses,
         faults_per_step=args.faults,
@@ -74,7 +77,7 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
     )
     store = TraceStore(args.store) if args.traces else None
     try:
-        dataset = build_dataset(tasks, config=config, store=store)
+        dataset = build_dataset(tasks, config=config, store=store, image_dir=Path(args.out) / "images")
     finally:
         if store is not None:
             store.close()
@@ -280,6 +283,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--data-seed", type=int, default=0, help="seeds the perturbations and faults")
     data.add_argument("--traces", action="store_true", help="also mine --store's failed episodes")
+    data.add_argument(
+        "--no-suite", action="store_true", help="only --store's episodes (your traffic), no built-in suite"
+    )
     data.set_defaults(handler=cmd_data)
 
     sft = kinds.add_parser(

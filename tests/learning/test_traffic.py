@@ -88,3 +88,34 @@ def test_episodes_without_their_images_or_of_suite_tasks_are_not_traffic(store, 
     assert data.branch_points == []
     assert data.counts.traffic_images_missing == (kind == "images not kept")
     assert data.counts.traffic_episodes == 0
+
+
+@pytest.mark.slow
+def test_the_data_command_mines_traffic_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from regrpo import TraceStore
+
+    with TraceStore(tmp_path / "traces.sqlite") as store:
+        app_agent(store).run("How many birds are there?", [user_image()])
+    command = [
+        sys.executable,
+        "-m",
+        "regrpo.cli",
+        "train",
+        "data",
+        "--store",
+        str(tmp_path / "traces.sqlite"),
+    ]
+    refused = subprocess.run(
+        [*command, "--no-suite", "--out", str(tmp_path / "x")], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "add --traces" in refused.stdout
+    done = subprocess.run(
+        [*command, "--traces", "--no-suite", "--out", str(tmp_path / "data")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (line,) = (tmp_path / "data" / "branch_points.jsonl").read_text().splitlines()
+    assert json.loads(line)["source"] == "traffic"
+    assert len(list((tmp_path / "data" / "images").glob("*.png"))) == 1
