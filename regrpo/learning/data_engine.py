@@ -301,20 +301,17 @@ def trace_branch_points(
                 continue
             target, expects = _target(task, reached)
             points.append(
-                BranchPoint(
-                    id=branch_point_id(prompt, target),
+                BranchPoint.at_failed_step(
+                    prompt,
+                    step,
+                    verdict,
                     task_id=task.id,
-                    messages=prompt,
                     images=list(task.images),
-                    replay=list(made),
-                    failed=True,
-                    error_type=verdict,
-                    observation=step.observation.content,
-                    failed_action=step.action if isinstance(step.action, (ToolCall, Unparseable)) else None,
+                    replay=made,
+                    source="trace",
                     target=target,
                     expects=expects,
                     answer=task.answer,
-                    source="trace",
                 )
             )
             asked = prompt[-1].content != step.observation.content  # the runtime asked for a reflection

@@ -33,7 +33,7 @@ import msgspec
 
 from regrpo.errors import ErrorType, InputError
 from regrpo.tasks.schema import AnswerSpec
-from regrpo.traces.schema import Answer, Message, ToolCall, Unparseable
+from regrpo.traces.schema import Answer, Message, Step, ToolCall, Unparseable
 
 __all__ = [
     "BranchPoint",
@@ -92,6 +92,38 @@ class BranchPoint(msgspec.Struct, frozen=True):
     """Where it came from: an executed near-miss, the reference call under an injected transient fault
     (``failed_action == target``: the right move is to retry), a suite episode's failure, a clean
     step, or a failure in a user's traffic (:mod:`regrpo.learning.traffic`)."""
+
+    @classmethod
+    def at_failed_step(
+        cls,
+        prompt: list[Message],
+        step: Step,
+        verdict: ErrorType,
+        *,
+        task_id: str,
+        images: list[str],
+        replay: list[ToolCall],
+        source: Literal["trace", "traffic"],
+        target: ToolCall | Answer | None = None,
+        expects: Sequence[str] = (),
+        answer: AnswerSpec | None = None,
+    ) -> BranchPoint:
+        """The point right after a stored episode's failed ``step``, ``prompt`` being what came next."""
+        return cls(
+            id=branch_point_id(prompt, target),
+            task_id=task_id,
+            messages=prompt,
+            images=images,
+            replay=list(replay),
+            failed=True,
+            error_type=verdict,
+            observation=step.observation.content if step.observation is not None else "",
+            failed_action=step.action if isinstance(step.action, (ToolCall, Unparseable)) else None,
+            target=target,
+            expects=list(expects),
+            answer=answer,
+            source=source,
+        )
 
 
 def branch_point_id(messages: Sequence[Message], target: ToolCall | Answer | None) -> str:

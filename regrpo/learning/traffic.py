@@ -34,10 +34,10 @@ from pathlib import Path
 
 from regrpo.errors import TraceStoreError
 from regrpo.learning.classify import classify_failure
-from regrpo.learning.records import BranchPoint, branch_point_id
+from regrpo.learning.records import BranchPoint
 from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces import TraceStore
-from regrpo.traces.schema import Episode, ToolCall, Unparseable
+from regrpo.traces.schema import Episode, ToolCall
 
 __all__ = ["is_traffic", "traffic_branch_points"]
 
@@ -106,19 +106,15 @@ def traffic_branch_points(
                 counts["traffic_unmatched"] += 1
                 continue
             points.append(
-                BranchPoint(
-                    id=branch_point_id(prompt, None),
+                BranchPoint.at_failed_step(
+                    prompt,
+                    step,
+                    verdict,
                     task_id=f"trace-{episode.trace_id}",
-                    messages=prompt,
                     images=paths,
-                    replay=list(made),
-                    failed=True,
-                    error_type=verdict,
-                    observation=step.observation.content,
-                    failed_action=step.action if isinstance(step.action, (ToolCall, Unparseable)) else None,
-                    target=None,
-                    answer=answer,
+                    replay=made,
                     source="traffic",
+                    answer=answer,
                 )
             )
     return points
