@@ -119,6 +119,7 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
         max_model_len=args.max_model_len,
         lora_modules=lora_modules,
         max_n=args.max_n,
+        lora_roots=args.lora_roots or (),
         limits=_limits(args),
     )
     return 0
@@ -151,5 +152,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--max-lora-rank", type=int, default=64)
     model.add_argument("--max-model-len", type=int, help="context length to report and enforce")
     model.add_argument("--max-n", type=int, default=16, help="most samples (n) one request may ask for")
+    model.add_argument(
+        "--lora-root",
+        dest="lora_roots",
+        action="append",
+        help="folder load_lora_adapter may load from (repeatable; default: any local folder, as vLLM)",
+    )
     _connection_options(model)
     model.set_defaults(handler=cmd_serve_model)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -91,6 +90,7 @@ from regrpo.server.agent_protocol import (
     PromoteRequest,
     StepSummary,
 )
+from regrpo.server.auth import bearer_token, key_matches
 from regrpo.server.background import BackgroundServer, start_in_thread
 from regrpo.server.config import ServerConfig
 from regrpo.server.image_urls import ImageResolver, ImageURLError, checked_request_pixels
@@ -426,7 +426,7 @@ async def list_models(request: Request) -> Response:
             ModelCard(
                 id=live,
                 owned_by="regrpo",
-                root=str(service.registry.path(live)),
+                root=live,  # the version, not its folder: a listing must not show the server's file system
                 parent=service.config.model_name,
             )
         )
@@ -578,12 +578,7 @@ class _Guard:
             return True  # no API keys: open (loopback use), admin routes aside
         else:
             keys = self.keys + self.admin_keys
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        # compare against every key, always: the time taken does not say which prefix matched
-        return sum(hmac.compare_digest(token.strip(), key) for key in keys) > 0
+        return key_matches(bearer_token(scope), keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

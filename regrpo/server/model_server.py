@@ -53,13 +53,9 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
-import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,14 +91,16 @@ from regrpo.openai_wire import (
     UsageInfo,
     random_id,
 )
+from regrpo.server.auth import authorization, key_matches
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
+from regrpo.server.lora_slots import Lora, LoraSlots
 from regrpo.server.responses import (
     BodyRefused,
     NotJSONText,
+    RequestError,
     error_response,
     parse_json_text,
     read_limited_body,
-    sanitize_message,
     validation_error_response,
 )
 from regrpo.traces.schema import Completion
@@ -116,7 +114,6 @@ CONTRACT_VERSION = "0.33.0"
 """The vLLM release whose serving contract this server implements (answered on ``GET /version``)."""
 MAX_LOGPROBS = 20
 """vLLM's default ``--max-logprobs``: the largest ``top_logprobs`` a request may ask for."""
-VALID_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
 
 _log = logging.getLogger(__name__)
@@ -125,32 +122,11 @@ T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass
-class _Lora:
-    """A registered adapter: its public name, the path as given, vLLM's int id, and its peft name."""
-
-    name: str
-    path: str
-    int_id: int
-    peft_name: str
-
-
-@dataclass
 class _Generated:
     prompt_ids: list[int]
     completions: list[Completion]
     top: list[list[list[tuple[int, float]]]] = field(default_factory=list)
     """Per choice, per token: the top ``k`` ``(token id, log-prob)`` pairs, best first."""
-
-
-class _RequestError(Exception):
-    """A request we answer with an error envelope (raised inside handlers, turned into a response)."""
-
-    def __init__(self, status: int, message: str, type: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param = status, message, type, param
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status, sanitize_message(self.message), self.type, self.param)
 
 
 class _ModelService:
@@ -166,28 +142,18 @@ class _ModelService:
         max_model_len: int | None,
         max_n: int,
         max_body_bytes: int,
+        lora_roots: Sequence[str | Path],
     ) -> None:
         if max_n < 1 or max_body_bytes < 1:
             raise ValueError(f"max_n and max_body_bytes must be at least 1, got {max_n}, {max_body_bytes}")
-        if max_lora_rank not in VALID_MAX_LORA_RANKS:
-            raise ValueError(f"max_lora_rank must be one of {VALID_MAX_LORA_RANKS}, got {max_lora_rank}")
-        if max_loras < 1:
-            raise ValueError(f"max_loras must be at least 1, got {max_loras}")
         self.policy = policy
         names = [served_model_name] if isinstance(served_model_name, str) else served_model_name
         self.base_names = list(names or [policy.model_name])
-        self.max_loras, self.max_lora_rank = max_loras, max_lora_rank
+        self.slots = LoraSlots(policy, max_loras, max_lora_rank, lora_roots)
         self.max_n, self.max_body_bytes = max_n, max_body_bytes
         self.max_model_len = max_model_len or int(
             getattr(policy.model.config, "max_position_embeddings", 2048)
         )
-        self.loras: dict[str, _Lora] = {}
-        self._resident: OrderedDict[str, None] = OrderedDict()  # peft names in memory, LRU order
-        self._next_id = 0
-        self._loads = 0
-        self._uid = uuid.uuid4().hex[:8]  # peft names stay unique if a policy outlives its app
-        self._engine = threading.Lock()  # which adapters are resident (loads, evictions, LRU order)
-        self._name_locks: dict[str, anyio.Lock] = {}
 
     # -- routes -----------------------------------------------------------------------------------
 
@@ -203,7 +169,8 @@ class _ModelService:
             for name in self.base_names
         ]
         cards += [
-            ModelCard(id=lora.name, root=lora.path, parent=self.base_names[0]) for lora in self.loras.values()
+            ModelCard(id=lora.name, root=lora.path, parent=self.base_names[0])
+            for lora in self.slots.registered.values()
         ]
         return JSONResponse(ModelList(data=cards).model_dump())
 
@@ -238,66 +205,58 @@ class _ModelService:
         body = await _parse(request, LoadLoRAAdapterRequest, self.max_body_bytes)
         name, path = body.lora_name, body.lora_path
         if not name or not path:
-            raise _RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
+            raise RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
         if name in self.base_names:
-            raise _RequestError(
+            raise RequestError(
                 400, f"The lora adapter '{name}' conflicts with a served base model.", "InvalidUserInput"
             )
-        async with self._name_locks.setdefault(name, anyio.Lock()):  # vLLM serialises loads per name
-            old = self.loras.get(name)
+        async with self.slots.name_locks.setdefault(name, anyio.Lock()):  # vLLM serialises loads per name
+            old = self.slots.registered.get(name)
             if old is not None and not body.load_inplace:
-                raise _RequestError(
+                raise RequestError(
                     400,
                     f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
                     "in place, set 'load_inplace' to True.",
                     "InvalidUserInput",
                 )
-            lora = self._new_lora(name, path, old)
-            await anyio.to_thread.run_sync(self._load, lora, old)
-            self.loras[name] = lora
+            lora = self.slots.new(name, path, old)
+            await anyio.to_thread.run_sync(self.slots.load, lora, old)
+            self.slots.registered[name] = lora
         return Response(f"Success: LoRA adapter '{name}' added successfully.", status_code=200)
 
     async def unload_lora(self, request: Request) -> Response:
         body = await _parse(request, UnloadLoRAAdapterRequest, self.max_body_bytes)
         name = body.lora_name
         if not name:
-            raise _RequestError(
+            raise RequestError(
                 400, "'lora_name' needs to be provided to unload a LoRA adapter.", "InvalidUserInput"
             )
-        lora = self.loras.pop(name, None)
+        lora = self.slots.registered.pop(name, None)
         if lora is None:
-            raise _RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
-        await anyio.to_thread.run_sync(self._evict, lora.peft_name)
+            raise RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+        await anyio.to_thread.run_sync(self.slots.evict, lora.peft_name)
         return Response(f"Success: LoRA adapter '{name}' removed successfully.", status_code=200)
 
     def preload(self, name: str, path: str) -> None:
         """Serve the adapter at ``path`` as ``name`` from start-up (vLLM's ``--lora-modules name=path``)."""
         if name in self.base_names:
             raise AdapterError(f"adapter name {name!r} is the base model's served name; pick another")
-        lora = self._new_lora(name, path, None)
+        lora = self.slots.new(name, path, None, trusted=True)
         try:
-            self._load(lora, None)
-        except _RequestError as exc:
+            self.slots.load(lora, None)
+        except RequestError as exc:
             raise AdapterError(f"cannot serve adapter {name!r} from {path!r}: {exc.message}") from exc
-        self.loras[name] = lora
-
-    def _new_lora(self, name: str, path: str, old: _Lora | None) -> _Lora:
-        """A registration for ``name``: an in-place reload keeps ``old``'s int id (contract §2.2)."""
-        if old is None:
-            self._next_id += 1
-        int_id = old.int_id if old is not None else self._next_id
-        self._loads += 1  # peft names must be plain identifiers: no dots, no user text
-        return _Lora(name, path, int_id, f"lora_{self._uid}_{int_id}_{self._loads}")
+        self.slots.registered[name] = lora
 
     # -- request checks ---------------------------------------------------------------------------
 
-    def _resolve(self, model: str | None) -> _Lora | None:
+    def _resolve(self, model: str | None) -> Lora | None:
         """The adapter a request's ``model`` names (``None`` = base), or a 404 (contract §2.4)."""
         if not model or model in self.base_names:
             return None
-        if model in self.loras:
-            return self.loras[model]
-        raise _RequestError(
+        if model in self.slots.registered:
+            return self.slots.registered[model]
+        raise RequestError(
             404,
             f"The model `{_shown(model)}` does not exist. Valid aliases: {', '.join(self.base_names)}.",
             "NotFoundError",
@@ -306,7 +265,7 @@ class _ModelService:
 
     def _check_supported(self, body: ChatCompletionRequest) -> None:
         if body.n > self.max_n:
-            raise _RequestError(
+            raise RequestError(
                 400,
                 f"n={body.n} is over this server's limit of {self.max_n} (--max-n).",
                 "BadRequestError",
@@ -314,19 +273,19 @@ class _ModelService:
             )
         top = body.top_logprobs or 0
         if body.logprobs and (top > MAX_LOGPROBS or top == -1):
-            raise _RequestError(
+            raise RequestError(
                 400,
                 f"Requested sample logprobs of {top}, which is greater than max allowed: {MAX_LOGPROBS}",
                 "BadRequestError",
             )
         if body.tools and body.tool_choice in (None, "auto"):
-            raise _RequestError(
+            raise RequestError(
                 400,
                 '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
                 "BadRequestError",
             )
         if body.tool_choice not in (None, "none", "auto"):
-            raise _RequestError(
+            raise RequestError(
                 400, "tool_choice other than 'none' requires --tool-call-parser to be set", "BadRequestError"
             )
         unsupported = {
@@ -341,14 +300,14 @@ class _ModelService:
         }
         for param, bad in unsupported.items():
             if bad:
-                raise _RequestError(
+                raise RequestError(
                     400,
                     f"`{param}` is not supported by regrpo serve-model; leave it unset.",
                     "BadRequestError",
                     param,
                 )
         if any(message.image_urls() for message in body.messages):
-            raise _RequestError(
+            raise RequestError(
                 400,
                 f"{self.policy.model_name} is a text-only model: image_url parts are not accepted.",
                 "BadRequestError",
@@ -357,7 +316,7 @@ class _ModelService:
 
     # -- engine work (worker thread) --------------------------------------------------------------
 
-    def _generate(self, body: ChatCompletionRequest, lora: _Lora | None) -> _Generated:
+    def _generate(self, body: ChatCompletionRequest, lora: Lora | None) -> _Generated:
         chat = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
@@ -365,7 +324,7 @@ class _ModelService:
         prompt = self.policy.encode_chat(chat)
         limit = body.completion_limit() or self.max_model_len - len(prompt)
         if len(prompt) + limit > self.max_model_len or limit < 1:
-            raise _RequestError(
+            raise RequestError(
                 400,
                 f"This model's maximum context length is {self.max_model_len} tokens. However, you "
                 f"requested {len(prompt) + limit} tokens ({len(prompt)} in the messages, {limit} in "
@@ -376,7 +335,7 @@ class _ModelService:
         temperature = 1.0 if body.temperature is None else body.temperature
         try:
             for attempt in range(2):
-                self._keep_resident(lora)
+                self.slots.keep_resident(lora)
                 try:
                     # concurrent requests coalesce into batches, one adapter per batch (LocalPolicy)
                     completions = self.policy.generate(
@@ -399,77 +358,8 @@ class _ModelService:
                     for c in completions
                 ]
         except (ModelError, AdapterError) as exc:
-            raise _RequestError(500, str(exc), "InternalServerError") from exc
+            raise RequestError(500, str(exc), "InternalServerError") from exc
         return generated
-
-    def _keep_resident(self, lora: _Lora | None) -> None:
-        """Read ``lora`` back into the model if it was evicted, and mark it most recently used."""
-        if lora is None:
-            return
-        with self._engine:
-            if lora.peft_name not in self._resident:
-                self._make_resident(lora)
-            self._resident.move_to_end(lora.peft_name)
-
-    def _make_resident(self, lora: _Lora) -> None:
-        """Load ``lora``, dropping least recently used adapters past ``max_loras`` (hold the lock)."""
-        while len(self._resident) >= self.max_loras:
-            peft_name, _ = self._resident.popitem(last=False)
-            self._drop(peft_name)
-        self.policy.load_adapter(lora.peft_name, str(_adapter_dir(lora.path)))
-        self._resident[lora.peft_name] = None
-
-    def _drop(self, peft_name: str) -> None:
-        """Remove an adapter from the model (hold the lock); an active one is switched off first."""
-        self.policy.unload_adapter(peft_name)
-
-    def _load(self, lora: _Lora, old: _Lora | None) -> None:
-        """Check the adapter folder as vLLM does (contract §7.3, in order), then load it into the model."""
-        folder = _adapter_dir(lora.path)
-        try:
-            config = json.loads((folder / "adapter_config.json").read_text())
-        except (OSError, ValueError):
-            raise _RequestError(
-                404, f"Loading lora {lora.name} failed: No adapter found for {lora.path}", "NotFoundError"
-            ) from None
-        missing = [key for key in ("r", "lora_alpha", "target_modules") if key not in config]
-        if missing:
-            raise _RequestError(
-                500, f"Missing required configuration fields: {missing}", "InternalServerError"
-            )
-        try:
-            rank = max([int(config["r"]), *map(int, (config.get("rank_pattern") or {}).values())])
-        except (TypeError, ValueError, AttributeError):
-            raise _RequestError(
-                400,
-                f"Invalid adapter config for {lora.name}: 'r' and 'rank_pattern' must be integers",
-                "BadRequestError",
-            ) from None
-        if rank > self.max_lora_rank:
-            raise _RequestError(
-                500,
-                f"LoRA rank {rank} is greater than max_lora_rank {self.max_lora_rank}.",
-                "InternalServerError",
-            )
-        if config.get("bias", "none") != "none":
-            raise _RequestError(500, "Adapter bias is not supported.", "InternalServerError")
-        if config.get("use_dora"):
-            raise _RequestError(500, "vLLM does not yet support DoRA.", "InternalServerError")
-        if not any((folder / f"adapter_model.{ext}").is_file() for ext in ("safetensors", "bin", "pt")):
-            raise _RequestError(500, f"{lora.path} doesn't contain tensors", "InternalServerError")
-        with self._engine:
-            try:
-                self._make_resident(lora)  # next to the old weights: a failure leaves them in place
-            except AdapterError as exc:  # weights that do not read or do not fit this model: the client's
-                raise _RequestError(400, str(exc), "BadRequestError") from exc
-        if old is not None:
-            self._evict(old.peft_name)
-
-    def _evict(self, peft_name: str) -> None:
-        with self._engine:
-            if peft_name in self._resident:
-                del self._resident[peft_name]
-                self._drop(peft_name)
 
     # -- responses --------------------------------------------------------------------------------
 
@@ -592,14 +482,6 @@ def _usage(generated: _Generated) -> UsageInfo:
     )
 
 
-def _adapter_dir(path: str) -> Path:
-    """The adapter folder of a ``lora_path``: relative paths are local (serve-model never downloads)."""
-    try:
-        return Path(path).expanduser().resolve()
-    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a symlink loop, ...
-        raise _RequestError(400, f"Invalid lora_path: {exc}", "BadRequestError", "lora_path") from None
-
-
 async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
     """The request body as ``model``, or a 400 like vLLM's (media type, JSON syntax, schema).
 
@@ -609,17 +491,17 @@ async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        raise _RequestError(400, "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request")
+        raise RequestError(400, "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request")
     try:
         raw = await read_limited_body(request, max_body_bytes)
     except BodyRefused as exc:
-        raise _RequestError(exc.status, exc.message, "BadRequestError") from None
+        raise RequestError(exc.status, exc.message, "BadRequestError") from None
 
     def parsed() -> T:  # off the event loop: a 20 MiB body takes a while to decode and validate
         try:
             data = parse_json_text(raw)
         except NotJSONText as exc:
-            raise _RequestError(
+            raise RequestError(
                 400, f"1 validation error:\n  JSON decode error: {exc}", "Bad Request", "body"
             ) from None
         try:
@@ -627,7 +509,7 @@ async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
         except ValidationError as exc:
             raise _ValidationFailed(exc) from None
         except RecursionError:
-            raise _RequestError(400, "request body is nested too deeply", "Bad Request", "body") from None
+            raise RequestError(400, "request body is nested too deeply", "Bad Request", "body") from None
 
     return await anyio.to_thread.run_sync(parsed)
 
@@ -647,7 +529,7 @@ class _BearerAuth:
     """vLLM's ``--api-key`` middleware: guarded prefixes need ``Authorization: Bearer <key>``."""
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app, self.expected = app, f"Bearer {api_key}"
+        self.app, self.expected = app, [f"Bearer {api_key}".encode()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -655,9 +537,8 @@ class _BearerAuth:
             and scope["method"] != "OPTIONS"
             and scope["path"].startswith(GUARDED_PREFIXES)
         ):
-            headers = dict(scope["headers"])
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.expected.encode("utf-8")):
+            # vLLM compares the whole header exactly; a second Authorization header is refused
+            if not key_matches(authorization(scope), self.expected):
                 await JSONResponse({"error": "Unauthorized"}, status_code=401)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -669,7 +550,7 @@ def _handled(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     async def route(request: Request) -> Response:
         try:
             return await handler(request)
-        except _RequestError as exc:
+        except RequestError as exc:
             return exc.response()
         except _ValidationFailed as exc:
             return validation_error_response(exc.error)
@@ -697,6 +578,7 @@ def build_model_app(
     lora_modules: Mapping[str, str] | None = None,
     max_n: int = 16,
     max_body_bytes: int = 20 * 1024 * 1024,
+    lora_roots: Sequence[str | Path] = (),
 ) -> Starlette:
     """An OpenAI/vLLM-compatible Starlette app serving ``policy`` (see the module docstring).
 
@@ -713,6 +595,8 @@ def build_model_app(
         max_n: Most samples one request may ask for (``n``); more is a 400 (vLLM has no bound: a
             client asking ``n=64`` would hold the engine for every other request).
         max_body_bytes: Largest request body read; a bigger one is a 413 before it is buffered.
+        lora_roots: Folders adapters may be loaded from (``--lora-root``; empty: any local folder,
+            as vLLM; :mod:`~regrpo.server.lora_slots`).
     """
     service = _ModelService(
         policy,
@@ -722,6 +606,7 @@ def build_model_app(
         max_model_len=max_model_len,
         max_n=max_n,
         max_body_bytes=max_body_bytes,
+        lora_roots=lora_roots,
     )
     for name, path in (lora_modules or {}).items():
         service.preload(name, path)

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_ERROR_ITEMS",
     "BodyRefused",
     "NotJSONText",
+    "RequestError",
     "error_response",
     "parse_json_text",
     "read_limited_body",
@@ -59,6 +60,19 @@ def sanitize_message(message: str) -> str:
         cut = len(message) - MAX_ERROR_CHARS
         message = f"{message[:MAX_ERROR_CHARS]}… ({cut} more characters cut)"
     return _PATH.sub("<path>", message)
+
+
+class RequestError(Exception):
+    """A request answered with an error envelope (raised inside handlers, turned into a response).
+
+    ``regrpo serve-model``'s, in vLLM's wording; the message is path-scrubbed when sent."""
+
+    def __init__(self, status: int, message: str, type: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param = status, message, type, param
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, sanitize_message(self.message), self.type, self.param)
 
 
 class BodyRefused(Exception):

@@ -60,6 +60,7 @@ def test_promote_and_rollback_move_the_pointer_and_the_policy(admin):
     assert registry.live() == "v0002" and policy.active_adapter == "v0002"
     models = httpx.get(f"{server.url}/v1/models", headers=H).json()["data"]
     assert [m["id"] for m in models] == ["regrpo-agent", "v0002"] and models[1]["parent"] == "regrpo-agent"
+    assert models[1]["root"] == "v0002"  # the version, never the registry's folder on the server
 
     # an episode run now is recorded as produced by the live adapter
     body = {"model": "v0002", "messages": [{"role": "user", "content": "go"}]}

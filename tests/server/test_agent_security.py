@@ -261,3 +261,15 @@ def test_lone_surrogates_and_huge_error_lists_are_short_400s(store):
     check(many)
     assert many.status_code == 400 and len(many.content) < 10_000
     assert "more" in many.json()["error"]["message"]
+
+
+def test_two_authorization_headers_are_a_401_whichever_holds_the_key(store):
+    async def send(pair) -> int:
+        transport = httpx.ASGITransport(make_app(store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            response = await client.get("/v1/models", headers=[("Authorization", value) for value in pair])
+            return response.status_code
+
+    assert asyncio.run(send([f"Bearer {KEY}"])) == 200
+    for pair in ([f"Bearer {KEY}", "Bearer x"], ["Bearer x", f"Bearer {KEY}"]):
+        assert asyncio.run(send(pair)) == 401

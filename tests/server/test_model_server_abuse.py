@@ -117,3 +117,40 @@ def test_a_wrong_key_of_any_length_is_a_401(http):
     for key in ("x", "abuse-ke", "abuse-key-longer", "k" * 10_000):
         response = http.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 401
+
+
+def test_two_authorization_headers_are_a_401_whichever_holds_the_key(http):
+    for pair in ((f"Bearer {API_KEY}", "Bearer x"), ("Bearer x", f"Bearer {API_KEY}")):
+        headers = [("Authorization", value) for value in pair]
+        assert httpx.get(f"{http.base_url}v1/models", headers=headers).status_code == 401
+
+
+def test_adapters_load_only_from_under_the_lora_roots(smollm, tmp_path):
+    from regrpo.learning.lora_trainer import LoraSettings, save_random_adapter
+
+    roots, elsewhere = tmp_path / "roots", tmp_path / "elsewhere"
+    for folder, seed in ((roots / "a", 1), (elsewhere / "b", 2)):
+        save_random_adapter(smollm.model, folder, LoraSettings(rank=8), seed=seed)
+    (roots / "sneaky").symlink_to(elsewhere / "b")
+    app = build_model_app(smollm, lora_roots=[roots], lora_modules={"operator": str(elsewhere / "b")})
+    try:
+        with running_server(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+            ok = client.post("/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": str(roots / "a")})
+            assert ok.status_code == 200, ok.text
+            for path in (
+                elsewhere / "b",
+                roots / "sneaky",
+                roots / ".." / "elsewhere" / "b",
+                tmp_path / "none",
+            ):
+                refused = client.post(
+                    "/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": str(path)}
+                )
+                assert_error(refused, 400, "outside the folders this server loads adapters from")
+                assert str(tmp_path) not in refused.text  # the same answer whether or not it exists
+            listed = [m["id"] for m in client.get("/v1/models").json()["data"]]
+            assert listed == [smollm.model_name, "operator", "a"]  # --lora-modules are the operator's own
+    finally:
+        smollm.activate_adapter(None)
+        for name in smollm.adapters:
+            smollm.unload_adapter(name)
