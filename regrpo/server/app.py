@@ -41,13 +41,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import httpx
 import uvicorn
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -59,12 +57,9 @@ from regrpo.agent.loop import Agent, Result
 from regrpo.errors import (
     AdapterError,
     InputError,
-    ModelError,
-    RegrpoError,
     TraceNotFoundError,
     TraceStoreError,
 )
-from regrpo.learning.hotswap import swap_in, swap_to_base
 from regrpo.learning.registry import AdapterRegistry
 from regrpo.openai_wire import (
     ChatCompletionChunk,
@@ -79,29 +74,24 @@ from regrpo.openai_wire import (
     UsageInfo,
     random_id,
 )
-from regrpo.server.admission import ERROR_TYPES, EpisodeGate, Refusal, Ticket
+from regrpo.server.admission import ERROR_TYPES, Refusal, Ticket
 from regrpo.server.agent_protocol import (
     AdapterInfo,
     AdapterList,
-    AdapterState,
     AgentExtension,
     FeedbackRequest,
     FeedbackResponse,
     PromoteRequest,
     StepSummary,
 )
+from regrpo.server.agent_service import AgentService, InvalidRequest
 from regrpo.server.auth import bearer_token, key_matches
 from regrpo.server.background import BackgroundServer, start_in_thread
 from regrpo.server.config import ServerConfig
-from regrpo.server.image_urls import ImageResolver, ImageURLError, checked_request_pixels
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
-from regrpo.server.metrics import CONTENT_TYPE, ServerMetrics
+from regrpo.server.metrics import CONTENT_TYPE
 from regrpo.server.responses import (
-    BodyRefused,
-    NotJSONText,
     error_response,
-    parse_json_text,
-    read_limited_body,
     validation_error_response,
 )
 from regrpo.traces import Answer, Step
@@ -123,171 +113,8 @@ _ROUTES = (
 _ADMIN_ROUTES = ("/v1/adapters/promote", "/v1/adapters/rollback")
 
 
-# -- the service behind the routes ----------------------------------------------------------------------
-
-
-class _AgentService:
-    """Everything the routes share: the agent, limits, metrics, registry and admission gate."""
-
-    def __init__(
-        self,
-        agent: Agent,
-        config: ServerConfig,
-        registry: AdapterRegistry | None,
-        image_transport: httpx.AsyncBaseTransport | None,
-    ) -> None:
-        self.agent, self.config, self.registry = agent, config, registry
-        self.metrics = ServerMetrics()
-        self.gate = EpisodeGate(config.max_concurrency, config.max_queue, config.retry_after_s)
-        self.metrics.episodes_running.set_function(lambda: self.gate.running)
-        self.metrics.episodes_queued.set_function(lambda: self.gate.waiting)
-        self.images = ImageResolver(config, transport=image_transport)
-        self.admin_lock = asyncio.Lock()
-        self.loaded: set[str] = set()  # adapter versions this server loaded into the policy
-
-    # -- reading requests -------------------------------------------------------------------------------
-
-    async def read_json(self, request: Request) -> Any:
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json":
-            raise Refusal(400, "Unsupported Media Type: Only 'application/json' is allowed")
-        try:
-            body = await read_limited_body(request, self.config.max_body_bytes, self.config.body_timeout_s)
-        except BodyRefused as exc:
-            raise Refusal(exc.status, exc.message) from None
-        try:
-            return await anyio.to_thread.run_sync(parse_json_text, body)  # off the event loop
-        except NotJSONText as exc:
-            raise Refusal(400, f"request body is not valid JSON text: {exc}") from None
-
-    async def parse(self, request: Request, model: type[BaseModel]) -> Any:
-        data = await self.read_json(request)
-
-        def validated() -> Any:
-            try:
-                return model.model_validate(data)
-            except ValidationError as exc:
-                raise _Invalid(exc) from None
-            except RecursionError:
-                raise Refusal(400, "request body is nested too deeply") from None
-
-        return await anyio.to_thread.run_sync(validated)
-
-    # -- one episode ------------------------------------------------------------------------------------
-
-    def served_names(self) -> set[str]:
-        live = self.registry.live() if self.registry is not None else None
-        return {self.config.model_name} | ({live} if live else set())
-
-    def task_of(self, chat: ChatCompletionRequest) -> tuple[str, list[str], str | None]:
-        """``(task, image urls, model name to echo)`` of a chat request, or a 400/404 naming the field."""
-        if chat.model is not None and chat.model not in self.served_names():
-            raise Refusal(404, f"The model `{chat.model}` does not exist.", param="model")
-        if chat.n != 1:
-            raise Refusal(400, "the agent gives one answer per request; n must be 1", param="n")
-        users = [i for i, m in enumerate(chat.messages) if m.role == "user"]
-        if not users:
-            raise Refusal(
-                400, "messages holds no user message; the last user message is the task", param="messages"
-            )
-        message = chat.messages[users[-1]]
-        task, urls = message.text().strip(), message.image_urls()
-        if not task:
-            raise Refusal(
-                400, "the last user message has no text; its text is the agent's task", param="messages"
-            )
-        if len(urls) > self.config.max_images_per_request:
-            raise Refusal(
-                400,
-                f"{len(urls)} images in one request; this server accepts at most "
-                f"{self.config.max_images_per_request}",
-                param=f"messages.{users[-1]}.content",
-            )
-        return task, urls, chat.model
-
-    async def load_images(self, urls: list[str], message_index: int) -> list[bytes]:
-        """The request's images as checked, still-encoded bytes: the agent decodes them off the event
-        loop once the episode has a slot, so a queued request holds no pixels (``image_urls``)."""
-        try:
-            images = [await self.images.resolve(url) for url in urls]
-            checked_request_pixels(images, self.config.max_request_pixels)
-        except ImageURLError as exc:
-            raise Refusal(400, str(exc), param=f"messages.{message_index}.content") from None
-        return [image.data for image in images]
-
-    async def run_episode(
-        self,
-        ticket: Ticket,
-        task: str,
-        images: list[bytes],
-        on_step: Callable[[Step], None] | None = None,
-        trace_id: str | None = None,
-    ) -> Result:
-        """Wait for a slot, run the episode under the request deadline; map its failures to refusals."""
-        try:
-            async with ticket:
-                result = await self.agent.arun(task, images, on_step=on_step, trace_id=trace_id)
-        except RegrpoError as exc:
-            self.metrics.episodes.labels("error").inc()
-            raise _episode_refusal(exc, self.config.retry_after_s) from None
-        self.metrics.record_episode(result)
-        return result
-
-    async def deadline(self, work: Awaitable[Result]) -> Result:
-        try:
-            return await asyncio.wait_for(work, self.config.request_timeout_s)
-        except TimeoutError:
-            self.metrics.episodes.labels("timeout").inc()
-            raise Refusal(
-                504, f"the episode did not finish within {self.config.request_timeout_s:g} s"
-            ) from None
-
-    # -- adapters ---------------------------------------------------------------------------------------
-
-    def need_registry(self) -> AdapterRegistry:
-        if self.registry is None:
-            raise Refusal(404, "this server has no adapter registry; start it with --registry-dir DIR")
-        return self.registry
-
-    def activate(self, version: str | None) -> None:
-        """Load (once) and activate ``version`` in the policy (``None`` = base); runs in a worker thread."""
-        if version is None:
-            swap_to_base(self.agent.policy, unload_previous=False)
-        else:
-            swap_in(self.agent.policy, self.need_registry(), version, unload_previous=False)
-            self.loaded.add(version)
-
-    def unload_stale(self, keep: set[str | None]) -> None:
-        for version in sorted(self.loaded - {v for v in keep if v}):
-            with contextlib.suppress(AdapterError):
-                self.agent.policy.unload_adapter(version)
-            self.loaded.discard(version)
-
-    def adapter_state(self) -> AdapterState:
-        registry = self.need_registry()
-        return AdapterState(
-            live=registry.live(), active=self.agent.policy.active_adapter, previous=registry.history()
-        )
-
-
-class _Invalid(Exception):
-    def __init__(self, error: ValidationError) -> None:
-        self.error = error
-
-
-def _episode_refusal(exc: RegrpoError, retry_after: int) -> Refusal:
-    if isinstance(exc, InputError):
-        return Refusal(400, str(exc), param="messages")
-    if isinstance(exc, (ModelError, AdapterError, TraceStoreError)):
-        return Refusal(
-            503, f"the agent's engine is unavailable: {exc}", retry_after=retry_after, reason="engine"
-        )
-    logger.error("episode failed with %s: %s", type(exc).__name__, exc)
-    return Refusal(500, "the episode failed inside the server; see the server log")
-
-
-def _service(request: Request) -> _AgentService:
-    service: _AgentService = request.app.state.service
+def _service(request: Request) -> AgentService:
+    service: AgentService = request.app.state.service
     return service
 
 
@@ -343,7 +170,7 @@ class _EpisodeStream(StreamingResponse):
 
 
 async def _stream_episode(
-    service: _AgentService, ticket: Ticket, task: str, images: list[bytes], model: str, include_usage: bool
+    service: AgentService, ticket: Ticket, task: str, images: list[bytes], model: str, include_usage: bool
 ) -> AsyncIterator[str]:
     """SSE frames: a role chunk, one chunk per step, a finish chunk, (usage), ``[DONE]``."""
     chunk_id, created = random_id("chatcmpl"), int(time.time())
@@ -542,7 +369,7 @@ async def _on_refusal(request: Request, exc: Exception) -> Response:
 
 
 async def _on_invalid(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, _Invalid)
+    assert isinstance(exc, InvalidRequest)
     return validation_error_response(exc.error)
 
 
@@ -563,7 +390,7 @@ async def _on_bug(request: Request, exc: Exception) -> Response:
 class _Guard:
     """Outermost ASGI layer: API-key check and request metrics (route, status, latency, in flight)."""
 
-    def __init__(self, app: ASGIApp, service: _AgentService) -> None:
+    def __init__(self, app: ASGIApp, service: AgentService) -> None:
         self.app, self.service = app, service
         self.keys = [key.encode() for key in service.config.api_keys]
         self.admin_keys = [key.encode() for key in service.config.admin_keys]
@@ -632,7 +459,7 @@ def build_agent_app(
     config = config or ServerConfig()
     if registry is None and config.registry_dir is not None:
         registry = AdapterRegistry(config.registry_dir)
-    service = _AgentService(agent, config, registry, image_transport)
+    service = AgentService(agent, config, registry, image_transport)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -656,7 +483,7 @@ def build_agent_app(
         lifespan=lifespan,
         exception_handlers={
             Refusal: _on_refusal,
-            _Invalid: _on_invalid,
+            InvalidRequest: _on_invalid,
             HTTPException: _on_http_exception,
             Exception: _on_bug,
         },
@@ -669,7 +496,7 @@ def build_agent_app(
 class _GuardMiddleware(_Guard):
     """``_Guard`` in the form ``Starlette.add_middleware`` builds (``cls(app, **options)``)."""
 
-    def __init__(self, app: ASGIApp, service: _AgentService) -> None:
+    def __init__(self, app: ASGIApp, service: AgentService) -> None:
         super().__init__(app, service)
 
 
