@@ -114,6 +114,7 @@ def evaluate(
         temperature=options.temperature,
         reflect=options.reflect,
         confidence_trigger=options.confidence_trigger,
+        keep_images=False,  # the tasks' images are on disk already; evaluation episodes are not traffic
     )
     adapter_before = policy.active_adapter
     folder = folder_for(policy, adapter) if adapter is not None else None

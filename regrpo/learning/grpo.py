@@ -110,6 +110,7 @@ def train_grpo(
             config.max_steps,
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
+            keep_images=False,  # suite tasks: their images are on disk
         )
         with training_bar("GRPO", len(order), progress) as advance:
             group_started = time.perf_counter()
