@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from regrpo import Agent, ScriptedPolicy, TraceStore
+from regrpo.agent.adapters import WARM_START_DIR
 from regrpo.agent.local import LocalPolicy
 from regrpo.learning.data_engine import build_dataset
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
@@ -74,10 +75,12 @@ data = build_dataset([], store=store, image_dir=work / "images", progress=False)
 points = [p for p in data.branch_points if p.source == "traffic"]
 print(f"{len(points)} traffic branch points (error type {points[0].error_type}), no reference needed")
 
-# 3. One small ReGRPO round on the real model, with the app's own tool.
+# 3. One small ReGRPO round on the real model from the shipped warm start, with the app's own tool.
 policy = LocalPolicy()
-config = ReGRPOConfig(group_size=2, max_new_tokens=32, max_rollouts=6, groups_per_step=1)
-report = train_regrpo(policy, points, config, work / "round", tools=[brightness], progress=False)
+config = ReGRPOConfig(group_size=4, max_new_tokens=40, max_rollouts=12, groups_per_step=1)
+report = train_regrpo(
+    policy, points, config, work / "round", init_from=WARM_START_DIR, tools=[brightness], progress=False
+)
 skipped = report.skipped_zero_variance
 print(f"ReGRPO: {report.rollouts} rollouts, {report.steps} steps ({skipped} groups without reward spread)")
 
