@@ -34,6 +34,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "TRANSIENT_ERROR_TYPES",
     "AdapterError",
     "ErrorType",
     "ImageError",
@@ -72,6 +73,10 @@ class ErrorType(StrEnum):
     """The tool raised an unexpected exception (its bug, or a transient error that outlived retries)."""
     TIMEOUT = "Timeout"
     """The tool did not finish within its time limit."""
+
+
+TRANSIENT_ERROR_TYPES = (ErrorType.TIMEOUT, ErrorType.TOOL_CRASH)
+"""Failures that running the same call again can fix (the transient faults the data engine teaches)."""
 
 
 class RegrpoError(Exception):

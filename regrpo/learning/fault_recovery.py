@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from regrpo.errors import ErrorType, InputError
+from regrpo.errors import TRANSIENT_ERROR_TYPES, ErrorType, InputError
 from regrpo.learning.classify import classify_failure
 from regrpo.learning.near_miss import reference_call
 from regrpo.learning.replay import BranchEnvironment, observation_of
@@ -119,7 +119,7 @@ async def afault_reference_call(
         context = await environment.context((task.images, list(replay)))
         observation = observation_of(await toolboxes[kind].call(call.name, call.arguments, context))
         verdict = classify_failure(call, observation)
-        retry_fixes_it = verdict in (ErrorType.TIMEOUT, ErrorType.TOOL_CRASH) or (
+        retry_fixes_it = verdict in TRANSIENT_ERROR_TYPES or (
             verdict is ErrorType.INFO_INSUFFICIENT and not observation.new_images
         )
         if verdict is None or not retry_fixes_it:

@@ -35,15 +35,12 @@ from typing import Any
 
 from regrpo.agent.loop import answers_match
 from regrpo.agent.trigger import is_empty_output
-from regrpo.errors import ErrorType
+from regrpo.errors import TRANSIENT_ERROR_TYPES
 from regrpo.learning.records import BranchPoint
 from regrpo.tasks.reference import output_text
 from regrpo.tasks.verifiers import contains_normalized
 from regrpo.tools import ToolOutcome
 from regrpo.traces.schema import Action, Answer, Reflection, ToolCall
-
-_TRANSIENT = (ErrorType.TIMEOUT, ErrorType.TOOL_CRASH)
-"""Failures a retry of the same call fixes (the faults the data engine injects)."""
 
 __all__ = [
     "LocalReward",
@@ -119,18 +116,14 @@ def _usable_without_reference(point: BranchPoint, action: Action, outcome: ToolO
     failed one repeated (unless the failure was transient, where retrying it is the fix)."""
     if isinstance(action, Answer):
         return point.answer is not None and point.answer.check(action.text)
-    if (
-        not isinstance(action, ToolCall)
-        or outcome is None
-        or not outcome.ok
-        or is_empty_output(outcome.output)
-    ):
+    if not isinstance(action, ToolCall) or outcome is None or not _worked(outcome):
         return False
-    failed = point.failed_action
-    repeated = (
-        isinstance(failed, ToolCall) and failed.name == action.name and failed.arguments == action.arguments
-    )
-    return not repeated or point.error_type in _TRANSIENT
+    return action != point.failed_action or point.error_type in TRANSIENT_ERROR_TYPES
+
+
+def _worked(outcome: ToolOutcome) -> bool:
+    """The call succeeded and returned something (an empty output fixes nothing)."""
+    return outcome.ok and not is_empty_output(outcome.output)
 
 
 def local_fix(point: BranchPoint, action: Action, outcome: ToolOutcome | None) -> bool:
@@ -148,7 +141,7 @@ def local_fix(point: BranchPoint, action: Action, outcome: ToolOutcome | None) -
         )
     if not isinstance(action, ToolCall) or action.name != target.name or outcome is None:
         return False
-    if not outcome.ok or is_empty_output(outcome.output):
+    if not _worked(outcome):
         return False
     if point.expects:
         text = output_text(outcome.output)
