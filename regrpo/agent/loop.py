@@ -324,7 +324,7 @@ class Agent:
             record = ImageRecord(
                 info.image_id, info.width, info.height, hashlib.sha256(pixels.tobytes()).hexdigest()
             )
-            if self.keep_images:
+            if self.keep_images and not self.store.has_image(record.sha256):  # encode each image once
                 self.store.put_image(record.sha256, png_bytes(pixels))
             log.episode.images.append(record)
         log.update_header()

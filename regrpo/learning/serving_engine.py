@@ -49,10 +49,6 @@ class ServingEngine(Protocol):
         ...
 
 
-def _bearer(key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
 class RegrpoServeEngine:
     """A ``regrpo serve`` sharing the trainer's registry (module docstring).
 
@@ -72,8 +68,9 @@ class RegrpoServeEngine:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
         self._client = httpx.Client(
-            base_url=self.url, headers=_bearer(admin_key), timeout=timeout_s, transport=transport
+            base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
         )
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

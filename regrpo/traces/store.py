@@ -161,6 +161,10 @@ class TraceStore:
         """
         self._write("INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha256, png))
 
+    def has_image(self, sha256: str) -> bool:
+        """Whether the pixels of ``sha256`` are kept already (so a caller can skip encoding them)."""
+        return bool(self._rows("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)))
+
     def get_image(self, sha256: str) -> bytes:
         """The PNG bytes kept for ``sha256``; :class:`TraceStoreError` if this store has none."""
         rows = self._rows("SELECT png FROM images WHERE sha256 = ?", (sha256,))
