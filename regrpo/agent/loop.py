@@ -405,7 +405,7 @@ class Agent:
     ) -> tuple[Literal["answered", "max_steps"], str | None]:
         usage = log.episode.usage
         trigger = ReflectionTrigger(use_confidence=self.confidence_trigger)
-        context = ToolContext(images=images)
+        context = ToolContext(images=images, episode_key=_episode_key(log.episode))
         requested: str | None = None  # why this step must start with a reflection
         last_observation = ""  # the observation that reflection must quote
         for index in range(self.max_steps):
@@ -499,6 +499,12 @@ def _policy_with_adapter(policy: Policy | None, adapter: AdapterChoice | _Defaul
             )
     activate(policy, choice)
     return policy
+
+
+def _episode_key(episode: Episode) -> str:
+    """A digest of what the episode was given (task text, input images), the same for every method."""
+    parts = [episode.task, *(image.sha256 for image in episode.images)]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def _observation(**fields: Any) -> Observation:

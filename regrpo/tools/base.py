@@ -36,6 +36,10 @@ class ToolContext:
 
     images: ImageStore
     """The episode's images; tools read inputs with ``get`` and register outputs with ``add``."""
+    episode_key: str = ""
+    """Names the episode's inputs (the agent sets a digest of the task text and input images), so
+    per-episode random choices such as injected faults differ between tasks yet repeat exactly when
+    another method runs the same task. Empty where no episode is known."""
 
 
 @runtime_checkable

@@ -282,6 +282,26 @@ def test_user_tools_receive_the_context(store):
     assert result.steps[0].observation.output == 15
 
 
+def test_the_episode_key_names_the_task_and_images_not_the_run(store):
+    keys: list[str] = []
+
+    @tool
+    def note_key(ctx: ToolContext) -> int:
+        """Record the episode key the runtime passed."""
+        keys.append(ctx.episode_key)
+        return len(keys)
+
+    def run(task: str, pixel: int) -> str:
+        script = ['<tool_call>{"name": "note_key", "arguments": {}}</tool_call>', "<answer>x</answer>"]
+        Agent(ScriptedPolicy(script), tools=[note_key], store=store).run(task, np.full((3, 5), pixel, np.uint8))
+        return keys[-1]
+
+    first = run("count the dots", 0)
+    assert first and run("count the dots", 0) == first  # another run (another method) of the same task
+    assert run("count the dots", 1) != first  # other pixels
+    assert run("count the lines", 0) != first  # other words
+
+
 @pytest.mark.parametrize("kwargs", [{"max_steps": 0}, {"max_new_tokens": 0}, {"temperature": -1}])
 def test_bad_agent_settings(store, kwargs):
     with pytest.raises(InputError):

@@ -118,6 +118,26 @@ def test_a_repeated_call_gets_fresh_draws_and_a_new_episode_starts_over():
     assert len(set(run_a)) > 2  # the same call does not get the same fate every time
 
 
+def test_the_same_first_call_in_many_episodes_fails_at_the_configured_rate():
+    """Every task's first call is often the same (``ocr`` of ``img_0``): episodes must not share its draw."""
+    (wrapped,) = inject_faults([describe], FaultConfig(rate=0.2, seed=3))
+    assert isinstance(wrapped, FaultyTool)
+    arguments = {"word": "img_0", "box": [0, 0, 4, 4]}
+    n = 2000
+    fates = [
+        _outcome_kind(wrapped, arguments, ToolContext(images=ImageStore(), episode_key=f"task-{i}"))
+        for i in range(n)
+    ]
+    faulted = sum(fate != "none" for fate in fates) / n
+    # wrong_region always changes this call (it has a box), so all five kinds count: 0.2 ± 4.5 sd
+    assert 0.16 < faulted < 0.24
+    again = [
+        _outcome_kind(wrapped, arguments, ToolContext(images=ImageStore(), episode_key=f"task-{i}"))
+        for i in range(50)
+    ]
+    assert again == fates[:50]  # another method meets exactly the same faults on the same tasks
+
+
 def _toolbox_call(toolbox: Toolbox, name: str, arguments: dict[str, Any], context: ToolContext):
     return asyncio.run(toolbox.call(name, arguments, context))
 
