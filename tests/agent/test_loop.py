@@ -293,7 +293,8 @@ def test_the_episode_key_names_the_task_and_images_not_the_run(store):
 
     def run(task: str, pixel: int) -> str:
         script = ['<tool_call>{"name": "note_key", "arguments": {}}</tool_call>', "<answer>x</answer>"]
-        Agent(ScriptedPolicy(script), tools=[note_key], store=store).run(task, np.full((3, 5), pixel, np.uint8))
+        agent = Agent(ScriptedPolicy(script), tools=[note_key], store=store)
+        agent.run(task, np.full((3, 5), pixel, np.uint8))
         return keys[-1]
 
     first = run("count the dots", 0)
