@@ -23,7 +23,7 @@ Crash safety (a ``kill -9`` at any instant):
   already live, so the round is recorded as decided (watermark advanced), not gated again.
 
 The watermark is ``(started_at, trace_id)`` of the last episode consumed, in the store's order. It
-never passes an episode that is still running (unless it has been running for ``stale_running_s``:
+never passes an episode that is still running (unless it has written nothing for ``stale_running_s``:
 its process died), so an episode that started before others but fails and finishes after them is
 not skipped. Episodes of the gate's held-out tasks (``metadata["task_id"]``, which ``evaluate``
 records) are never training data, so the gate's own evaluation episodes may share the store.
@@ -68,8 +68,10 @@ class DaemonConfig(msgspec.Struct, frozen=True):
 
     min_new_failures: int = 8
     """New finished episodes with a failed step needed to start a round."""
-    stale_running_s: float = 3600.0
-    """An episode still ``running`` after this long is taken as abandoned (its process died) and skipped."""
+    stale_running_s: float = 600.0
+    """An episode still ``running`` with no write for this long is taken as abandoned (its process died)
+    and skipped. The runtime writes at every step (``Episode.updated_at``), so this bounds one model call
+    plus one tool call, not a whole episode; a trace without a heartbeat counts from its start."""
     prune_incoming_after_s: float = 600.0
     """At start, delete unfinished ``begin()`` folders older than this (left by killed rounds)."""
     max_backoff_s: float = 3600.0
@@ -213,7 +215,8 @@ class TrainerDaemon:
             position = (header.started_at, trace_id)
             if mark is not None and position <= mark:
                 continue
-            if header.status == "running" and now - header.started_at < self.config.stale_running_s:
+            heartbeat = header.updated_at or header.started_at
+            if header.status == "running" and now - heartbeat < self.config.stale_running_s:
                 break  # the watermark waits for it: it may still fail and finish
             until = position
             if header.status == "running" or trace_id not in failed:

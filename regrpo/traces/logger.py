@@ -20,18 +20,21 @@ class TraceLogger:
     def __init__(self, store: TraceStore, episode: Episode) -> None:
         self.store = store
         self.episode = episode
-        store.put_header(episode)
+        self.update_header()
 
     def message(self, message: Message) -> None:
         self.store.append_message(self.episode.trace_id, len(self.episode.messages), message)
         self.episode.messages.append(message)
 
     def step(self, step: Step) -> None:
+        """Record a finished step, and beat the episode's heartbeat (``updated_at``)."""
         self.store.append_step(self.episode.trace_id, step)
         self.episode.steps.append(step)
+        self.update_header()
 
     def update_header(self) -> None:
-        """Write header fields changed in place (images, system prompt, usage)."""
+        """Write header fields changed in place (images, system prompt, usage) and the heartbeat."""
+        self.episode.updated_at = time.time()
         self.store.put_header(self.episode)
 
     def finish(
@@ -40,7 +43,7 @@ class TraceLogger:
         self.episode.status = status
         self.episode.answer = answer
         self.episode.error = error
-        self.episode.ended_at = time.time()
+        self.episode.ended_at = self.episode.updated_at = time.time()
         self.episode.usage.wall_s = self.episode.ended_at - self.episode.started_at
         self.store.put_header(self.episode)
         return self.episode

@@ -204,6 +204,9 @@ class Episode(msgspec.Struct):
     """For status ``error``: the exception that ended the episode, as ``Type: message``."""
     usage: Usage = msgspec.field(default_factory=Usage)
     ended_at: float | None = None
+    updated_at: float | None = None
+    """The runtime's last write to this episode (each step, and the end): a heartbeat, so a reader
+    tells an episode still running from one whose process died (``None`` in traces older than it)."""
     feedback: list[Feedback] = []
     metadata: dict[str, Any] = {}
 

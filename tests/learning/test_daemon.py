@@ -162,6 +162,39 @@ def test_the_watermark_waits_for_an_episode_still_running(store, tmp_path, tiny_
     assert worker.run_once().status == "decided" and rounds.calls == [["still-running", *later]]
 
 
+def test_a_long_running_episode_that_still_beats_is_waited_for_and_a_silent_one_is_skipped(
+    store, tmp_path, tiny_model, held_out
+):
+    registry = AdapterRegistry(tmp_path / "registry")
+    rounds = LoraRounds(tiny_model)
+    hour_ago = time.time() - 3600
+    # started an hour ago, its last step written now: alive (a long episode, not a dead process)
+    alive = Episode(
+        trace_id="long", task="Add 1 and 1.", started_at=hour_ago, model="m", updated_at=time.time()
+    )
+    store.put_header(alive)
+    later = [episode(store), episode(store)]
+    worker = daemon(store, registry, rounds, held_out, stale_running_s=60)
+    assert worker.new_failures()[0] == [] and worker.run_once().status == "waiting"
+
+    # its process died: no write for longer than stale_running_s, so it no longer holds the watermark
+    store.put_header(msgspec.structs.replace(alive, updated_at=time.time() - 61))
+    assert worker.run_once().status == "decided" and rounds.calls == [later]
+
+
+def test_the_runtime_beats_the_heartbeat_at_every_step(store):
+    beats: list[float | None] = []
+
+    def reply(chat):
+        beats.append(store.get_header(store.trace_ids()[-1]).updated_at)
+        return "no action here" if len(beats) == 1 else "<answer>2</answer>"
+
+    trace_id = Agent(ScriptedPolicy([reply], cycle=True), [calculator], store, 3).run("Add 1 and 1.").trace_id
+    header = store.get_header(trace_id)
+    assert beats[0] is not None and beats[1] > beats[0]  # written at the start, again after step 1
+    assert header.updated_at == header.ended_at
+
+
 def test_a_failing_round_leaves_nothing_behind_and_is_retried(store, tmp_path, tiny_model, held_out):
     registry = AdapterRegistry(tmp_path / "registry")
     ids = [episode(store), episode(store)]
