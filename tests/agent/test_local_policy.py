@@ -108,6 +108,20 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         LocalPolicy(tmp_path)
 
 
+def test_dtype_by_name_and_a_clear_error_for_another(smollm):
+    from regrpo.agent.local import LocalPolicy
+    from regrpo.errors import InputError
+
+    assert smollm.dtype == torch.float32  # the CPU default
+    with pytest.raises(InputError, match=r"dtype must be one of auto, float32, bfloat16.*'float16'"):
+        LocalPolicy(dtype="float16")
+    policy = LocalPolicy(dtype="bfloat16")
+    assert policy.dtype == torch.bfloat16
+    (completion,) = policy.generate(CHAT, max_new_tokens=8)
+    assert completion.token_ids and len(completion.logprobs) == len(completion.token_ids)
+    assert all(lp <= 0 for lp in completion.logprobs)
+
+
 def test_lora_adapter_load_activate_deactivate_unload(tmp_path, smollm):
     from peft import LoraConfig, get_peft_model
 

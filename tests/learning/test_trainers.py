@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from regrpo.agent.prompts import render_system_prompt
 from regrpo.errors import ErrorType, InputError
@@ -104,6 +105,28 @@ def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
         train_regrpo(smollm, [point] * 3, capped, tmp_path / "rl2", tools=CALCULATOR, progress=False).rollouts
         == 3
     )
+
+
+def test_rl_on_a_bfloat16_policy_recomputes_old_logprobs_so_the_first_ratio_is_exact(smollm):
+    from regrpo.agent.local import LocalPolicy
+    from regrpo.learning.lora_trainer import LoraTrainer
+    from regrpo.learning.regrpo import old_logprobs
+    from regrpo.learning.sequences import rollout_sample
+
+    messages = [Message("system", SYSTEM), Message("user", "What is 17 * 23?")]
+    for policy in (smollm, LocalPolicy(dtype="bfloat16")):
+        with LoraTrainer(policy) as trainer:
+            (completion,) = policy.generate(messages, temperature=1.0, max_new_tokens=16, seed=3)
+            samples = [rollout_sample(policy, messages, completion)]
+            (old,) = old_logprobs(trainer, policy, samples, [completion])
+            (fresh,) = trainer.logprobs(samples)
+            sampled = torch.tensor(completion.logprobs)
+            if policy.dtype == torch.float32:  # the sampler's own, already exact
+                assert torch.equal(old, sampled) and torch.allclose(old, fresh, atol=1e-3)
+            else:
+                assert policy.dtype == torch.bfloat16
+                assert torch.equal(old, fresh)  # the first update's ratio is exactly 1
+                assert not torch.equal(sampled, fresh)  # bfloat16 sampling's own log-probs are not
 
 
 def test_grpo_rolls_out_whole_episodes_into_the_store(smollm, store, tmp_path):
