@@ -276,6 +276,108 @@ def test_a_round_killed_mid_write_promotes_nothing_and_the_restart_retrains_the_
     )
 
 
+PHASE_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from regrpo.agent.scripted import ScriptedPolicy
+    from regrpo.evaluation import EvalOptions
+    from regrpo.learning.daemon import DaemonConfig, TrainerDaemon
+    from regrpo.learning.gate import GateConfig
+    from regrpo.learning.registry import AdapterRegistry
+    from regrpo.tasks.schema import AnswerSpec, Task
+    from regrpo.traces import TraceStore
+
+    store_path, registry_path, phase = sys.argv[1:4]
+
+    def hold(where):
+        if where == phase:
+            os.write(1, (where + "\\n").encode())  # tell the parent: kill me now
+            sys.stdin.read()  # block until killed
+
+    def train_round(trace_ids, folder):
+        (folder / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+        (folder / "adapter_model.safetensors").write_bytes(b"x" * 64)
+        hold("train")
+        return {}
+
+    real_commit, real_promote = AdapterRegistry.commit, AdapterRegistry.promote
+
+    def commit(self, *args, **kwargs):  # killed once the version is published, before trainer.json
+        meta = real_commit(self, *args, **kwargs)
+        hold("commit")
+        return meta
+
+    def promote(self, *args, **kwargs):  # killed once the live pointer moved, before trainer.json
+        result = real_promote(self, *args, **kwargs)
+        hold("promote")
+        return result
+
+    AdapterRegistry.commit, AdapterRegistry.promote = commit, promote
+    policy = ScriptedPolicy([lambda chat: "<answer>0</answer>"], cycle=True)
+
+    def reply(chat):  # the gate's evaluation of the candidate: killed mid-evaluation
+        if policy.active_adapter:
+            hold("gate")
+            return "<answer>1</answer>"
+        return "<answer>0</answer>"
+
+    policy.script = [reply]
+    task = Task(id="held-1", category="expression", difficulty=1, question="Say 1.", images=[],
+                answer=AnswerSpec(kind="number", value=1.0, tolerance=0.01), reference=[], seed=0)
+    daemon = TrainerDaemon(TraceStore(store_path), AdapterRegistry(registry_path), policy, train_round, [task],
+                           config=DaemonConfig(min_new_failures=2), gate=GateConfig(rule="any_improvement"),
+                           options=EvalOptions(max_steps=2, max_new_tokens=16),
+                           on_promote=lambda decision: hold("swap"))
+    daemon.run_once()
+    os.write(1, b"finished\\n")
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("phase", "retrained"),
+    [("train", True), ("commit", True), ("gate", False), ("promote", False), ("swap", False)],
+)
+def test_a_trainer_killed_at_any_phase_leaves_nothing_half_promoted_and_resumes(
+    phase, retrained, store, tmp_path, tiny_model, held_out
+):
+    registry = AdapterRegistry(tmp_path / "registry")
+    ids = [episode(store), episode(store)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", PHASE_CHILD, store.path, str(registry.root), phase],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout.readline() == f"{phase}\n".encode()
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        assert child.wait(timeout=120) == -signal.SIGKILL
+        child.stdin.close()
+        child.stdout.close()
+    live_at_kill = registry.live()
+    assert live_at_kill == ("v0001" if phase in ("promote", "swap") else None)  # the pointer moves last
+
+    rounds = LoraRounds(tiny_model)
+    restarted = daemon(store, registry, rounds, held_out, prune_incoming_after_s=0)
+    restarted.start()
+    assert restarted.live_policy.active_adapter == live_at_kill  # serving follows the registry at start
+    reports = [restarted.run_once() for _ in range(2)]
+    assert [r.status for r in reports] == ["decided", "waiting"] or (
+        phase == "swap" and [r.status for r in reports] == ["waiting", "waiting"]
+    )
+    assert rounds.calls == ([ids] if retrained else [])  # retrained only where nothing was pending
+    state = restarted.state()
+    assert state.pending is None and state.rounds == 1
+    assert (state.started_at, state.trace_id) == max((store.get_header(i).started_at, i) for i in ids)
+    live = registry.live()
+    # a version published but never recorded as pending (killed after commit) is never made live
+    assert live == ("v0002" if phase == "commit" else "v0001")
+    assert restarted.live_policy.active_adapter == live
+    assert list((registry.root / ".incoming").iterdir()) == []
+
+
 def committed_before_a_crash(store, registry, rounds, held_out):
     """What ``run_once`` had done when its process died: trained, committed, recorded as pending."""
     ids = [episode(store), episode(store)]
