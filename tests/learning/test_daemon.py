@@ -324,10 +324,11 @@ PHASE_CHILD = textwrap.dedent(
     policy.script = [reply]
     task = Task(id="held-1", category="expression", difficulty=1, question="Say 1.", images=[],
                 answer=AnswerSpec(kind="number", value=1.0, tolerance=0.01), reference=[], seed=0)
-    daemon = TrainerDaemon(TraceStore(store_path), AdapterRegistry(registry_path), policy, train_round, [task],
-                           config=DaemonConfig(min_new_failures=2), gate=GateConfig(rule="any_improvement"),
-                           options=EvalOptions(max_steps=2, max_new_tokens=16),
-                           on_promote=lambda decision: hold("swap"))
+    daemon = TrainerDaemon(
+        TraceStore(store_path), AdapterRegistry(registry_path), policy, train_round, [task],
+        config=DaemonConfig(min_new_failures=2), gate=GateConfig(rule="any_improvement"),
+        options=EvalOptions(max_steps=2, max_new_tokens=16), on_promote=lambda decision: hold("swap"),
+    )
     daemon.run_once()
     os.write(1, b"finished\\n")
     """
