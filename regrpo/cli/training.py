@@ -144,10 +144,25 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
         eta=args.eta,
         needless_reflection_penalty=args.needless_penalty,
         diagnosis_weight=args.diagnosis_weight,
+        max_staleness=args.max_staleness,
         **_rl_settings(args),
     )
-    report = train_regrpo(_policy(args, console), points, config, args.out, init_from=args.init)
+    sampler = None
+    if args.sample_url:
+        from regrpo.agent.openai_policy import OpenAIPolicy
+
+        if not args.sample_model:
+            raise InputError("--sample-url needs --sample-model: the name the server serves --init under")
+        sampler = OpenAIPolicy(args.sample_url, args.sample_model, api_key=args.sample_key)
+    report = train_regrpo(
+        _policy(args, console), points, config, args.out, init_from=args.init, sampler=sampler
+    )
     _print_rl(console, report)
+    if sampler is not None:
+        console.print(
+            f"sampled on {args.sample_url} ({args.sample_model}): {report.stale_dropped} samples from "
+            f"another version dropped{'; stopped at --max-staleness' if report.stopped_for_staleness else ''}"
+        )
     return _finish(args, console, report, "regrpo")
 
 
@@ -308,6 +323,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     regrpo.add_argument("--needless-penalty", type=float, default=0.1, help="penalty for needless reflection")
     regrpo.add_argument("--diagnosis-weight", type=float, default=0.25)
     regrpo.add_argument("--failures-only", action="store_true", help="skip clean branch points")
+    regrpo.add_argument(
+        "--sample-url",
+        help="sample the groups on this OpenAI-compatible server (vLLM, regrpo serve-model) serving --init; "
+        "this process only scores and trains",
+    )
+    regrpo.add_argument("--sample-model", help="the model name that server serves --init under")
+    regrpo.add_argument("--sample-key", help="Bearer key for --sample-url")
+    regrpo.add_argument(
+        "--max-staleness",
+        type=int,
+        default=8,
+        help="with --sample-url: optimizer steps past the served version before sampling stops",
+    )
     regrpo.set_defaults(handler=cmd_regrpo)
 
     grpo = kinds.add_parser(

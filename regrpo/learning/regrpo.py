@@ -21,12 +21,25 @@ The method, as this module runs it (one round = one pass over the branch points)
 5. **Loss.** Over the generated tokens only (the prompt and tool outputs are never in a completion):
    ``ρ_t = π_θ(o_t)/π_old(o_t)``, ``L = −min(ρ_t A, clip(ρ_t, 1±ε) A) + β·KL_t``, token-mean over the
    group, where ``π_old`` is the rollout's own log-probs (of the distribution sampled from, at
-   ``temperature``; the trainer scores at the same temperature) and ``KL_t`` is the k3 estimator
+   ``temperature``; the trainer scores at the same temperature; recomputed by the trainer for a
+   bfloat16 policy, :func:`old_logprobs`, and for a remote sampler, below) and ``KL_t`` is the k3 estimator
    ``exp(r) − r − 1`` with ``r = log π_ref − log π_θ``, clamped as verl's ``low_var_kl`` does
    (``r`` to ±20, ``KL_t`` to ≤ 10). The reference ``π_ref`` is the round's *starting* adapter (the
    warm start when the round continues from one; the base model otherwise), swapped in for the
    reference pass: the KL keeps a round near where it started instead of pulling a tool-using warm
    start back towards a base model that never calls tools.
+
+**Sampling through a serving engine** (``train_regrpo(sampler=...)``, ``regrpo train regrpo
+--sample-url``): the groups are sampled by another engine (a GPU vLLM, ``regrpo serve-model``) through
+:class:`~regrpo.agent.OpenAIPolicy` with ``n=G`` and the server's token ids, and this process only
+executes, scores and computes gradients. The sampler must serve the adapter the round starts from
+(``init_from``), so ``π_old`` is the round's starting weights, which the trainer already holds for
+the KL reference: their float32 log-probs of the sampled tokens are exact whatever the server's
+precision or its log-prob convention (vLLM's are of the raw logits, before temperature). Each
+completion names the version it came from; one from another version than the round started with
+(the engine was swapped mid-round) is dropped and counted (``RLReport.stale_dropped``), and once the
+trainer is ``max_staleness`` optimizer steps past the served version the round stops sampling, so no
+update uses samples further off-policy than that.
 
 Where we differ from the public reference (``shared/REFERENCES.md`` §2.4) and why:
 
@@ -60,6 +73,7 @@ import torch
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, reflection_block
 from regrpo.agent.local import LocalPolicy
+from regrpo.agent.policy import Policy
 from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.progress import training_bar
@@ -113,6 +127,9 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
     epochs: int = 1
     max_rollouts: int | None = None
     """Stop after this many sampled continuations (for comparisons at equal rollouts)."""
+    max_staleness: int = 8
+    """With a remote sampler: optimizer steps the trainer may take past the version it serves before
+    the round stops sampling (module docstring). Unused when the round samples itself."""
     lora: LoraSettings = LoraSettings()
     detach_system_prompt: bool = True
     seed: int = 0
@@ -126,6 +143,8 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
             raise InputError(f"temperature must be > 0 to sample a group, got {self.temperature}")
         if min(self.groups_per_step, self.updates_per_group, self.epochs, self.max_new_tokens) < 1:
             raise InputError("groups_per_step, updates_per_group, epochs and max_new_tokens must be >= 1")
+        if self.max_staleness < 1:
+            raise InputError(f"max_staleness must be at least 1 optimizer step, got {self.max_staleness}")
         if self.eps <= 0 or self.clip_eps <= 0 or self.beta < 0 or self.learning_rate <= 0:
             raise InputError(f"need eps > 0, clip_eps > 0, beta >= 0, learning_rate > 0; got {self}")
         if self.min_reward_spread < 0:
@@ -219,24 +238,46 @@ class Group:
 
 
 def sample_group(
-    policy: LocalPolicy, environment: BranchEnvironment, point: BranchPoint, config: ReGRPOConfig
-) -> Group:
-    """Sample G continuations at ``point`` in one batched call, execute each, score each."""
-    completions = policy.generate(
+    policy: LocalPolicy,
+    environment: BranchEnvironment,
+    point: BranchPoint,
+    config: ReGRPOConfig,
+    *,
+    sampler: Policy | None = None,
+    version: str | None = None,
+) -> tuple[Group, int]:
+    """Sample G continuations at ``point`` in one batched call, execute each, score each.
+
+    ``sampler`` (default: ``policy``) draws them; with one, completions that name another version than
+    ``version`` are dropped. Returns the group and how many were dropped.
+    """
+    completions = (sampler or policy).generate(
         point.messages,
         n=config.group_size,
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
         stop=ACTION_STOP_STRINGS,
     )
+    drawn = len(completions)
+    if sampler is not None:
+        completions = [c for c in completions if _version(sampler, c) == version]
     rewards = [asyncio.run(_score(policy, environment, point, c, config)) for c in completions]
-    advantages = group_advantages(
-        [r.reward for r in rewards],
-        normalise_std=config.normalise_std,
-        eps=config.eps,
-        min_spread=config.min_reward_spread,
+    advantages = (
+        group_advantages(
+            [r.reward for r in rewards],
+            normalise_std=config.normalise_std,
+            eps=config.eps,
+            min_spread=config.min_reward_spread,
+        )
+        if len(rewards) >= 2
+        else None  # too few left to compare
     )
-    return Group(point, completions, rewards, advantages)
+    return Group(point, completions, rewards, advantages), drawn - len(completions)
+
+
+def _version(sampler: Policy, completion: Completion) -> str:
+    """The adapter (or base model) a sampler's completion came from."""
+    return completion.adapter or sampler.model_name
 
 
 async def _score(
@@ -287,6 +328,10 @@ class RLReport(msgspec.Struct, frozen=True):
     """Fraction of fixed continuations (ReGRPO) or correct episodes (GRPO), per optimizer step."""
     seconds: float
     config: dict[str, object]
+    stale_dropped: int = 0
+    """Remote samples dropped because they came from another version than the round started from."""
+    stopped_for_staleness: bool = False
+    """The round stopped sampling ``max_staleness`` steps past the remote sampler's version."""
 
 
 def train_regrpo(
@@ -298,11 +343,14 @@ def train_regrpo(
     init_from: str | Path | None = None,
     tools: Sequence[Tool] | None = None,
     progress: bool = True,
+    sampler: Policy | None = None,
 ) -> RLReport:
     """Run ReGRPO over ``points`` and save the adapter to ``out_dir`` (a PEFT folder).
 
     ``init_from`` continues from an adapter (the SFT warm start); ``tools`` must be the agent's
-    toolbox (default: the built-in tools), since continuations are executed with them.
+    toolbox (default: the built-in tools), since continuations are executed with them. ``sampler``
+    samples the groups instead of ``policy`` (a serving engine through ``OpenAIPolicy``, serving
+    ``init_from``; module docstring): ``policy`` then only scores and trains.
     """
     if not points:
         raise InputError("no branch points to train on; build them with `regrpo train data` first")
@@ -311,6 +359,7 @@ def train_regrpo(
     random.Random(config.seed).shuffle(order)
     environment = BranchEnvironment(Toolbox(list(tools) if tools is not None else default_tools()))
     stats = _Tally()
+    version = (sampler.active_adapter or sampler.model_name) if sampler is not None else None
     with (
         LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
         StepLog(out_dir) as log,
@@ -323,23 +372,38 @@ def train_regrpo(
                     and stats.rollouts + config.group_size > config.max_rollouts
                 ):
                     break
-                group = sample_group(policy, environment, point, config)
+                if sampler is not None and trainer.steps >= config.max_staleness:
+                    stats.stopped_for_staleness = True
+                    break
+                group, dropped = sample_group(
+                    policy, environment, point, config, sampler=sampler, version=version
+                )
+                stats.stale_dropped += dropped
                 stats.add_group(group)
                 if group.advantages is not None:
                     pending.append(group)
                 if len(pending) >= config.groups_per_step:
-                    stats.close_step(log, trainer.steps + 1, _update(trainer, policy, pending, config))
+                    step = trainer.steps + 1
+                    update = _update(trainer, policy, pending, config, remote=sampler is not None)
+                    stats.close_step(log, step, update)
                     pending = []
                 advance(stats.status())
             if pending:
-                stats.close_step(log, trainer.steps + 1, _update(trainer, policy, pending, config))
+                step = trainer.steps + 1
+                update = _update(trainer, policy, pending, config, remote=sampler is not None)
+                stats.close_step(log, step, update)
         trainer.save(out_dir)
         steps = trainer.steps
     return stats.report("regrpo", steps, time.perf_counter() - started, msgspec.to_builtins(config))
 
 
 def _update(
-    trainer: LoraTrainer, policy: LocalPolicy, groups: Sequence[Group], config: ReGRPOConfig
+    trainer: LoraTrainer,
+    policy: LocalPolicy,
+    groups: Sequence[Group],
+    config: ReGRPOConfig,
+    *,
+    remote: bool = False,
 ) -> dict[str, float]:
     """``updates_per_group`` optimizer steps on the accumulated loss of ``groups``; the last one's metrics."""
     rollouts = []
@@ -356,6 +420,7 @@ def _update(
         clip_eps=config.clip_eps,
         beta=config.beta,
         updates=config.updates_per_group,
+        remote=remote,
     )
 
 
@@ -386,17 +451,19 @@ def policy_gradient_steps(
     clip_eps: float,
     beta: float,
     updates: int = 1,
+    remote: bool = False,
 ) -> dict[str, float]:
     """``updates`` optimizer steps of :func:`policy_loss` over ``(prompt, completion, advantage)`` rollouts.
 
     ``π_old`` is :func:`old_logprobs`; the KL reference (the round's starting weights) is computed
     once. Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline (every turn).
-    Returns the last update's telemetry (:mod:`regrpo.learning.telemetry`).
+    ``remote``: the completions came from a sampler serving the round's starting weights, so those
+    (the KL reference) are ``π_old``. Returns the last update's telemetry (:mod:`regrpo.learning.telemetry`).
     """
     samples = [rollout_sample(policy, messages, completion) for messages, completion, _ in rollouts]
     advantages = [advantage for _, _, advantage in rollouts]
-    old = old_logprobs(trainer, policy, samples, [completion for _, completion, _ in rollouts])
     reference = trainer.logprobs(samples, reference=True)
+    old = reference if remote else old_logprobs(trainer, policy, samples, [c for _, c, _ in rollouts])
     total = sum(len(s.completion_ids) for s in samples)
     terms = {"policy_loss": 0.0, "kl": 0.0, "clipped_tokens": 0.0}
 
@@ -431,7 +498,8 @@ class _Tally:
     """Running counts for an RL report and its per-step telemetry."""
 
     def __init__(self) -> None:
-        self.groups = self.skipped = self.rollouts = self.tokens = 0
+        self.groups = self.skipped = self.rollouts = self.tokens = self.stale_dropped = 0
+        self.stopped_for_staleness = False
         self.mean_reward: list[float] = []
         self.fix_rate: list[float] = []
         self._recent: list[Group] = []
@@ -462,6 +530,7 @@ class _Tally:
                     "reward_spread": statistics.fmean(
                         max(r.reward for r in g.rewards) - min(r.reward for r in g.rewards)
                         for g in self._recent
+                        if g.rewards  # a remote group whose samples were all dropped has none
                     ),
                     "fix_rate": self.fix_rate[-1],
                     "skipped_groups": float(self.skipped),
@@ -492,4 +561,6 @@ class _Tally:
             fix_rate=self.fix_rate,
             seconds=seconds,
             config=config,
+            stale_dropped=self.stale_dropped,
+            stopped_for_staleness=self.stopped_for_staleness,
         )

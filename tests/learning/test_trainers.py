@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import torch
@@ -65,11 +66,12 @@ def test_sft_refuses_an_example_set_without_the_chosen_kinds(smollm, tmp_path):
         train_sft(smollm, [example], SFTConfig(kinds=("reference",)), tmp_path / "x", progress=False)
 
 
-def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
+def calculator_point() -> BranchPoint:
+    """A real failure branch point: a misspelled tool name, whose fix is the calculator call."""
     bad = ToolCall("calculater", {"expression": "17 * 23"})
     outcome = asyncio.run(Toolbox(CALCULATOR).call(bad.name, bad.arguments, ToolContext(images=ImageStore())))
     observation = observation_of(outcome)
-    point = BranchPoint(
+    return BranchPoint(
         id="p1",
         task_id="t",
         messages=[
@@ -87,6 +89,10 @@ def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
         target=ToolCall("calculator", {"expression": "17 * 23"}),
         expects=["391"],
     )
+
+
+def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
+    point = calculator_point()
     config = ReGRPOConfig(group_size=3, max_new_tokens=24, groups_per_step=1, seed=2)
     report = train_regrpo(smollm, [point, point], config, tmp_path / "rl", tools=CALCULATOR, progress=False)
     assert report.groups == 2 and report.rollouts == 6
@@ -105,6 +111,68 @@ def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
         train_regrpo(smollm, [point] * 3, capped, tmp_path / "rl2", tools=CALCULATOR, progress=False).rollouts
         == 3
     )
+
+
+class ChatCounter:
+    """ASGI wrapper that counts the chat requests reaching the real server, and their ``n``."""
+
+    def __init__(self, app) -> None:
+        self.app, self.ns = app, []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
+            return await self.app(scope, receive, send)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.ns.append(json.loads(body)["n"])
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def test_regrpo_samples_through_a_serving_engine_and_only_trains_here(smollm, tmp_path):
+    from regrpo.agent.local import LocalPolicy
+    from regrpo.agent.openai_policy import OpenAIPolicy
+    from regrpo.learning.regrpo import sample_group
+    from regrpo.learning.replay import BranchEnvironment
+    from regrpo.server.model_server import build_model_app, running_server
+
+    trainee = LocalPolicy()  # the trainer's own copy; the server serves the round's start (the base)
+    server = ChatCounter(build_model_app(smollm))
+    config = ReGRPOConfig(group_size=3, max_new_tokens=24, groups_per_step=1, seed=2, max_staleness=1)
+    with running_server(server) as url:
+        remote = OpenAIPolicy(f"{url}/v1", smollm.model_name)
+        report = train_regrpo(
+            trainee,
+            [calculator_point()] * 4,
+            config,
+            tmp_path / "rl",
+            tools=CALCULATOR,
+            progress=False,
+            sampler=remote,
+        )
+        assert server.ns == [3] * report.groups  # every group was one n=G request to the server
+        assert report.rollouts == 3 * report.groups and report.stale_dropped == 0
+        # one optimizer step puts the trainer max_staleness=1 past the served version: sampling stops
+        assert report.steps <= 1 and report.stopped_for_staleness == (report.steps == 1)
+        assert (tmp_path / "rl" / "adapter_model.safetensors").is_file() and trainee.adapters == []
+
+        environment = BranchEnvironment(Toolbox(CALCULATOR))
+        group, dropped = sample_group(
+            trainee, environment, calculator_point(), config, sampler=remote, version="v0007"
+        )
+        assert dropped == 3 and group.completions == [] and group.advantages is None  # another version
 
 
 def test_rl_on_a_bfloat16_policy_recomputes_old_logprobs_so_the_first_ratio_is_exact(smollm):
