@@ -16,7 +16,7 @@ from rich.console import Console
 from regrpo.agent.adapters import WARM_START, WARM_START_MODEL, AdapterChoice, adapter_folder
 from regrpo.agent.model_files import DEFAULT_MODEL
 from regrpo.paths import default_cache_dir, default_trace_path
-from regrpo.traces import Answer, Step, ToolCall, TraceStore
+from regrpo.traces import Answer, Step, ToolCall, open_store
 
 if TYPE_CHECKING:
     from regrpo.agent.loop import Agent
@@ -38,7 +38,11 @@ __all__ = [
 def store_options() -> argparse.ArgumentParser:
     """``--store`` and ``--cache-dir``: a parent parser for every command that touches them."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--store", default=str(default_trace_path()), help="trace store (SQLite file)")
+    options.add_argument(
+        "--store",
+        default=str(default_trace_path()),
+        help="trace store: a SQLite file, or a postgresql://user:password@host/db URL",
+    )
     options.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="model cache folder")
     return options
 
@@ -144,7 +148,7 @@ def make_agent(args: argparse.Namespace, console: Console) -> Agent:
     adapter = chosen_adapter(args)  # before the model loads: a bad --adapter fails fast
     return Agent(
         make_policy(args, console),
-        store=TraceStore(args.store),
+        store=open_store(args.store),
         max_steps=args.max_steps,
         max_new_tokens=args.max_new_tokens,
         confidence_trigger=args.confidence_trigger,

@@ -38,7 +38,7 @@ from regrpo.errors import InputError
 from regrpo.evaluation import EvalOptions, evaluate, write_report
 from regrpo.evaluation.report import write_learning_curve
 from regrpo.paths import default_cache_dir
-from regrpo.traces import TraceStore
+from regrpo.traces import TraceStore, open_store
 
 __all__ = ["WARM_START", "gate_line", "register"]
 
@@ -59,7 +59,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     )
     policy = make_policy(args, console)
     out = Path(args.out)
-    with TraceStore(args.store) as store:
+    with open_store(args.store) as store:
         console.rule("1 · base model on held-out tasks")
         base = evaluate(policy, held_out, store=store, options=options, label="base")
         write_report(base, out / "base")

@@ -16,7 +16,7 @@ from regrpo.cli.common import (
     store_options,
 )
 from regrpo.errors import RegrpoError
-from regrpo.traces import TraceStore
+from regrpo.traces import open_store
 
 __all__ = ["register"]
 
@@ -57,7 +57,7 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    count = TraceStore(args.store).export_jsonl(args.path, failures_only=args.failures_only)
+    count = open_store(args.store).export_jsonl(args.path, failures_only=args.failures_only)
     console.print(f"wrote {count} episodes to {args.path}")
     return 0
 

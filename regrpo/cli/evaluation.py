@@ -26,7 +26,7 @@ from regrpo.evaluation import EvalOptions, EvalReport, evaluate, read_report, wr
 from regrpo.evaluation.paired import PairedComparison, compare_reports
 from regrpo.evaluation.report import report_rows
 from regrpo.paths import default_cache_dir
-from regrpo.traces import TraceStore
+from regrpo.traces import open_store
 
 __all__ = ["register"]
 
@@ -122,7 +122,7 @@ def _evaluate(args: argparse.Namespace, console: Console, label: str) -> EvalRep
     )
     adapter = chosen_adapter(args)  # before the model loads: a bad --adapter fails fast
     policy = make_policy(args, console)
-    with TraceStore(args.store) as store:
+    with open_store(args.store) as store:
         report = evaluate(policy, tasks, store=store, options=options, adapter=adapter, label=label)
     write_report(report, args.out)
     return report

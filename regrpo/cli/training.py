@@ -24,7 +24,7 @@ from regrpo.cli.evaluation import select_tasks, suite_selection_options
 from regrpo.errors import InputError
 from regrpo.learning.budget import DEFAULT_TARGET_TOKENS
 from regrpo.learning.lora_trainer import LoraSettings
-from regrpo.traces import TraceStore
+from regrpo.traces import open_store
 
 __all__ = ["register"]
 
@@ -75,7 +75,7 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
         seed=args.data_seed,
         target_tokens=args.target_tokens,
     )
-    store = TraceStore(args.store) if args.traces else None
+    store = open_store(args.store) if args.traces else None
     try:
         dataset = build_dataset(tasks, config=config, store=store, image_dir=Path(args.out) / "images")
     finally:
@@ -173,7 +173,7 @@ def cmd_grpo(args: argparse.Namespace, console: Console) -> int:
     config = GRPOConfig(
         max_steps=args.max_steps, tool_cost=args.tool_cost, fault_rate=args.fault_rate, **_rl_settings(args)
     )
-    with TraceStore(args.store) as store:
+    with open_store(args.store) as store:
         report = train_grpo(_policy(args, console), tasks, config, args.out, store=store, init_from=args.init)
     _print_rl(console, report)
     return _finish(args, console, report, report.method)
@@ -204,7 +204,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     policy = _policy(args, console)
     registry = AdapterRegistry(args.registry)
     config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
-    with TraceStore(args.store) as store:
+    with open_store(args.store) as store:
         round_ = ReGRPORound(policy, registry, train_tasks, store, config, warm_start=args.init)
         daemon = TrainerDaemon(
             store,

@@ -1,4 +1,5 @@
-"""Traces: the episode schema (msgspec Structs), the durable ``TraceStore`` and the ``TraceLogger``."""
+"""Traces: the episode schema (msgspec Structs), the durable ``TraceStore`` (SQLite, or PostgreSQL via
+``open_store("postgresql://...")``) and the ``TraceLogger``."""
 
 from regrpo.traces.logger import TraceLogger
 from regrpo.traces.schema import (
@@ -18,7 +19,7 @@ from regrpo.traces.schema import (
     Unparseable,
     Usage,
 )
-from regrpo.traces.store import TraceStore
+from regrpo.traces.store import TraceStore, open_store
 
 __all__ = [
     "Action",
@@ -38,4 +39,5 @@ __all__ = [
     "TraceStore",
     "Unparseable",
     "Usage",
+    "open_store",
 ]

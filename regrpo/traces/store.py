@@ -9,8 +9,9 @@ episode that died mid-run reads back with status ``running`` and every step it f
 Durability: WAL with ``synchronous=NORMAL`` (the default) survives a process crash; pass
 ``sync="full"`` to also survive power loss, at the cost of an fsync per write.
 Concurrency: one connection guarded by a lock; safe from many threads of one process. Several
-processes may share the file (SQLite locking); for many machines, put a PostgreSQL store behind the
-same methods (DESIGN.md, "Scale past one machine").
+processes may share the file (SQLite locking); for many machines, use the PostgreSQL store
+(:class:`~regrpo.traces.postgres_store.PostgresTraceStore`, the same methods), chosen by
+:func:`open_store` from a ``postgresql://`` URL.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import msgspec
 from regrpo.errors import TraceNotFoundError, TraceStoreError
 from regrpo.traces.schema import Episode, Feedback, Message, Step
 
-__all__ = ["TraceStore"]
+__all__ = ["TraceStore", "open_store"]
 
 SCHEMA_VERSION = 1
 
@@ -68,6 +69,18 @@ def _timestamp(value: float | dt.datetime) -> float:
     return value.timestamp() if isinstance(value, dt.datetime) else float(value)
 
 
+def open_store(where: str | os.PathLike[str]) -> TraceStore:
+    """The trace store at ``where``: a ``postgresql://`` (or ``postgres://``) URL, else a SQLite file path.
+
+    What every command's ``--store`` goes through, so one flag picks either backend.
+    """
+    if isinstance(where, str) and where.startswith(("postgresql://", "postgres://")):
+        from regrpo.traces.postgres_store import PostgresTraceStore
+
+        return PostgresTraceStore(where)
+    return TraceStore(where)
+
+
 class TraceStore:
     """A durable store of episodes in one SQLite file.
 
@@ -75,6 +88,15 @@ class TraceStore:
         path: The database file; its folder is created if missing. ``":memory:"`` keeps it in RAM.
         sync: ``"normal"`` survives process crashes; ``"full"`` survives power loss too.
     """
+
+    # The writes whose syntax differs between SQL dialects (PostgresTraceStore has its own).
+    _PUT_HEADER = (
+        "INSERT OR REPLACE INTO episodes (trace_id, started_at, status, has_failure, header) "
+        "VALUES (?, ?, ?, ?, ?)"
+    )
+    _PUT_MESSAGE = "INSERT OR REPLACE INTO messages (trace_id, idx, body) VALUES (?, ?, ?)"
+    _PUT_STEP = "INSERT OR REPLACE INTO steps (trace_id, idx, failed, body) VALUES (?, ?, ?, ?)"
+    _PUT_IMAGE = "INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)"
 
     def __init__(self, path: str | os.PathLike[str], *, sync: Literal["normal", "full"] = "normal") -> None:
         if sync not in ("normal", "full"):
@@ -124,8 +146,7 @@ class TraceStore:
         """Insert or replace an episode's header (everything but messages, steps and feedback)."""
         header = msgspec.structs.replace(episode, messages=[], steps=[], feedback=[])
         self._write(
-            "INSERT OR REPLACE INTO episodes (trace_id, started_at, status, has_failure, header) "
-            "VALUES (?, ?, ?, ?, ?)",
+            self._PUT_HEADER,
             (
                 episode.trace_id,
                 episode.started_at,
@@ -136,15 +157,10 @@ class TraceStore:
         )
 
     def append_message(self, trace_id: str, index: int, message: Message) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?)", (trace_id, index, _encoder.encode(message))
-        )
+        self._write(self._PUT_MESSAGE, (trace_id, index, _encoder.encode(message)))
 
     def append_step(self, trace_id: str, step: Step) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)",
-            (trace_id, step.index, int(step.failed), _encoder.encode(step)),
-        )
+        self._write(self._PUT_STEP, (trace_id, step.index, int(step.failed), _encoder.encode(step)))
 
     def add_feedback(self, trace_id: str, feedback: Feedback) -> None:
         """Record a reward and/or reference answer for an existing episode."""
@@ -159,7 +175,7 @@ class TraceStore:
         The learning loop replays failures of any episode from these (a user's images exist nowhere
         else); one copy serves every episode that showed the same pixels.
         """
-        self._write("INSERT OR IGNORE INTO images (sha256, png) VALUES (?, ?)", (sha256, png))
+        self._write(self._PUT_IMAGE, (sha256, png))
 
     def has_image(self, sha256: str) -> bool:
         """Whether the pixels of ``sha256`` are kept already (so a caller can skip encoding them)."""

@@ -22,6 +22,7 @@ from regrpo.traces import (
     ToolCall,
     TraceLogger,
     TraceStore,
+    open_store,
 )
 
 
@@ -139,8 +140,7 @@ def test_feedback_is_appended_and_the_latest_reward_wins(store: TraceStore) -> N
 def test_feedback_for_an_unknown_episode_is_refused_and_not_stored(store: TraceStore) -> None:
     with pytest.raises(TraceNotFoundError, match="'ghost'"):
         store.add_feedback("ghost", Feedback(reward=1.0))
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 0
+    assert store._rows("SELECT COUNT(*) FROM feedback") == [(0,)]  # the store's own SQL primitive
 
 
 # -- listing and filtering -----------------------------------------------------------------------------------
@@ -217,8 +217,7 @@ def test_export_filters_and_replaces_an_older_export(three: TraceStore, tmp_path
 
 
 def test_a_corrupt_row_is_a_trace_store_error(three: TraceStore) -> None:
-    with sqlite3.connect(three.path) as db:
-        db.execute("UPDATE steps SET body = ? WHERE trace_id = 'c' AND idx = 1", (b"\xc1 not msgpack",))
+    three._write("UPDATE steps SET body = ? WHERE trace_id = 'c' AND idx = 1", (b"\xc1 not msgpack",))
     with pytest.raises(TraceStoreError, match="cannot decode episode 'c' in "):
         three.get("c")
     assert three.get("a").trace_id == "a"  # the other episodes still read
@@ -228,8 +227,7 @@ def test_a_failed_export_leaves_the_old_file_and_no_temp_file(three: TraceStore,
     target = tmp_path / "traces.jsonl"
     target.write_text("previous export\n")
     # The last episode ("c") cannot be read, so "a" and "b" are already in the temp file when it fails.
-    with sqlite3.connect(three.path) as db:
-        db.execute("UPDATE messages SET body = ? WHERE trace_id = 'c' AND idx = 0", (b"\xc1",))
+    three._write("UPDATE messages SET body = ? WHERE trace_id = 'c' AND idx = 0", (b"\xc1",))
     with pytest.raises(TraceStoreError, match="'c'"):
         three.export_jsonl(target)
     assert target.read_text() == "previous export\n"
@@ -291,15 +289,15 @@ def test_a_bad_sync_mode_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sharing", ["one store", "a store per thread"])
-def test_concurrent_episodes_from_eight_threads_all_land(tmp_path: Path, sharing: str) -> None:
-    path = tmp_path / "traces.sqlite"
-    shared = TraceStore(path)
+def test_concurrent_episodes_from_eight_threads_all_land(store_location: str, sharing: str) -> None:
+    path = store_location
+    shared = open_store(path)
     start = threading.Barrier(8, timeout=10)  # all threads write at once
     errors: list[BaseException] = []
 
     def agent(worker: int) -> None:
         try:
-            store = shared if sharing == "one store" else TraceStore(path)
+            store = shared if sharing == "one store" else open_store(path)
             start.wait()
             _record(store, f"w{worker}", float(worker), steps=6, fail_at=worker % 3)
             if store is not shared:
@@ -313,7 +311,7 @@ def test_concurrent_episodes_from_eight_threads_all_land(tmp_path: Path, sharing
     for thread in threads:
         thread.join()
     assert errors == []
-    with TraceStore(path) as reopened:
+    with open_store(path) as reopened:
         assert len(reopened) == 8
         for worker, episode in enumerate(reopened.episodes()):
             assert episode.trace_id == f"w{worker}"
