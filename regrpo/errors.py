@@ -41,6 +41,7 @@ __all__ = [
     "InputError",
     "ModelError",
     "ModelNotFoundError",
+    "ModelUnreachableError",
     "RegrpoError",
     "TaskError",
     "ToolDefinitionError",
@@ -101,6 +102,10 @@ class ToolDefinitionError(InputError):
 
 class ModelError(RegrpoError):
     """A policy could not be built or failed to generate."""
+
+
+class ModelUnreachableError(ModelError):
+    """A model server could not be reached at all (connection refused or timed out, after retries)."""
 
 
 class ModelNotFoundError(ModelError):

@@ -216,3 +216,22 @@ def test_run_and_eval_use_the_shipped_warm_start_by_default(tmp_path):
     with TraceStore(store) as traces:
         evaluated = traces.get(report["episodes"][0]["trace_id"])
     assert evaluated.adapter == "eval-warm-start"
+
+
+def test_a_repeated_base_url_makes_a_replica_set_and_one_makes_a_single_client():
+    from rich.console import Console
+
+    from regrpo.agent.openai_policy import OpenAIPolicy
+    from regrpo.agent.replicas import ReplicaPolicy
+    from regrpo.cli import _parser
+    from regrpo.cli.common import make_policy
+
+    def policy(*flags):  # building a client connects to nothing
+        return make_policy(_parser().parse_args(["run", "task", *flags]), Console())
+
+    one = policy("--base-url", "http://127.0.0.1:1")
+    assert isinstance(one, OpenAIPolicy) and one.base_url == "http://127.0.0.1:1"
+    both = policy("--base-url", "http://127.0.0.1:1", "--base-url", "http://127.0.0.1:2/v1", "--vllm")
+    assert isinstance(both, ReplicaPolicy)
+    assert [r.base_url for r in both.replicas] == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    assert all(r.vllm for r in both.replicas)

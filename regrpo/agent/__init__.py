@@ -1,10 +1,12 @@
 """The agent runtime: the loop (``Agent``), policies (model engines: ``LocalPolicy`` in-process,
-``OpenAIPolicy`` over HTTP, ``ScriptedPolicy`` for tests), action parsing and reflection."""
+``OpenAIPolicy`` over HTTP, ``ReplicaPolicy`` over several replicas, ``ScriptedPolicy`` for tests),
+action parsing and reflection."""
 
 from regrpo.agent.loop import Agent, Result, answers_match
 from regrpo.agent.model_files import DEFAULT_MODEL, OFFLINE_MODELS
 from regrpo.agent.openai_policy import OpenAIPolicy
 from regrpo.agent.policy import ChatMessage, Policy
+from regrpo.agent.replicas import ReplicaPolicy
 from regrpo.agent.scripted import ScriptedPolicy
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "LocalPolicy",
     "OpenAIPolicy",
     "Policy",
+    "ReplicaPolicy",
     "Result",
     "ScriptedPolicy",
     "answers_match",

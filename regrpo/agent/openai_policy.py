@@ -56,7 +56,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
-from regrpo.errors import AdapterError, ModelError, RegrpoError
+from regrpo.errors import AdapterError, ModelError, ModelUnreachableError, RegrpoError
 from regrpo.openai_wire import (
     ChatCompletionResponse,
     Choice,
@@ -236,7 +236,8 @@ class OpenAIPolicy:
                             )
                         return response
             except _Retryable as exc:
-                raise ModelError(
+                unreachable = isinstance(exc.__cause__, _CONNECTION_ERRORS)
+                raise (ModelUnreachableError if unreachable else ModelError)(
                     f"{method} {self.base_url}{path} failed after {self.max_retries + 1} attempts: {exc}"
                 ) from exc
             except httpx.HTTPError as exc:
@@ -507,6 +508,13 @@ class OpenAIPolicy:
             with self._state:
                 self._retiring.add(served)
             await self._unload_idle_versions()
+
+    def served_name(self, adapter: str) -> str:
+        """The model name the server knows a loaded adapter by (``<name>-v<k>`` for versioned loads)."""
+        with self._state:
+            if adapter not in self._served:
+                raise AdapterError(f"no adapter named {adapter!r} is loaded")
+            return self._served[adapter]
 
     @property
     def adapters(self) -> list[str]:

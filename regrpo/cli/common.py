@@ -71,8 +71,10 @@ def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParse
     options.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     options.add_argument(
         "--base-url",
+        action="append",
         help="use an OpenAI-compatible server (regrpo serve-model, vLLM) instead of the in-process model; "
-        "--model is then the served model's name",
+        "--model is then the served model's name. Repeat it for data-parallel replicas: requests are "
+        "spread over them and an adapter is pushed to, and verified on, every one before it is used",
     )
     options.add_argument("--remote-api-key", help="Bearer key for --base-url")
     options.add_argument("--vllm", action="store_true", help="--base-url is vLLM: hot-swap adapters there")
@@ -129,7 +131,13 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     if getattr(args, "base_url", None):
         from regrpo.agent.openai_policy import OpenAIPolicy
 
-        return OpenAIPolicy(args.base_url, args.model, api_key=args.remote_api_key, vllm=args.vllm)
+        key, vllm = args.remote_api_key, args.vllm
+        replicas = [OpenAIPolicy(url, args.model, api_key=key, vllm=vllm) for url in args.base_url]
+        if len(replicas) == 1:
+            return replicas[0]
+        from regrpo.agent.replicas import ReplicaPolicy
+
+        return ReplicaPolicy(replicas)
     from transformers.utils import logging as hf_logging
 
     from regrpo.agent.local import LocalPolicy
