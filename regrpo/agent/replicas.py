@@ -21,6 +21,7 @@ happening, over one :class:`~regrpo.agent.openai_policy.OpenAIPolicy` per replic
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 
@@ -109,15 +110,10 @@ class ReplicaPolicy:
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
     ) -> list[Completion]:
-        """Async :meth:`generate`."""
-        while True:
-            replica = self._pick()
-            try:
-                return await replica.agenerate(
-                    messages, n=n, temperature=temperature, max_new_tokens=max_new_tokens, stop=stop
-                )
-            except ModelUnreachableError as exc:
-                self._drop(replica, f"unreachable: {exc}")
+        """Async :meth:`generate` (in a worker thread: each replica's client runs its own requests)."""
+        return await asyncio.to_thread(
+            self.generate, messages, n=n, temperature=temperature, max_new_tokens=max_new_tokens, stop=stop
+        )
 
     def count_tokens(self, text: str) -> int:
         return self.in_rotation()[0].count_tokens(text) if self.in_rotation() else len(text.split())
