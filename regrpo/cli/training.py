@@ -100,8 +100,10 @@ def _lora(args: argparse.Namespace) -> LoraSettings:
 
 def cmd_sft(args: argparse.Namespace, console: Console) -> int:
     from regrpo.learning.data_engine import Dataset
+    from regrpo.learning.distributed import init_from_environment
     from regrpo.learning.sft import SFTConfig, train_sft
 
+    place = init_from_environment()  # under torchrun: one rank of a data-parallel job
     data = Dataset.load(args.data)
     config = SFTConfig(
         epochs=args.epochs,
@@ -113,7 +115,12 @@ def cmd_sft(args: argparse.Namespace, console: Console) -> int:
         seed=args.train_seed,
     )
     report = train_sft(_policy(args, console), data.sft_examples, config, args.out, init_from=args.init)
-    console.print(f"SFT: {report.steps} steps, loss {report.losses[0]:.3f} → {report.losses[-1]:.3f}")
+    if not place.main:
+        return 0  # rank 0 reports and writes
+    console.print(
+        f"SFT: {report.steps} steps on {place.world} rank(s), loss {report.losses[0]:.3f} → "
+        f"{report.losses[-1]:.3f}"
+    )
     return _finish(args, console, report, "sft")
 
 

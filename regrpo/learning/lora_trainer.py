@@ -38,6 +38,7 @@ import torch
 
 from regrpo.agent.local import LocalPolicy
 from regrpo.errors import AdapterError, InputError
+from regrpo.learning.distributed import all_reduce_gradients
 from regrpo.learning.sequences import TokenSample
 
 __all__ = ["Backward", "LoraSettings", "LoraTrainer", "save_random_adapter", "warmup_cosine"]
@@ -338,7 +339,11 @@ class LoraTrainer:
         return Backward(total, seen, entropy)
 
     def step(self) -> float:
-        """Clip, apply and clear the accumulated gradients; returns the gradient norm before clipping."""
+        """Sum the accumulated gradients over ranks (data-parallel runs), clip, apply and clear them.
+
+        Returns the gradient norm before clipping.
+        """
+        all_reduce_gradients(self.parameters)
         norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -18,6 +18,11 @@ an example's trained turns are packed into one sequence where the token ids allo
 (:func:`regrpo.learning.sequences.pack_turns`), so a reference solution of three turns costs one
 forward pass, not three.
 
+Data-parallel (``torchrun``, :mod:`regrpo.learning.distributed`): ``batch_size`` is per rank; every
+rank builds the same global batches and trains its share, the loss is normalised by the global
+batch's weight and the gradients are summed, so N ranks take exactly the step one process would take
+on N times the batch; rank 0 alone writes the adapter and the metrics.
+
 The learning rate warms up linearly over ``warmup_fraction`` of the steps, then decays (cosine) to
 ``final_lr_fraction`` of its peak; every step's loss, entropy, gradient norm, learning rate and
 tokens/s go to ``metrics.jsonl`` (and TensorBoard) beside the adapter.
@@ -35,6 +40,7 @@ import torch
 
 from regrpo.agent.local import LocalPolicy
 from regrpo.errors import InputError
+from regrpo.learning.distributed import ranks, summed
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer, warmup_cosine
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import SFTExample
@@ -161,23 +167,28 @@ def train_sft(
     rng = random.Random(config.seed)
     losses: list[float] = []
     batches = []
+    place = ranks()  # data-parallel: every rank builds the same global batches and trains its share
+    size = config.batch_size * place.world
     for _ in range(config.epochs):
         order = kept[:]
         rng.shuffle(order)
-        batches += [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        batches += [order[i : i + size] for i in range(0, len(order), size)]
     schedule = warmup_cosine(
         len(batches), int(config.warmup_fraction * len(batches)), config.final_lr_fraction
     )
     with (
         LoraTrainer.for_config(policy, config, init_from, lr_scale=schedule) as trainer,
-        StepLog(out_dir) as log,
+        StepLog(out_dir, enabled=place.main) as log,
     ):
-        with training_bar("SFT", len(batches), progress) as advance:
-            for batch in batches:
+        with training_bar("SFT", len(batches), progress and place.main) as advance:
+            for global_batch in batches:
                 step_started = time.perf_counter()
-                tokens = sum(s.loss_tokens for s in batch)
+                tokens = sum(s.loss_tokens for s in global_batch)
+                # normalised by the whole global batch's weight, so the ranks' summed gradients are
+                # exactly one process's gradient over all of it
+                total_weight = float(sum(sum(s.token_weights()) for s in global_batch))
+                batch = place.shard(global_batch)
                 weights = [torch.tensor(s.token_weights(), device=policy.device) for s in batch]
-                total_weight = float(sum(w.sum() for w in weights))
 
                 def token_mean_nll(
                     i: int, logprobs: torch.Tensor, weights: list = weights, total: float = total_weight
@@ -187,19 +198,21 @@ def train_sft(
                 learning_rate = trainer.learning_rate
                 result = trainer.backward(batch, token_mean_nll)
                 grad_norm = trainer.step()
-                losses.append(result.loss)
+                loss = summed(result.loss)
+                losses.append(loss)
                 log.log(
                     trainer.steps,
                     {
-                        "loss": result.loss,
+                        "loss": loss,
                         "entropy": result.entropy,
                         "grad_norm": grad_norm,
                         "learning_rate": learning_rate,
                         "tokens_per_s": tokens / max(1e-9, time.perf_counter() - step_started),
                     },
                 )
-                advance(f"loss {result.loss:.3f}  grad {grad_norm:.2f}  lr {learning_rate:.1e}")
-        trainer.save(out_dir)
+                advance(f"loss {loss:.3f}  grad {grad_norm:.2f}  lr {learning_rate:.1e}")
+        if place.main:
+            trainer.save(out_dir)
     return SFTReport(
         examples=len(chosen),
         samples=trained_turns,

@@ -41,16 +41,25 @@ class StepLog:
         tensorboard: Also write TensorBoard event files when the package is installed.
     """
 
-    def __init__(self, out_dir: str | os.PathLike[str], *, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike[str], *, tensorboard: bool = True, enabled: bool = True
+    ) -> None:
         self.folder = Path(out_dir)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "metrics.jsonl"
-        self._file = self.path.open("w", encoding="utf-8")
-        self._writer: Any = _tensorboard_writer(self.folder / "tensorboard") if tensorboard else None
         self.steps = 0
+        self._file: Any = None
+        self._writer: Any = None
+        if not enabled:  # a data-parallel run's other ranks: rank 0 writes
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8")
+        self._writer = _tensorboard_writer(self.folder / "tensorboard") if tensorboard else None
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Record ``metrics`` of optimizer step ``step`` (1-based); non-finite values are kept as null."""
+        self.steps += 1
+        if self._file is None:
+            return
         record = {"step": step, **{k: _finite(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -59,10 +68,10 @@ class StepLog:
                 if math.isfinite(value):
                     self._writer.add_scalar(key, value, step)
             self._writer.flush()
-        self.steps += 1
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._writer is not None:
             self._writer.close()
 
