@@ -232,7 +232,10 @@ class FaultyTool:
         self, arguments: Mapping[str, Any], occurrence: int, episode_key: str = ""
     ) -> tuple[FaultKind | None, int]:
         """The fault (or ``None``) for this call's identity, and the seed that shapes it."""
-        u, shape_seed = _draw(self.config.seed, episode_key, self.name, arguments, occurrence)
+        # whether it fails depends on the episode; how (the crash's message, the garbling) only on the
+        # call, so the data engine's fault examples (no episode) show exactly what the runtime shows
+        u, _ = _draw(self.config.seed, episode_key, self.name, arguments, occurrence)
+        _, shape_seed = _draw(self.config.seed, "", self.name, arguments, occurrence)
         cumulative = 0.0
         for kind in FAULT_KINDS:
             cumulative += self._rates[kind]
