@@ -116,7 +116,8 @@ class ReplicaPolicy:
         )
 
     def count_tokens(self, text: str) -> int:
-        return self.in_rotation()[0].count_tokens(text) if self.in_rotation() else len(text.split())
+        live = self.in_rotation()
+        return live[0].count_tokens(text) if live else len(text.split())
 
     # -- adapters -----------------------------------------------------------------------------------
 
