@@ -30,7 +30,7 @@ from regrpo.server.agent_protocol import AdapterState
 from regrpo.server.config import ServerConfig
 from regrpo.server.image_urls import ImageResolver, ImageURLError, checked_request_pixels
 from regrpo.server.metrics import ServerMetrics
-from regrpo.server.responses import BodyRefused, NotJSONText, parse_json_text, read_limited_body
+from regrpo.server.responses import BodyRefused, NotJSONText, parse_json_text, read_json_body
 from regrpo.traces import Step
 
 __all__ = ["AgentService", "InvalidRequest", "episode_refusal"]
@@ -60,11 +60,8 @@ class AgentService:
     # -- reading requests -------------------------------------------------------------------------------
 
     async def read_json(self, request: Request) -> Any:
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json":
-            raise Refusal(400, "Unsupported Media Type: Only 'application/json' is allowed")
         try:
-            body = await read_limited_body(request, self.config.max_body_bytes, self.config.body_timeout_s)
+            body = await read_json_body(request, self.config.max_body_bytes, self.config.body_timeout_s)
         except BodyRefused as exc:
             raise Refusal(exc.status, exc.message) from None
         try:

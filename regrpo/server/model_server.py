@@ -95,12 +95,13 @@ from regrpo.server.auth import authorization, key_matches
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.lora_slots import Lora, LoraSlots
 from regrpo.server.responses import (
+    JSON_ONLY,
     BodyRefused,
     NotJSONText,
     RequestError,
     error_response,
     parse_json_text,
-    read_limited_body,
+    read_json_body,
     validation_error_response,
 )
 from regrpo.traces.schema import Completion
@@ -489,13 +490,11 @@ async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
     whole; nesting too deep for the JSON parser and strings that are not Unicode text (lone
     surrogates such as ``"\\ud800"``) are 400s, never 500s.
     """
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise RequestError(400, "Unsupported Media Type: Only 'application/json' is allowed", "Bad Request")
     try:
-        raw = await read_limited_body(request, max_body_bytes)
+        raw = await read_json_body(request, max_body_bytes)
     except BodyRefused as exc:
-        raise RequestError(exc.status, exc.message, "BadRequestError") from None
+        error_type = "Bad Request" if exc.message == JSON_ONLY else "BadRequestError"  # vLLM's own types
+        raise RequestError(exc.status, exc.message, error_type) from None
 
     def parsed() -> T:  # off the event loop: a 20 MiB body takes a while to decode and validate
         try:

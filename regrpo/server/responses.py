@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from regrpo.openai_wire import ErrorInfo, ErrorResponse
 
 __all__ = [
+    "JSON_ONLY",
     "MAX_ERROR_CHARS",
     "MAX_ERROR_ITEMS",
     "BodyRefused",
@@ -25,6 +26,7 @@ __all__ = [
     "RequestError",
     "error_response",
     "parse_json_text",
+    "read_json_body",
     "read_limited_body",
     "sanitize_message",
     "validation_error_response",
@@ -104,6 +106,20 @@ async def read_limited_body(request: Request, limit: int, timeout_s: float | Non
     except TimeoutError:
         raise BodyRefused(408, f"the request body did not arrive within {timeout_s:g} s") from None
     return bytes(body)
+
+
+JSON_ONLY = "Unsupported Media Type: Only 'application/json' is allowed"
+"""Both servers' (and vLLM's) message for a POST whose ``Content-Type`` is not JSON."""
+
+
+async def read_json_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """A JSON request's body as :func:`read_limited_body` reads it, after checking its media type:
+    anything but ``application/json`` (parameters such as ``charset`` aside) is a 400
+    :class:`BodyRefused` before a byte of the body is read."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise BodyRefused(400, JSON_ONLY)
+    return await read_limited_body(request, limit, timeout_s)
 
 
 class NotJSONText(ValueError):

@@ -13,8 +13,9 @@ reference runner's ``expects`` checks:
   normalised, the answer must end with the reference's words, and whatever comes before them
   (the lead-in) must be at most :data:`MAX_LEAD_IN_WORDS` words, end with a linking word
   (:data:`LINKING_WORDS`: "is", "to", "reads", ...; a ``:`` or ``=`` counts as "is"), hold no
-  digit and no "or"/"and"/"not". So "KX-4821", "The code is KX 4821." and "It goes to the HARBOR!"
-  match, while an answer naming several candidates fails: "HARBOR MEADOW CANYON ..." (the reference
+  digit and no "or"/"and"/"not"; or be one label word alone (:data:`LABEL_WORDS`: "Code UD8633",
+  "Lot TH7964", "No. KX4821", the value as the image prints it). So "KX-4821", "The code is KX 4821."
+  and "It goes to the HARBOR!" match, while an answer naming several candidates fails: "HARBOR MEADOW CANYON ..." (the reference
   does not end it), "MEADOW or HARBOR", "MEADOW, HARBOR" (no linking word) and a pasted OCR dump
   "PARCEL No. KX4821 To: HARBOR" (a digit in the lead-in). Containment, the old rule, let an
   answer listing all eight city names pass every destination task, and the reward and the
@@ -33,6 +34,7 @@ import unicodedata
 from collections.abc import Iterable
 
 __all__ = [
+    "LABEL_WORDS",
     "LINKING_WORDS",
     "MAX_LEAD_IN_WORDS",
     "contains_normalized",
@@ -91,6 +93,9 @@ LINKING_WORDS = frozenset(
     {"is", "are", "was", "were", "be", "reads", "read", "says", "said", "shows", "to", "for", "of", "as"}
 )
 """Words a lead-in must end with: it introduces the value ("... is", "... goes to", "... reads")."""
+LABEL_WORDS = frozenset({"code", "lot", "ref", "no", "number", "id", "serial"})
+"""Labels an image prints before a value ("Lot TH7964"); one of them alone is a lead-in too. Only
+alone: "MEADOW code HARBOR" still needs a linking word, so a candidate list cannot pass through it."""
 _LEAD_IN_BLOCKERS = frozenset({"or", "and", "not", "nor", "either"})
 """Words that make a lead-in name or weigh other candidates ("MEADOW or", "not MEADOW but")."""
 
@@ -104,7 +109,7 @@ def text_matches(answer: str, value: str) -> bool:
     if words[-len(want) :] != want:
         return False
     lead = words[: -len(want)]
-    if not lead:
+    if not lead or (len(lead) == 1 and lead[0] in LABEL_WORDS):
         return True
     return (
         len(lead) <= MAX_LEAD_IN_WORDS

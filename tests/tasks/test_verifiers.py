@@ -50,6 +50,18 @@ def test_text_matches_accepts_a_bare_value_or_a_short_lead_in():
     assert text_matches("The code is KX 4821.", "KX-4821")
 
 
+@pytest.mark.parametrize("answer", ["Code UD8633", "Lot: UD8633", "No. UD8633", "ref UD8633"])
+def test_text_matches_accepts_the_value_as_the_image_labels_it(answer):
+    """Two right tiny_text answers were refused for their label ("Code" is no linking word)."""
+    assert text_matches(answer, "UD8633")
+
+
+@pytest.mark.parametrize("answer", ["MEADOW code HARBOR", "code MEADOW HARBOR", "Code KX4821 UD8633"])
+def test_a_label_word_lets_no_candidate_list_through(answer):
+    value = answer.split()[-1]
+    assert not text_matches(answer, value)
+
+
 @pytest.mark.parametrize(
     "answer",
     [
