@@ -1,8 +1,9 @@
 """Unpack vLLM 0.33.0's Python sources (not its binaries) and the small packages its protocol modules import.
 
 ``tests/server/test_vllm_protocol.py`` checks serve-model's JSON against vLLM's own pydantic classes.
-vLLM cannot be installed beside our torch/transformers pins (it pins torch 2.14.0 and
-transformers < 5.21), and importing its protocol modules needs no GPU, so this script downloads
+vLLM cannot be installed into the test venv (it pins torch 2.14.0 and transformers < 5.21, while
+constraints.txt installs 2.14.1 and 5.23; our ranges admit both, see scripts/check_dependency_ranges.py),
+and importing its protocol modules needs no GPU, so this script downloads
 the wheel (336 MB), keeps only ``*.py``/``*.json``/``*.jinja`` and the dist-info (61 MB), and
 installs the pure dependencies those modules import into a separate ``--target`` folder. Run by
 ``make test`` through the Makefile; ``python scripts/fetch_vllm_protocol.py build/vllm-protocol``.
