@@ -199,6 +199,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     from regrpo.tasks.suite import builtin_suite, split
     from regrpo.tasks.task_file import load_task_file
 
+    serving = _serving_engine(args)  # first: a wrong --serve-url is refused before anything is built
     train_tasks, held_out = split(
         builtin_suite(
             n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
@@ -207,7 +208,6 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
         args.seed,
     )
     gate_tasks: list[Any] = load_task_file(args.eval_set) if args.eval_set else held_out
-    serving = _serving_engine(args)
     policy = _policy(args, console)
     registry = AdapterRegistry(args.registry)
     config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
@@ -247,7 +247,12 @@ def _serving_engine(args: argparse.Namespace) -> Any:
     from regrpo.learning.serving_engine import RegrpoServeEngine, VllmEngine
 
     if args.serve_kind == "regrpo":
-        return RegrpoServeEngine(args.serve_url, args.serve_key)
+        if len(args.serve_url) > 1:
+            raise InputError(
+                "--serve-kind regrpo takes one --serve-url (a `regrpo serve` in front of several replicas "
+                "pushes to each itself: its --base-url is repeatable); several are for --serve-kind vllm"
+            )
+        return RegrpoServeEngine(args.serve_url[0], args.serve_key)
     return VllmEngine(
         args.serve_url, args.serve_model or args.model, args.served_name, admin_key=args.serve_key
     )
@@ -379,7 +384,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     trainer.add_argument(
         "--serve-url",
-        help="promote into this serving engine (verified there before a version counts as live)",
+        action="append",
+        help="promote into this serving engine (verified there before a version counts as live); "
+        "repeat for each data-parallel vLLM replica: the swap is pushed to and verified on every one",
     )
     trainer.add_argument(
         "--serve-kind",

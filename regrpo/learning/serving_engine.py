@@ -18,6 +18,8 @@ verification passed:
   served name is listed, and a greedy probe through it returns log-probs that differ from the same
   probe before the push (the previous version's, or the base model's). Roll back: unload what was
   pushed; the previous weights keep serving (a versioned push leaves them loaded until verified).
+  With several base URLs (vLLM data-parallel replicas, each holding its own adapters) the push and
+  the verification run on every replica, all or nothing: one failure rolls back every replica.
 
 Both need the engine to be reachable with an *admin* key where the server has one
 (``regrpo serve --admin-key``); inference keys cannot promote.
@@ -26,13 +28,17 @@ Both need the engine to be reachable with an *admin* key where the server has on
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from regrpo.errors import AdapterError, ModelError
+from regrpo.errors import AdapterError, InputError, ModelError
 from regrpo.learning.hotswap import SwapResult
 from regrpo.learning.registry import AdapterRegistry
+
+if TYPE_CHECKING:
+    from regrpo.agent.openai_policy import OpenAIPolicy
 
 __all__ = ["PROBE_TASK", "RegrpoServeEngine", "ServingEngine", "VllmEngine"]
 
@@ -124,10 +130,17 @@ class RegrpoServeEngine:
 
 
 class VllmEngine:
-    """vLLM's (or ``regrpo serve-model``'s) runtime LoRA routes under one stable name (module docstring).
+    """vLLM's (or ``regrpo serve-model``'s) runtime LoRA routes under one stable name (module docstring),
+    on one server or on every data-parallel replica of one.
+
+    Each replica holds its own adapters (a load reaches only the server that answers it), so a swap
+    pushes to and verifies on every replica in turn, and is all or nothing: if any replica refuses
+    the push or fails its verification, every replica already pushed is rolled back, and the error
+    names the replica. No replica is left serving the new version while another serves the old one
+    under the same name (the trainer cannot take a replica out of the users' load balancer).
 
     Args:
-        url: The engine's base URL.
+        urls: The engine's base URL, or each replica's.
         model: The base model's name on that server (what ``/v1/models`` lists first).
         served_name: The adapter name clients send as ``model``.
         admin_key: The server's ``--api-key``, if it has one.
@@ -136,7 +149,7 @@ class VllmEngine:
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         model: str,
         served_name: str = "regrpo-live",
         *,
@@ -145,18 +158,24 @@ class VllmEngine:
     ) -> None:
         from regrpo.agent.openai_policy import OpenAIPolicy
 
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not urls or len(set(urls)) != len(urls):
+            raise InputError(f"VllmEngine needs one or more distinct base URLs; got {urls}")
         self.served_name, self.probe_tokens = served_name, probe_tokens
-        self.policy = OpenAIPolicy(url, model, api_key=admin_key, vllm=True)
+        self.replicas = [OpenAIPolicy(url, model, api_key=admin_key, vllm=True) for url in urls]
         self._pushed: tuple[str, str] | None = None  # (version, folder) now served under served_name
 
-    def _probe(self) -> list[float]:
+    def _probe(self, replica: OpenAIPolicy) -> list[float]:
         try:
-            (completion,) = self.policy.generate(
+            (completion,) = replica.generate(
                 _PROBE_MESSAGES, n=1, temperature=0.0, max_new_tokens=self.probe_tokens
             )
         except ModelError as exc:
             raise AdapterError(f"the verification probe failed: {exc}") from exc
         return list(completion.logprobs)
+
+    def _where(self, replica: OpenAIPolicy) -> str:
+        return f" on {replica.base_url}" if len(self.replicas) > 1 else ""
 
     def swap(self, registry: AdapterRegistry, version: str) -> SwapResult:
         started = time.perf_counter()
@@ -164,26 +183,17 @@ class VllmEngine:
         if self._pushed is None and (live := registry.live()) is not None and live != version:
             self._pushed = (live, str(registry.path(live)))  # a daemon restarted with a version live
         previous = self._pushed
-        before = self._probe()  # the previous version's output, or the base model's
-        self.policy.load_adapter(self.served_name, path)
-        self.policy.activate_adapter(self.served_name)
+        before = [self._probe(replica) for replica in self.replicas]  # the previous version's output
+        pushed: list[OpenAIPolicy] = []
         try:
-            served = self.policy.served_model()
-            try:
-                listed = self.policy.listed_models()
-            except ModelError as exc:
-                raise AdapterError(f"listing models failed: {exc}") from exc
-            if served not in listed:
-                raise AdapterError(f"GET /v1/models does not list {served!r} (lists {sorted(listed)})")
-            if self._probe() == before:
-                raise AdapterError(
-                    f"a greedy probe through {served!r} gave the same log-probs as before the push: "
-                    "the new weights are not what answers"
-                )
+            for replica, output_before in zip(self.replicas, before, strict=True):
+                pushed.append(replica)
+                self._push(replica, path, output_before)
         except AdapterError as exc:
-            undone = self._undo(previous)
+            undone = "; ".join(self._undo(replica, previous) for replica in pushed)
             raise AdapterError(
-                f"{version} was pushed as {self.served_name!r} but did not verify ({exc}); {undone}"
+                f"{version} was pushed as {self.served_name!r} but did not verify{self._where(pushed[-1])} "
+                f"({exc}); {undone}"
             ) from exc
         self._pushed = (version, path)
         return SwapResult(
@@ -193,14 +203,34 @@ class VllmEngine:
             loaded=True,
         )
 
-    def _undo(self, previous: tuple[str, str] | None) -> str:
-        """Put back what was served before the push; says what it did."""
+    def _push(self, replica: OpenAIPolicy, path: str, output_before: list[float]) -> None:
+        """Load and activate ``path`` on ``replica``, then check it lists the name and answers with it."""
+        try:
+            replica.load_adapter(self.served_name, path)
+            replica.activate_adapter(self.served_name)
+            served = replica.served_model()
+            listed = replica.listed_models()
+        except ModelError as exc:
+            raise AdapterError(f"the push failed: {exc}") from exc
+        if served not in listed:
+            raise AdapterError(f"GET /v1/models does not list {served!r} (lists {sorted(listed)})")
+        if self._probe(replica) == output_before:
+            raise AdapterError(
+                f"a greedy probe through {served!r} gave the same log-probs as before the push: "
+                "the new weights are not what answers"
+            )
+
+    def _undo(self, replica: OpenAIPolicy, previous: tuple[str, str] | None) -> str:
+        """Put back what ``replica`` served before the push; says what it did."""
+        where = self._where(replica)
         try:
             if previous is None:
-                self.policy.unload_adapter(self.served_name)
-                self.policy.activate_adapter(None)
-                return f"rolled back: {self.served_name!r} is unloaded, as before the push"
-            self.policy.load_adapter(self.served_name, previous[1])
-            return f"rolled back: {self.served_name!r} serves {previous[0]} again"
+                if self.served_name in replica.adapters:
+                    replica.unload_adapter(self.served_name)
+                replica.activate_adapter(None)
+                return f"rolled back{where}: {self.served_name!r} is unloaded, as before the push"
+            replica.load_adapter(self.served_name, previous[1])
+            replica.activate_adapter(self.served_name)
+            return f"rolled back{where}: {self.served_name!r} serves {previous[0]} again"
         except (AdapterError, ModelError) as exc:
-            return f"and the rollback failed too ({exc}): check the server"
+            return f"and the rollback{where} failed too ({exc}): check the server"

@@ -100,14 +100,57 @@ def test_a_vllm_dialect_push_is_verified_by_its_log_probs_and_an_unchanged_one_r
     registry = adapters
     with start_in_thread(build_model_app(smollm, api_key=ADMIN)) as server:
         engine = VllmEngine(server.url, smollm.model_name, "live", admin_key=ADMIN)
+        (replica,) = engine.replicas
         assert engine.swap(registry, "v0001").previous is None
-        assert engine.policy.served_model() == "live" and "live" in engine.policy.listed_models()
-        after_first = engine._probe()
+        assert replica.served_model() == "live" and "live" in replica.listed_models()
+        after_first = engine._probe(replica)
         assert engine.swap(registry, "v0002").previous == "v0001"
-        after_second = engine._probe()
+        after_second = engine._probe(replica)
         assert after_second != after_first
         # v0003 holds v0002's weights: the probe cannot tell it arrived, so it is not reported live
         with pytest.raises(AdapterError, match="same log-probs as before the push") as error:
             engine.swap(registry, "v0003")
         assert "rolled back: 'live' serves v0002 again" in str(error.value)
-        assert engine._probe() == after_second
+        assert engine._probe(replica) == after_second
+
+
+@pytest.fixture(scope="module")
+def two_engines():
+    """Two SmolLM2 engines of their own: replicas hold their adapters apart, so not the shared one."""
+    from regrpo.agent.local import LocalPolicy
+
+    return LocalPolicy(), LocalPolicy()
+
+
+@pytest.mark.slow
+def test_a_push_to_replicas_is_verified_on_each_and_one_refusal_rolls_all_back(two_engines, adapters):
+    """vLLM's data-parallel replicas each load their own adapters (issue 16, item 3). Replica B may read
+    only v0001's folder, so it refuses v0002 after replica A took it: A must be rolled back to v0001."""
+    from regrpo.server.model_server import build_model_app
+
+    registry = adapters
+    first, second = two_engines
+    app_a = build_model_app(first, api_key=ADMIN)
+    app_b = build_model_app(second, api_key=ADMIN, lora_roots=[registry.path("v0001")])
+    with start_in_thread(app_a) as a, start_in_thread(app_b) as b:
+        engine = VllmEngine([a.url, b.url], first.model_name, "live", admin_key=ADMIN)
+        base = [engine._probe(replica) for replica in engine.replicas]
+        assert engine.swap(registry, "v0001").previous is None
+        on_v1 = [engine._probe(replica) for replica in engine.replicas]
+        assert on_v1[0] == on_v1[1] and on_v1[0] != base[0]  # both replicas answer with v0001
+        with pytest.raises(AdapterError) as error:
+            engine.swap(registry, "v0002")
+        message = str(error.value)
+        assert f"did not verify on {b.url}" in message
+        assert f"rolled back on {a.url}: 'live' serves v0001 again" in message
+        assert [engine._probe(replica) for replica in engine.replicas] == on_v1  # v0001 everywhere
+
+
+def test_the_trainer_takes_several_serve_urls_only_for_vllm_replicas(tmp_path, capsys):
+    from regrpo.cli import main
+
+    urls = ["--serve-url", "http://127.0.0.1:1", "--serve-url", "http://127.0.0.1:2"]
+    command = ["trainer", "--registry", str(tmp_path / "r"), "--once", "--serve-kind", "regrpo", *urls]
+    assert main(command) == 2
+    captured = capsys.readouterr()
+    assert "--serve-kind regrpo takes one --serve-url" in captured.out + captured.err
