@@ -15,13 +15,13 @@ reference runner's ``expects`` checks:
   (:data:`LINKING_WORDS`: "is", "to", "reads", ...; a ``:`` or ``=`` counts as "is"), hold no
   digit and no "or"/"and"/"not"; or be one label word alone (:data:`LABEL_WORDS`: "Code UD8633",
   "Lot TH7964", "No. KX4821", the value as the image prints it). So "KX-4821", "The code is KX 4821."
-  and "It goes to the HARBOR!" match, while an answer naming several candidates fails: "HARBOR MEADOW CANYON ..." (the reference
-  does not end it), "MEADOW or HARBOR", "MEADOW, HARBOR" (no linking word) and a pasted OCR dump
-  "PARCEL No. KX4821 To: HARBOR" (a digit in the lead-in). Containment, the old rule, let an
-  answer listing all eight city names pass every destination task, and the reward and the
-  evaluation both use this verifier. A trailing remark ("HARBOR is the destination") is refused
-  too: the reference must end the answer. A tool's output (a reference run's last OCR text) is
-  checked by containment, :func:`text_in_output`.
+  and "It goes to the HARBOR!" match, while an answer naming several candidates fails:
+  "HARBOR MEADOW CANYON ..." (the reference does not end it), "MEADOW or HARBOR", "MEADOW, HARBOR"
+  (no linking word) and a pasted OCR dump "PARCEL No. KX4821 To: HARBOR" (a digit in the lead-in).
+  Containment, the old rule, let an answer listing all eight city names pass every destination
+  task, and the reward and the evaluation both use this verifier. A trailing remark ("HARBOR is
+  the destination") is refused too: the reference must end the answer. A tool's output (a
+  reference run's last OCR text) is checked by containment, :func:`text_in_output`.
 * sets — :func:`set_matches` splits the answer on commas, semicolons, newlines and "and", and
   compares the normalised items as sets (order-free, duplicates ignored).
 """
