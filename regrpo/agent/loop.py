@@ -29,14 +29,13 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import msgspec
-
-from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, split_reflection
+from regrpo.agent.actions import parse_action, parse_reflection, split_reflection
 from regrpo.agent.adapters import WARM_START, AdapterChoice, activate, adapter_folder
-from regrpo.agent.policy import Policy, as_chat
-from regrpo.agent.prompts import observation_text, reflection_request, render_system_prompt, render_task
-from regrpo.agent.trigger import ReflectionTrigger, is_empty_output, sequence_confidence
-from regrpo.errors import ErrorType, InputError, RegrpoError, TaskError
+from regrpo.agent.policy import Policy
+from regrpo.agent.prompts import render_system_prompt, render_task
+from regrpo.agent.trigger import ReflectionTrigger, sequence_confidence
+from regrpo.agent.turn import execute_action, generate_turn, user_turn
+from regrpo.errors import InputError, RegrpoError, TaskError
 from regrpo.paths import default_trace_path
 from regrpo.tools import ImageInput, ImageStore, Tool, Toolbox, ToolContext, default_tools
 from regrpo.tools.images import png_bytes
@@ -47,14 +46,12 @@ from regrpo.traces import (
     Feedback,
     ImageRecord,
     Message,
-    Observation,
     Reflection,
     Step,
     StepTimings,
     ToolCall,
     TraceLogger,
     TraceStore,
-    Unparseable,
     Usage,
 )
 from regrpo.verifier import Verifier, VerifierError, score_answer, verifier_name
@@ -332,30 +329,6 @@ class Agent:
         log.message(Message("user", render_task(task.strip(), store.infos())))
         return store
 
-    async def _generate(self, messages: list[Message]) -> Completion:
-        chat = as_chat(messages)
-        agenerate = getattr(self.policy, "agenerate", None)
-        if agenerate is not None:
-            completions = await agenerate(
-                chat,
-                n=1,
-                temperature=self.temperature,
-                max_new_tokens=self.max_new_tokens,
-                stop=ACTION_STOP_STRINGS,
-            )
-        else:
-            completions = await asyncio.to_thread(
-                functools.partial(
-                    self.policy.generate,
-                    chat,
-                    n=1,
-                    temperature=self.temperature,
-                    max_new_tokens=self.max_new_tokens,
-                    stop=ACTION_STOP_STRINGS,
-                )
-            )
-        return completions[0]
-
     def _read_reflection(
         self, text: str, requested: str | None, observation: str
     ) -> tuple[Reflection | None, str | None, int]:
@@ -382,24 +355,6 @@ class Agent:
             else completion.logprobs
         )
 
-    async def _execute(self, action: Any, context: ToolContext) -> tuple[Observation | None, float]:
-        """Run a tool call (or record an unparseable turn); ``(None, 0)`` for an answer."""
-        if isinstance(action, Unparseable):
-            return _observation(
-                ok=False, error_type=ErrorType.UNPARSEABLE_ACTION, error_message=action.reason
-            ), 0.0
-        if isinstance(action, ToolCall):
-            outcome = await self.toolbox.call(action.name, action.arguments, context)
-            return _observation(
-                ok=outcome.ok,
-                output=outcome.output,
-                error_type=outcome.error_type,
-                error_message=outcome.message,
-                new_images=list(outcome.new_images),
-                attempts=outcome.attempts,
-            ), outcome.seconds
-        return None, 0.0
-
     async def _loop(
         self, log: TraceLogger, images: ImageStore, on_step: StepCallback | None
     ) -> tuple[Literal["answered", "max_steps"], str | None]:
@@ -411,7 +366,12 @@ class Agent:
         for index in range(self.max_steps):
             started = time.perf_counter()
             prompt_messages = len(log.episode.messages)
-            completion = await self._generate(log.episode.messages)
+            completion = await generate_turn(
+                self.policy,
+                log.episode.messages,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+            )
             generate_s = time.perf_counter() - started
             await asyncio.to_thread(log.message, Message("assistant", completion.text))
 
@@ -419,27 +379,20 @@ class Agent:
                 completion.text, requested, last_observation
             )
             action = parse_action(completion.text)
-            observation, tool_s = await self._execute(action, context)
+            observation, tool_s = await execute_action(self.toolbox, action, context)
 
             # decide on a reflection for the next turn, and show the observation
             confidence = sequence_confidence(self._action_logprobs(completion))
             next_reason = None
             if observation is not None:
-                next_reason = trigger.decide(
-                    failed=not observation.ok,
-                    empty=observation.ok and is_empty_output(observation.output),
+                text, next_reason = user_turn(
+                    observation,
+                    action,
+                    trigger,
+                    images.infos(),
+                    reflect=self.reflect,
                     confidence=confidence,
                 )
-                text = observation.content
-                if next_reason and self.reflect:
-                    text += "\n" + reflection_request(
-                        next_reason,
-                        action,
-                        observation,
-                        images.infos(),
-                        confidence=confidence,
-                        running_mean=trigger.last_running_mean,
-                    )
                 await asyncio.to_thread(log.message, Message("user", text))
 
             step = Step(
@@ -505,12 +458,6 @@ def _episode_key(episode: Episode) -> str:
     """A digest of what the episode was given (task text, input images), the same for every method."""
     parts = [episode.task, *(image.sha256 for image in episode.images)]
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
-
-
-def _observation(**fields: Any) -> Observation:
-    """An observation with the text the model will be shown filled in."""
-    draft = Observation(content="", **fields)
-    return msgspec.structs.replace(draft, content=observation_text(draft))
 
 
 def _count(usage: Usage, step: Step) -> None:

@@ -74,6 +74,7 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
         faults_per_step=args.faults,
         seed=args.data_seed,
         target_tokens=args.target_tokens,
+        rot_continuations=args.rot_continuations,
     )
     store = open_store(args.store) if args.traces else None
     try:
@@ -151,6 +152,9 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
         eta=args.eta,
         needless_reflection_penalty=args.needless_penalty,
         diagnosis_weight=args.diagnosis_weight,
+        outcome_max_steps=args.outcome_max_steps,
+        outcome_weight=args.outcome_weight,
+        kl_on_skipped=not args.no_kl_anchors,
         max_staleness=args.max_staleness,
         **_rl_settings(args),
     )
@@ -311,6 +315,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--data-seed", type=int, default=0, help="seeds the perturbations and faults")
     data.add_argument("--traces", action="store_true", help="also mine --store's failed episodes")
     data.add_argument(
+        "--rot-continuations",
+        action="store_true",
+        help="RoT examples go on after the fix through the answer, and train those turns too",
+    )
+    data.add_argument(
         "--no-suite", action="store_true", help="only --store's episodes (your traffic), no built-in suite"
     )
     data.set_defaults(handler=cmd_data)
@@ -336,6 +345,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     regrpo.add_argument("--diagnosis-weight", type=float, default=0.25)
     regrpo.add_argument("--failures-only", action="store_true", help="skip clean branch points")
     regrpo.add_argument(
+        "--outcome-max-steps",
+        type=int,
+        default=0,
+        help="roll each continuation out to an answer within this many episode turns and add the "
+        "verifier's verdict to its reward (0: off; it multiplies the round's generation)",
+    )
+    regrpo.add_argument("--outcome-weight", type=float, default=1.0, help="weight of the outcome term")
+    regrpo.add_argument(
+        "--no-kl-anchors",
+        action="store_true",
+        help="leave skipped groups out of the loss (default: they enter at advantage 0, "
+        "so their KL term holds them)",
+    )
+    regrpo.add_argument(
         "--sample-url",
         help="sample the groups on this OpenAI-compatible server (vLLM, regrpo serve-model) serving --init; "
         "this process only scores and trains",
@@ -355,7 +378,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         parents=[_trainer_options(2e-5), _rl_options(), suite_selection_options(48, split="train")],
         help="the trajectory-level GRPO baseline",
     )
-    grpo.add_argument("--max-steps", type=int, default=4)
+    grpo.add_argument(
+        "--max-steps", type=int, default=6, help="turns per rollout episode (as `regrpo eval` and `serve`)"
+    )
     grpo.add_argument("--max-new-tokens", type=int, default=128)
     grpo.add_argument("--tool-cost", action="store_true", help="OTC-GRPO's tool-call reward")
     grpo.add_argument("--fault-rate", type=float, default=0.0, help="injected tool faults during rollouts")
@@ -408,7 +433,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     trainer.add_argument("--group-size", type=int, default=5)
     trainer.add_argument("--max-rollouts", type=int, default=80, help="sampled continuations per round")
-    trainer.add_argument("--max-steps", type=int, default=4, help="gate evaluation: turns per episode")
+    trainer.add_argument(
+        "--max-steps",
+        type=int,
+        default=6,
+        help="gate evaluation: turns per episode (as served; at 4 a retry leaves no turn to answer)",
+    )
     trainer.add_argument("--max-new-tokens", type=int, default=128, help="gate evaluation: tokens per turn")
     trainer.add_argument("--train-seed", type=int, default=0)
     trainer.set_defaults(handler=cmd_trainer)

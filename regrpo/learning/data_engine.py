@@ -160,9 +160,20 @@ class _Failure:
 
 
 def _failure_records(
-    recording: ReferenceRecording, failure: _Failure, replay: list[ToolCall], variant: int, fits: TurnFits
+    recording: ReferenceRecording,
+    failure: _Failure,
+    replay: list[ToolCall],
+    variant: int,
+    fits: TurnFits,
+    *,
+    continue_to_answer: bool = False,
 ) -> tuple[SFTExample, BranchPoint]:
-    """The RoT example and the branch point after ``failure``; the target is reference step k."""
+    """The RoT example and the branch point after ``failure``; the target is reference step k.
+
+    ``continue_to_answer``: the example goes on after the fix with the reference's real observations
+    and later turns through the answer, and trains those turns too (``DataEngineConfig.rot_continuations``),
+    unless the failed call made an image (later ids would then differ from the recording's).
+    """
     task, k, observation = recording.task, failure.step_index, failure.observation
     request = reflection_request(failure.reason, failure.action, observation, failure.images)
     prompt = [
@@ -173,11 +184,17 @@ def _failure_records(
     good = reference_call(task, k)
     target, error_type = _fitted_turn(failure.action, observation, good, recording.images[k], variant, fits)
     meta = {"source": failure.source, "step_index": k, "failed_action": failure.text, **failure.meta}
-    example = SFTExample(
-        [*prompt, Message("assistant", target)], [len(prompt)], "rot", task.id, error_type, meta
-    )
-    if observation.new_images and isinstance(failure.action, ToolCall):
-        replay = [*replay, failure.action]  # an empty-but-ran call that made an image: later ids follow it
+    made_call = failure.action if observation.new_images and isinstance(failure.action, ToolCall) else None
+    messages = [*prompt, Message("assistant", target)]
+    if continue_to_answer and made_call is None:
+        messages += recording.after(k)
+        meta["continued"] = True
+    turns = [len(prompt)] + [
+        i for i in range(len(prompt) + 1, len(messages)) if messages[i].role == "assistant"
+    ]
+    example = SFTExample(messages, turns, "rot", task.id, error_type, meta)
+    if made_call is not None:
+        replay = [*replay, made_call]  # an empty-but-ran call that made an image: later ids follow it
     point = BranchPoint(
         id=branch_point_id(prompt, good),
         task_id=task.id,
@@ -353,6 +370,10 @@ class DataEngineConfig:
     target_tokens: int = DEFAULT_TARGET_TOKENS
     """Budget of every SFT target turn, in policy tokens: the smallest ``max_new_tokens`` the runtime
     uses (the demo's 112; evaluation and ReGRPO use 128). A target over it is an ``InputError``."""
+    rot_continuations: bool = False
+    """RoT examples go on after the fix through the answer (the reference's real observations) and
+    train those turns too, so the model learns to carry on after a recovery, not only to recover.
+    Off by default until a warm start trained with it is measured (docs/results.md)."""
 
     def __post_init__(self) -> None:
         if self.near_misses_per_step < 0 or self.faults_per_step < 0:
@@ -499,7 +520,9 @@ async def _task_records(task: Task, build: _Build, out: _Collector) -> Reference
                 continue
             tag = failure.meta.get("perturbation", failure.meta.get("fault"))
             variant = _variant(config.seed, task.id, k, tag)
-            example, point = _failure_records(recording, failure, replay, variant, out.fits)
+            example, point = _failure_records(
+                recording, failure, replay, variant, out.fits, continue_to_answer=config.rot_continuations
+            )
             out.add_sft(example)
             out.add_point(point)
     return recording

@@ -49,7 +49,9 @@ class GRPOConfig(msgspec.Struct, frozen=True):
     group_size: int = 5
     """Episodes per task."""
     temperature: float = 1.0
-    max_steps: int = 4
+    max_steps: int = 6
+    """Turns per rollout episode, as ``regrpo eval`` runs them (at 4, a retry leaves a 4-step task no turn
+    to answer in)."""
     max_new_tokens: int = 128
     tool_cost: bool = False
     """Multiply the reward of correct episodes by OTC-GRPO's tool-call reward."""

@@ -10,11 +10,11 @@ why and makes no example.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from regrpo.agent.prompts import reflection_request, render_task
-from regrpo.agent.trigger import is_empty_output
+from regrpo.agent.prompts import render_task
+from regrpo.agent.trigger import ReflectionTrigger
+from regrpo.agent.turn import user_turn
 from regrpo.learning.near_miss import call_text, reference_call
 from regrpo.learning.records import SFTExample
 from regrpo.learning.replay import observation_of
@@ -22,7 +22,7 @@ from regrpo.tasks.reference import output_holds_answer, output_text
 from regrpo.tasks.schema import Task
 from regrpo.tasks.verifiers import contains_normalized
 from regrpo.tools import ImageInfo, ImageStore, Toolbox, ToolContext
-from regrpo.traces.schema import Action, Message, Observation, ToolCall
+from regrpo.traces.schema import Message, Observation, ToolCall
 
 __all__ = [
     "ReferenceRecording",
@@ -51,19 +51,10 @@ class ReferenceRecording:
         """The conversation before reference step ``step_index`` is sampled."""
         return self.messages[: 2 + 2 * step_index]
 
-
-def _user_turn(action: Action, observation: Observation, images: Sequence[ImageInfo]) -> str:
-    """The user message after an executed action, as ``Agent._loop`` writes it (no confidence trigger)."""
-    if not observation.ok:
-        reason: str | None = "tool_error"
-    elif is_empty_output(observation.output):
-        reason = "empty_observation"
-    else:
-        reason = None
-    text = observation.content
-    if reason:
-        text += "\n" + reflection_request(reason, action, observation, images)
-    return text
+    def after(self, step_index: int) -> list[Message]:
+        """The conversation after reference step ``step_index``'s call: its real observation, every
+        later step, and the answer turn (what follows once that call has been made)."""
+        return [*self.messages[2 + 2 * step_index + 1 :], Message("assistant", _answer_text(self.task))]
 
 
 async def record_reference(task: Task, toolbox: Toolbox, system_prompt: str) -> ReferenceRecording:
@@ -90,7 +81,7 @@ async def record_reference(task: Task, toolbox: Toolbox, system_prompt: str) -> 
         observations.append(observation)
         messages += [
             Message("assistant", call_text(call)),
-            Message("user", _user_turn(call, observation, store.infos())),
+            Message("user", user_turn(observation, call, ReflectionTrigger(), store.infos())[0]),
         ]
         if not observation.ok:
             return stop(

@@ -10,14 +10,22 @@ The method, as this module runs it (one round = one pass over the branch points)
    (where one is due) and one action.
 3. **Execution and reward.** Each continuation's action runs with the real tools on a private copy of
    the point's state; :func:`regrpo.learning.rewards.score_continuation` scores it: local fix,
-   diagnosis match, minus the reflection cost η·tokens/100 and a penalty for needless reflection.
+   diagnosis match, minus the reflection cost η·tokens/100 and a penalty for needless reflection;
+   with ``outcome_max_steps`` set, plus the outcome term: the same policy carries the continuation on
+   to an answer, within the episode's turn budget, and the task's verifier scores it
+   (:mod:`regrpo.learning.outcome`; off by default: it multiplies a round's generation cost).
 4. **Advantages.** ``A_i = (R_i − mean R) / (std R + eps)`` within the group (``normalise_std=False``
    gives the reference release's ``R_i − mean R``). A group whose reward *spread*
    ``max R − min R`` is below ``min_reward_spread`` carries no signal worth its step and is skipped
    (and counted): DAPO's dynamic sampling drops groups whose rewards are all equal; we drop groups
    that differ by less than the smallest meaningful reward difference (default 0.1, the needless-
    reflection penalty), because std-normalising would blow a reflection-length difference of one
-   token (rewards −0.024 vs −0.025) up to advantages of ±1.6.
+   token (rewards −0.024 vs −0.025) up to advantages of ±1.6. A skipped group still *anchors* the
+   step (``kl_on_skipped``, the default): its completions enter the loss at ``A = 0``, so only their
+   KL term acts, as in GRPO's own loss, where every sampled completion carries ``β·KL``. Without
+   it the KL is only ever measured at the points the round changes, and nothing holds the points
+   the policy already gets right (a round that dropped them moved count tasks' first call from
+   ``count`` to ``ocr``: docs/results.md).
 5. **Loss.** Over the generated tokens only (the prompt and tool outputs are never in a completion):
    ``ρ_t = π_θ(o_t)/π_old(o_t)``, ``L = −min(ρ_t A, clip(ρ_t, 1±ε) A) + β·KL_t``, token-mean over the
    group, where ``π_old`` is the rollout's own log-probs (of the distribution sampled from, at
@@ -74,8 +82,10 @@ import torch
 from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, reflection_block
 from regrpo.agent.local import LocalPolicy
 from regrpo.agent.policy import Policy
+from regrpo.agent.turn import execute_action
 from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
+from regrpo.learning.outcome import roll_out
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.replay import BranchEnvironment
@@ -83,7 +93,7 @@ from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuati
 from regrpo.learning.sequences import TokenSample, rollout_sample
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
-from regrpo.traces.schema import Completion, Message, Reflection, ToolCall
+from regrpo.traces.schema import Completion, Message, Observation, Reflection, ToolCall
 
 __all__ = [
     "Group",
@@ -95,6 +105,7 @@ __all__ = [
     "policy_loss",
     "sample_group",
     "scored_reflection",
+    "step_rollouts",
     "train_regrpo",
 ]
 
@@ -108,6 +119,11 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
     max_new_tokens: int = 128
     lambda_exec: float = 1.0
     """Weight of the local fix reward (release: λ_exec = 1)."""
+    outcome_max_steps: int = 0
+    """0: no outcome term. Else the episode's turn budget (the agent's ``max_steps``) within which each
+    continuation is rolled out to an answer that the task's verifier scores (step 3)."""
+    outcome_weight: float = 1.0
+    """Weight of the outcome term (``solved``), when ``outcome_max_steps`` is set."""
     diagnosis_weight: float = 0.25
     eta: float = 0.1
     """Reflection cost per ``reflection_cost_scale`` reflection tokens (release: η = 0.1, scale 100)."""
@@ -120,6 +136,8 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
     clip_eps: float = 0.2
     beta: float = 0.04
     """KL weight (release: 0.04 for the text model)."""
+    kl_on_skipped: bool = True
+    """Skipped groups still enter the step's loss at advantage 0, so their KL term holds them (step 4)."""
     learning_rate: float = 2e-5
     groups_per_step: int = 2
     """Groups whose gradients are accumulated into one optimizer step."""
@@ -149,11 +167,16 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
             raise InputError(f"need eps > 0, clip_eps > 0, beta >= 0, learning_rate > 0; got {self}")
         if self.min_reward_spread < 0:
             raise InputError(f"min_reward_spread must be >= 0, got {self.min_reward_spread}")
+        if self.outcome_max_steps < 0:
+            raise InputError(
+                f"outcome_max_steps must be >= 0 (0: no outcome term), got {self.outcome_max_steps}"
+            )
 
     @property
     def weights(self) -> RewardWeights:
         return RewardWeights(
             lambda_exec=self.lambda_exec,
+            outcome=self.outcome_weight,
             diagnosis=self.diagnosis_weight,
             eta=self.eta,
             reflection_cost_scale=self.reflection_cost_scale,
@@ -261,7 +284,7 @@ def sample_group(
     drawn = len(completions)
     if sampler is not None:
         completions = [c for c in completions if _version(sampler, c) == version]
-    rewards = [asyncio.run(_score(policy, environment, point, c, config)) for c in completions]
+    rewards = asyncio.run(_score_all(sampler or policy, policy, environment, point, completions, config))
     advantages = (
         group_advantages(
             [r.reward for r in rewards],
@@ -280,7 +303,24 @@ def _version(sampler: Policy, completion: Completion) -> str:
     return completion.adapter or sampler.model_name
 
 
+async def _score_all(
+    roller: Policy,
+    policy: LocalPolicy,
+    environment: BranchEnvironment,
+    point: BranchPoint,
+    completions: Sequence[Completion],
+    config: ReGRPOConfig,
+) -> list[LocalReward]:
+    """Every continuation's reward, executed (and rolled out by ``roller``) concurrently, so the
+    roll-outs' turns can share a batched engine's forward passes."""
+    if completions:
+        await environment.context(point)  # restore the state once, before the continuations copy it
+    scores = (_score(roller, policy, environment, point, c, config) for c in completions)
+    return list(await asyncio.gather(*scores))
+
+
 async def _score(
+    roller: Policy,
     policy: LocalPolicy,
     environment: BranchEnvironment,
     point: BranchPoint,
@@ -288,9 +328,30 @@ async def _score(
     config: ReGRPOConfig,
 ) -> LocalReward:
     action = parse_action(completion.text)
-    outcome = (await environment.execute(point, action)).outcome if isinstance(action, ToolCall) else None
+    execution = await environment.execute(point, action) if isinstance(action, ToolCall) else None
     reflection, tokens = scored_reflection(completion.text, point.observation, policy.count_tokens)
-    return score_continuation(point, action, outcome, reflection, tokens, config.weights)
+    solved = None
+    if config.outcome_max_steps and point.answer is not None:
+        observation: Observation | None
+        if execution is not None:
+            context, observation = execution.context, execution.observation
+        else:  # an answer (needs no state) or an unparseable turn (its observation says so)
+            context = await environment.context(point)
+            observation, _ = await execute_action(environment.toolbox, action, context)
+        reached = await roll_out(
+            roller,
+            environment.toolbox,
+            point,
+            completion.text,
+            action,
+            observation,
+            context,
+            max_steps=config.outcome_max_steps,
+            max_new_tokens=config.max_new_tokens,
+        )
+        solved = reached.solved
+    outcome = execution.outcome if execution is not None else None
+    return score_continuation(point, action, outcome, reflection, tokens, config.weights, solved=solved)
 
 
 def scored_reflection(
@@ -364,7 +425,8 @@ def train_regrpo(
         LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
         StepLog(out_dir) as log,
     ):
-        pending: list[Group] = []
+        pending: list[Group] = []  # groups with advantages, waiting for an optimizer step
+        anchors: list[Group] = []  # skipped groups sampled meanwhile (kl_on_skipped)
         with training_bar("ReGRPO", len(order), progress) as advance:
             for point in order:
                 if (
@@ -382,38 +444,57 @@ def train_regrpo(
                 stats.add_group(group)
                 if group.advantages is not None:
                     pending.append(group)
+                elif group.completions:
+                    anchors.append(group)
                 if len(pending) >= config.groups_per_step:
                     step = trainer.steps + 1
-                    update = _update(trainer, policy, pending, config, remote=sampler is not None)
+                    update = _update(trainer, policy, pending, anchors, config, remote=sampler is not None)
                     stats.close_step(log, step, update)
-                    pending = []
+                    pending, anchors = [], []
                 advance(stats.status())
             if pending:
                 step = trainer.steps + 1
-                update = _update(trainer, policy, pending, config, remote=sampler is not None)
+                update = _update(trainer, policy, pending, anchors, config, remote=sampler is not None)
                 stats.close_step(log, step, update)
         trainer.save(out_dir)
         steps = trainer.steps
     return stats.report("regrpo", steps, time.perf_counter() - started, msgspec.to_builtins(config))
 
 
-def _update(
-    trainer: LoraTrainer,
-    policy: LocalPolicy,
-    groups: Sequence[Group],
-    config: ReGRPOConfig,
-    *,
-    remote: bool = False,
-) -> dict[str, float]:
-    """``updates_per_group`` optimizer steps on the accumulated loss of ``groups``; the last one's metrics."""
-    rollouts = []
+def step_rollouts(
+    groups: Sequence[Group], anchors: Sequence[Group], config: ReGRPOConfig
+) -> list[tuple[Sequence[Message], Completion, float]]:
+    """The ``(prompt, completion, advantage)`` rollouts of one optimizer step.
+
+    ``groups`` (with advantages) as they are; the skipped ``anchors`` at advantage 0 when
+    ``config.kl_on_skipped`` and ``β > 0`` (module docstring, step 4), else not at all.
+    """
+    rollouts: list[tuple[Sequence[Message], Completion, float]] = []
     for group in groups:
-        assert group.advantages is not None
+        if group.advantages is None:
+            raise InputError(f"group at point {group.point.id} was skipped; pass it as an anchor")
         rollouts += [
             (group.point.messages, completion, advantage)
             for completion, advantage in zip(group.completions, group.advantages, strict=True)
         ]
-    return policy_gradient_steps(
+    if config.kl_on_skipped and config.beta > 0:
+        rollouts += [(a.point.messages, completion, 0.0) for a in anchors for completion in a.completions]
+    return rollouts
+
+
+def _update(
+    trainer: LoraTrainer,
+    policy: LocalPolicy,
+    groups: Sequence[Group],
+    anchors: Sequence[Group],
+    config: ReGRPOConfig,
+    *,
+    remote: bool = False,
+) -> dict[str, float]:
+    """``updates_per_group`` optimizer steps on the accumulated loss of ``groups`` (and ``anchors``);
+    the last one's metrics, with how many anchor completions the step held."""
+    rollouts = step_rollouts(groups, anchors, config)
+    metrics = policy_gradient_steps(
         trainer,
         policy,
         rollouts,
@@ -422,6 +503,8 @@ def _update(
         updates=config.updates_per_group,
         remote=remote,
     )
+    trained = sum(len(group.completions) for group in groups)
+    return metrics | {"anchor_completions": float(len(rollouts) - trained)}
 
 
 def old_logprobs(

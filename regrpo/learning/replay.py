@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from regrpo.agent.prompts import observation_text
+from regrpo.agent.turn import observation_of
 from regrpo.errors import InputError
 from regrpo.learning.records import BranchPoint
 from regrpo.tools import ImageStore, Toolbox, ToolContext, ToolOutcome
@@ -56,20 +56,6 @@ class Execution:
     @property
     def observation(self) -> Observation:
         return observation_of(self.outcome)
-
-
-def observation_of(outcome: ToolOutcome) -> Observation:
-    """The :class:`Observation` the runtime records for ``outcome`` (same fields, same shown text)."""
-    draft = Observation(
-        ok=outcome.ok,
-        content="",
-        output=outcome.output,
-        error_type=outcome.error_type,
-        error_message=outcome.message,
-        new_images=list(outcome.new_images),
-        attempts=outcome.attempts,
-    )
-    return msgspec.structs.replace(draft, content=observation_text(draft))
 
 
 def _parts(source: StateSource) -> tuple[tuple[str, ...], tuple[ToolCall, ...]]:

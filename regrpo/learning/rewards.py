@@ -2,7 +2,7 @@
 
 Local (ReGRPO, one continuation = an optional reflection + one action, executed for real):
 
-    R = λ_exec · fixed + w_diag · diagnosed − η · (reflection tokens / 100) − ρ · needless
+    R = λ_exec · fixed + w_out · solved + w_diag · diagnosed − η · (reflection tokens / 100) − ρ · needless
 
 * ``fixed`` — the action is what the reference step needed and it really worked: the same tool, the
   call succeeded with a non-empty output, and the output holds every string the reference step's
@@ -12,6 +12,9 @@ Local (ReGRPO, one continuation = an optional reflection + one action, executed 
   non-empty output and is not the failed call repeated (a retry is the fix only after a timeout
   or a crash), or an answer matching a reference answer given as feedback. Weaker than a reference
   (any working call counts), which is why traffic points carry their own ``source``.
+* ``solved`` — the outcome term, when the round rolls continuations out (:mod:`regrpo.learning.outcome`):
+  the episode, carried on from this continuation by the same policy, reaches an answer the task's
+  verifier accepts. Off by default (0 when not rolled out).
 * ``diagnosed`` — at a failure, the reflection parsed and its ``error_type`` equals the classifier's
   verdict on the observation (:func:`regrpo.learning.classify.classify_failure`).
 * reflection cost — the reference release's ``C = reflection tokens / 100`` with η = 0.1.
@@ -57,6 +60,7 @@ class RewardWeights:
     """The coefficients of the local reward (see the module docstring)."""
 
     lambda_exec: float = 1.0
+    outcome: float = 1.0
     diagnosis: float = 0.25
     eta: float = 0.1
     reflection_cost_scale: float = 100.0
@@ -73,6 +77,8 @@ class LocalReward:
     reflected: bool
     reflection_tokens: int
     needless: bool
+    solved: bool | None = None
+    """The outcome term's verdict (``None``: not rolled out)."""
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -156,19 +162,22 @@ def score_continuation(
     reflection: Reflection | None,
     reflection_tokens: int,
     weights: RewardWeights,
+    *,
+    solved: bool | None = None,
 ) -> LocalReward:
-    """The local reward of one continuation at ``point`` (module docstring)."""
+    """The reward of one continuation at ``point`` (module docstring); ``solved``: its roll-out's verdict."""
     fixed = local_fix(point, action, outcome)
     reflected = reflection_tokens > 0
     diagnosed = point.failed and reflection is not None and reflection.error_type == point.error_type
     needless = reflected and not point.failed
     reward = (
         weights.lambda_exec * fixed
+        + weights.outcome * bool(solved)
         + weights.diagnosis * diagnosed
         - weights.eta * reflection_tokens / weights.reflection_cost_scale
         - weights.needless_reflection * needless
     )
-    return LocalReward(reward, fixed, diagnosed, reflected, reflection_tokens, needless)
+    return LocalReward(reward, fixed, diagnosed, reflected, reflection_tokens, needless, solved)
 
 
 def otc_tool_reward(calls: int, fewest_correct: int | None, smoothing: float = 1.0) -> float:

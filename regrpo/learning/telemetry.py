@@ -16,6 +16,7 @@ The metrics (absent where a trainer has no such quantity):
 ``learning_rate``             the optimizer's learning rate at the step
 ``reward_mean`` / ``reward_spread``  RL: over the step's groups (spread: mean of ``max R − min R``)
 ``skipped_groups``            RL: groups skipped so far (too little reward spread)
+``anchor_completions``        ReGRPO: skipped groups' completions in the step's loss at advantage 0
 ``truncation_rate``           RL: fraction of the step's completions that hit ``max_new_tokens``
 ``tokens_per_s``              generated (RL) or trained (SFT) tokens per wall-clock second
 ============================  ==================================================================

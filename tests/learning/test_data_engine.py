@@ -331,3 +331,32 @@ def test_trace_branch_points_from_a_real_store(store):
     assert example.messages[:-1] == point.messages and example.error_type is ErrorType.ARG_INVALID
     reflection, problem = parse_reflection(example.messages[-1].content, point.observation)
     assert problem is None and reflection is not None and parse_action(example.messages[-1].content) == read
+
+
+@pytest.mark.parametrize("category", ["expression", "tiny_text"])
+def test_rot_continuations_go_on_through_the_answer_and_train_those_turns(category):
+    subject = task(category)
+    config = DataEngineConfig(near_misses_per_step=2, seed=0, rot_continuations=True)
+    continued = build_dataset([subject], config=config, toolbox=toolbox(), progress=False)
+    plain = {
+        tuple(e.messages[:-1]): e
+        for e in dataset().sft_examples
+        if e.kind == "rot" and e.task_id == subject.id
+    }
+    reference = next(e for e in dataset().sft_examples if e.kind == "reference" and e.task_id == subject.id)
+    rot = [e for e in continued.sft_examples if e.kind == "rot"]
+    assert rot and len(rot) == len(plain)
+    for example in rot:
+        fix = example.train_turns[0]
+        short = plain[tuple(example.messages[:fix])]  # the same prompt and RoT target as without
+        assert example.messages[: fix + 1] == short.messages
+        if not example.meta.get("continued"):
+            assert example.train_turns == [fix] and len(example.messages) == fix + 1
+            continue
+        k = example.meta["step_index"]
+        # after the fix: the reference's own observation of step k and everything after, answer last
+        assert example.messages[fix + 1 :] == reference.messages[2 + 2 * k + 1 :]
+        assert example.messages[-1].content.startswith("<answer>")
+        later = [i for i in range(fix + 1, len(example.messages)) if example.messages[i].role == "assistant"]
+        assert later and example.train_turns == [fix, *later]
+    assert any(e.meta.get("continued") for e in rot)

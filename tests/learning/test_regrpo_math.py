@@ -121,3 +121,59 @@ def test_the_reflection_cost_counts_the_whole_block_and_ungrounded_diagnoses_ear
     reflection, tokens = scored_reflection(ungrounded, observation, words)
     assert reflection is None and tokens > 0  # still costs its tokens
     assert scored_reflection("<answer>391</answer>", observation, words) == (None, 0)
+
+
+def _group(advantages: list[float] | None, texts: list[str]):
+    from regrpo.learning.records import BranchPoint
+    from regrpo.learning.regrpo import Group
+    from regrpo.traces.schema import Completion, Message
+
+    point = BranchPoint(
+        id="p",
+        task_id="t",
+        messages=[Message("user", "q")],
+        images=[],
+        replay=[],
+        failed=False,
+        error_type=None,
+        observation="",
+        failed_action=None,
+    )
+    return Group(point, [Completion(t) for t in texts], [], advantages)
+
+
+def test_a_skipped_group_anchors_the_step_at_advantage_zero():
+    from regrpo.learning.regrpo import step_rollouts
+
+    trained, skipped = _group([1.0, -1.0], ["a", "b"]), _group(None, ["c", "d", "e"])
+    rollouts = step_rollouts([trained], [skipped], ReGRPOConfig())
+    assert [(c.text, a) for _, c, a in rollouts] == [
+        ("a", 1.0),
+        ("b", -1.0),
+        ("c", 0.0),
+        ("d", 0.0),
+        ("e", 0.0),
+    ]
+    # off, or with no KL to act, the skipped group is not in the step at all
+    for config in (ReGRPOConfig(kl_on_skipped=False), ReGRPOConfig(beta=0.0)):
+        assert [c.text for _, c, _ in step_rollouts([trained], [skipped], config)] == ["a", "b"]
+    with pytest.raises(InputError, match="skipped"):
+        step_rollouts([skipped], [], ReGRPOConfig())
+
+
+def test_at_advantage_zero_only_the_kl_term_pulls_and_it_pulls_back_to_the_reference():
+    reference = torch.tensor([-0.1, -0.2])
+    drifted = torch.tensor([-2.0, -0.2], requires_grad=True)  # the first token moved away
+    loss = policy_loss(drifted, drifted.detach(), reference, 0.0, clip_eps=0.2, beta=0.04, total_tokens=2)
+    loss.backward()
+    assert drifted.grad is not None
+    assert drifted.grad[0] < 0  # descending the loss raises the drifted token's log-prob again
+    assert drifted.grad[1] == 0  # a token still at the reference feels nothing
+    at_reference = reference.clone().requires_grad_(True)
+    policy_loss(at_reference, reference, reference, 0.0, clip_eps=0.2, beta=0.04, total_tokens=2).backward()
+    assert at_reference.grad is not None and torch.count_nonzero(at_reference.grad) == 0
+
+
+def test_a_negative_outcome_budget_is_refused():
+    with pytest.raises(InputError, match="outcome_max_steps"):
+        ReGRPOConfig(outcome_max_steps=-1)

@@ -106,6 +106,7 @@ def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
         assert set(m) >= {"reward_mean", "reward_spread", "skipped_groups", "truncation_rate", "tokens_per_s"}
         assert 0 <= m["truncation_rate"] <= 1 and 0 <= m["clip_fraction"] <= 1 and m["kl"] >= 0
         assert m["reward_spread"] >= config.min_reward_spread  # only groups worth a step train
+        assert m["anchor_completions"] % config.group_size == 0  # skipped groups ride along whole
     capped = ReGRPOConfig(group_size=3, max_new_tokens=8, max_rollouts=3, seed=2)
     assert (
         train_regrpo(smollm, [point] * 3, capped, tmp_path / "rl2", tools=CALCULATOR, progress=False).rollouts
