@@ -54,21 +54,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from regrpo.errors import AdapterError, ModelError
 from regrpo.openai_wire import (
@@ -91,19 +89,10 @@ from regrpo.openai_wire import (
     UsageInfo,
     random_id,
 )
-from regrpo.server.auth import authorization, key_matches
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.lora_slots import Lora, LoraSlots
-from regrpo.server.responses import (
-    JSON_ONLY,
-    BodyRefused,
-    NotJSONText,
-    RequestError,
-    error_response,
-    parse_json_text,
-    read_json_body,
-    validation_error_response,
-)
+from regrpo.server.model_http import BearerAuth, handled, http_error, parse_body, shown
+from regrpo.server.responses import RequestError
 from regrpo.traces.schema import Completion
 
 if TYPE_CHECKING:
@@ -115,11 +104,6 @@ CONTRACT_VERSION = "0.33.0"
 """The vLLM release whose serving contract this server implements (answered on ``GET /version``)."""
 MAX_LOGPROBS = 20
 """vLLM's default ``--max-logprobs``: the largest ``top_logprobs`` a request may ask for."""
-GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
-
-_log = logging.getLogger(__name__)
-
-T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass
@@ -176,7 +160,7 @@ class _ModelService:
         return JSONResponse(ModelList(data=cards).model_dump())
 
     async def tokenize(self, request: Request) -> Response:
-        body = await _parse(request, TokenizeRequest, self.max_body_bytes)
+        body = await parse_body(request, TokenizeRequest, self.max_body_bytes)
         if body.model:
             self._resolve(body.model)
 
@@ -193,7 +177,7 @@ class _ModelService:
         return JSONResponse(reply.model_dump())
 
     async def chat(self, request: Request) -> Response:
-        body = await _parse(request, ChatCompletionRequest, self.max_body_bytes)
+        body = await parse_body(request, ChatCompletionRequest, self.max_body_bytes)
         lora = self._resolve(body.model)
         self._check_supported(body)
         generated = await anyio.to_thread.run_sync(self._generate, body, lora)
@@ -203,7 +187,7 @@ class _ModelService:
         return JSONResponse(self._response(body, model, generated).model_dump())
 
     async def load_lora(self, request: Request) -> Response:
-        body = await _parse(request, LoadLoRAAdapterRequest, self.max_body_bytes)
+        body = await parse_body(request, LoadLoRAAdapterRequest, self.max_body_bytes)
         name, path = body.lora_name, body.lora_path
         if not name or not path:
             raise RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
@@ -226,7 +210,7 @@ class _ModelService:
         return Response(f"Success: LoRA adapter '{name}' added successfully.", status_code=200)
 
     async def unload_lora(self, request: Request) -> Response:
-        body = await _parse(request, UnloadLoRAAdapterRequest, self.max_body_bytes)
+        body = await parse_body(request, UnloadLoRAAdapterRequest, self.max_body_bytes)
         name = body.lora_name
         if not name:
             raise RequestError(
@@ -259,7 +243,7 @@ class _ModelService:
             return self.slots.registered[model]
         raise RequestError(
             404,
-            f"The model `{_shown(model)}` does not exist. Valid aliases: {', '.join(self.base_names)}.",
+            f"The model `{shown(model)}` does not exist. Valid aliases: {', '.join(self.base_names)}.",
             "NotFoundError",
             "model",
         )
@@ -483,89 +467,6 @@ def _usage(generated: _Generated) -> UsageInfo:
     )
 
 
-async def _parse(request: Request, model: type[T], max_body_bytes: int) -> T:
-    """The request body as ``model``, or a 400 like vLLM's (media type, JSON syntax, schema).
-
-    Bodies over ``max_body_bytes`` are refused (413) while they are read, before they are buffered
-    whole; nesting too deep for the JSON parser and strings that are not Unicode text (lone
-    surrogates such as ``"\\ud800"``) are 400s, never 500s.
-    """
-    try:
-        raw = await read_json_body(request, max_body_bytes)
-    except BodyRefused as exc:
-        error_type = "Bad Request" if exc.message == JSON_ONLY else "BadRequestError"  # vLLM's own types
-        raise RequestError(exc.status, exc.message, error_type) from None
-
-    def parsed() -> T:  # off the event loop: a 20 MiB body takes a while to decode and validate
-        try:
-            data = parse_json_text(raw)
-        except NotJSONText as exc:
-            raise RequestError(
-                400, f"1 validation error:\n  JSON decode error: {exc}", "Bad Request", "body"
-            ) from None
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            raise _ValidationFailed(exc) from None
-        except RecursionError:
-            raise RequestError(400, "request body is nested too deeply", "Bad Request", "body") from None
-
-    return await anyio.to_thread.run_sync(parsed)
-
-
-def _shown(name: str, limit: int = 200) -> str:
-    """A client-sent name as echoed in an error: cut past ``limit`` characters (the cut says so)."""
-    return name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
-
-
-class _ValidationFailed(Exception):
-    def __init__(self, error: ValidationError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _BearerAuth:
-    """vLLM's ``--api-key`` middleware: guarded prefixes need ``Authorization: Bearer <key>``."""
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app, self.expected = app, [f"Bearer {api_key}".encode()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] != "OPTIONS"
-            and scope["path"].startswith(GUARDED_PREFIXES)
-        ):
-            # vLLM compares the whole header exactly; a second Authorization header is refused
-            if not key_matches(authorization(scope), self.expected):
-                await JSONResponse({"error": "Unauthorized"}, status_code=401)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _handled(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a route so our request errors become error envelopes (validation, contract errors)."""
-
-    async def route(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except RequestError as exc:
-            return exc.response()
-        except _ValidationFailed as exc:
-            return validation_error_response(exc.error)
-        except Exception:  # a bug, not the client's fault: a JSON 500 without the traceback, logged here
-            _log.exception("unhandled error in %s %s", request.method, request.url.path)
-            return error_response(500, "Internal server error (logged on the server).", "InternalServerError")
-
-    return route
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    # FastAPI's default body for routing errors (contract §1: "unknown route" is {"detail": "Not Found"}).
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
 def build_model_app(
     policy: LocalPolicy,
     *,
@@ -610,17 +511,17 @@ def build_model_app(
     for name, path in (lora_modules or {}).items():
         service.preload(name, path)
     routes = [
-        Route("/health", _handled(service.health), methods=["GET"]),
-        Route("/version", _handled(service.version), methods=["GET"]),
-        Route("/tokenize", _handled(service.tokenize), methods=["POST"]),
-        Route("/v1/models", _handled(service.models), methods=["GET"]),
-        Route("/v1/chat/completions", _handled(service.chat), methods=["POST"]),
-        Route("/v1/load_lora_adapter", _handled(service.load_lora), methods=["POST"]),
-        Route("/v1/unload_lora_adapter", _handled(service.unload_lora), methods=["POST"]),
+        Route("/health", handled(service.health), methods=["GET"]),
+        Route("/version", handled(service.version), methods=["GET"]),
+        Route("/tokenize", handled(service.tokenize), methods=["POST"]),
+        Route("/v1/models", handled(service.models), methods=["GET"]),
+        Route("/v1/chat/completions", handled(service.chat), methods=["POST"]),
+        Route("/v1/load_lora_adapter", handled(service.load_lora), methods=["POST"]),
+        Route("/v1/unload_lora_adapter", handled(service.unload_lora), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     if api_key:
-        app.add_middleware(_BearerAuth, api_key=api_key)
+        app.add_middleware(BearerAuth, api_key=api_key)
     app.state.service = service
     return app
 
