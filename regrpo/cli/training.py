@@ -155,6 +155,7 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
         outcome_max_steps=args.outcome_max_steps,
         outcome_weight=args.outcome_weight,
         kl_on_skipped=not args.no_kl_anchors,
+        stratify=args.stratify,
         max_staleness=args.max_staleness,
         **_rl_settings(args),
     )
@@ -352,6 +353,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "verifier's verdict to its reward (0: off; it multiplies the round's generation)",
     )
     regrpo.add_argument("--outcome-weight", type=float, default=1.0, help="weight of the outcome term")
+    regrpo.add_argument(
+        "--stratify",
+        action="store_true",
+        help="visit points round-robin over (target tool, source) strata, so a capped round sees each",
+    )
     regrpo.add_argument(
         "--no-kl-anchors",
         action="store_true",

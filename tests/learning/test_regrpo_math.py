@@ -177,3 +177,46 @@ def test_at_advantage_zero_only_the_kl_term_pulls_and_it_pulls_back_to_the_refer
 def test_a_negative_outcome_budget_is_refused():
     with pytest.raises(InputError, match="outcome_max_steps"):
         ReGRPOConfig(outcome_max_steps=-1)
+
+
+def _point(index: int, target: str, source: str):
+    from regrpo.learning.records import BranchPoint
+    from regrpo.traces.schema import Message, ToolCall
+
+    return BranchPoint(
+        id=f"p{index}",
+        task_id="t",
+        messages=[Message("user", str(index))],
+        images=[],
+        replay=[],
+        failed=source != "reference",
+        error_type=None,
+        observation="",
+        failed_action=None,
+        target=ToolCall(target, {}),
+        source=source,  # type: ignore[arg-type]
+    )
+
+
+def test_a_stratified_round_sees_every_kind_of_decision_first_and_every_point_once():
+    from regrpo.learning.regrpo import point_order
+
+    # 20 ocr retries, 2 count clean points, 1 calculator near-miss: a shuffle's first 3 are mostly ocr
+    points = [_point(i, "ocr", "fault") for i in range(20)]
+    points += [
+        _point(20, "count", "reference"),
+        _point(21, "count", "reference"),
+        _point(22, "calculator", "near_miss"),
+    ]
+    order = point_order(points, ReGRPOConfig(stratify=True, seed=3))
+    assert sorted(p.id for p in order) == sorted(p.id for p in points)
+    assert {(p.target.name, p.source) for p in order[:3]} == {  # type: ignore[union-attr]
+        ("ocr", "fault"),
+        ("count", "reference"),
+        ("calculator", "near_miss"),
+    }
+    assert point_order(points, ReGRPOConfig(stratify=True, seed=3)) == order  # seeded
+    twice = point_order(points, ReGRPOConfig(stratify=True, epochs=2))
+    assert len(twice) == 2 * len(points)
+    plain = point_order(points, ReGRPOConfig(seed=3))
+    assert sorted(p.id for p in plain) == sorted(p.id for p in points) and plain != points
