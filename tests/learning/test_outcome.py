@@ -164,3 +164,21 @@ def test_a_regrpo_group_with_the_outcome_term_rolls_every_continuation_out(smoll
     off = ReGRPOConfig(group_size=2, max_new_tokens=16, seed=2)
     group_off, _ = sample_group(smollm, environment, failure_point(), off)
     assert all(r.solved is None for r in group_off.rewards)
+
+
+@pytest.mark.slow
+def test_train_regrpo_takes_the_outcome_stratify_and_anchor_flags(tmp_path):
+    import json
+
+    from regrpo.cli import main
+    from regrpo.learning.records import Dataset
+
+    Dataset(branch_points=[failure_point()]).save(tmp_path / "data")
+    flags = ["--max-rollouts", "2", "--group-size", "2", "--max-new-tokens", "16", "--train-seed", "1"]
+    out = tmp_path / "rl"
+    command = ["train", "regrpo", "--data", str(tmp_path / "data"), "--out", str(out), *flags]
+    assert main([*command, "--stratify", "--outcome-max-steps", "3", "--no-kl-anchors"]) == 0
+    config = json.loads((out / "train_report.json").read_text())["config"]
+    assert config["stratify"] is True and config["outcome_max_steps"] == 3
+    assert config["kl_on_skipped"] is False and config["outcome_weight"] == 1.0
+    assert main([*command, "--outcome-max-steps", "-1"]) == 2  # a clear one-line error, not a traceback
