@@ -98,7 +98,7 @@ class LocalPolicy(LoraAdapters):
         dtype: Weights' dtype: ``"float32"``, ``"bfloat16"`` (or the ``torch.dtype``), or ``"auto"`` /
             ``None``: bfloat16 on CUDA, float32 on CPU (measured in docs/performance.md, "bfloat16 on the
             CPU"). RL on a bfloat16 policy recomputes its old log-probs with the trainer's own
-            float32 log-softmax (``regrpo.learning.regrpo.old_logprobs``), so the ratio stays exact.
+            float32 log-softmax (``regrpo.learning.policy_gradient.old_logprobs``), so the ratio stays exact.
         cache_dir: Where offline models are de-quantised once (default ``~/.cache/regrpo``).
         prefix_cache: Reuse the KV cache of the system prompt across calls (see the module docstring).
         max_batch_size: Most rows (sequences, a call's ``n`` included) that concurrent calls coalesce

@@ -4,9 +4,9 @@ For each task the current policy runs ``G`` whole episodes concurrently (their m
 into batched forward passes on a :class:`~regrpo.agent.LocalPolicy`), sampling at ``temperature`` with
 the same agent loop, toolbox and reflection prompts as serving. Each episode earns ``1{correct}``
 (times OTC-GRPO's tool-call reward when ``tool_cost=True``); advantages are group-relative over the G
-episodes exactly as in :func:`regrpo.learning.regrpo.group_advantages`, and every token the policy
+episodes exactly as in :func:`regrpo.learning.policy_gradient.group_advantages`, and every token the policy
 generated in an episode (all its turns) gets that episode's advantage, with the same clipped loss
-and KL term (:func:`regrpo.learning.regrpo.policy_loss`).
+and KL term (:func:`regrpo.learning.policy_gradient.policy_loss`).
 
 The difference from ReGRPO is where the signal comes from: one sparse outcome per episode, spread
 over every turn, versus one executed, locally scored turn per branch point. ``RLReport.rollouts``
@@ -31,8 +31,9 @@ from regrpo.agent.local import LocalPolicy
 from regrpo.agent.loop import Agent
 from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
+from regrpo.learning.policy_gradient import group_advantages, policy_gradient_steps
 from regrpo.learning.progress import training_bar
-from regrpo.learning.regrpo import RLReport, group_advantages, policy_gradient_steps
+from regrpo.learning.regrpo import RLReport
 from regrpo.learning.rewards import episode_reward
 from regrpo.learning.telemetry import StepLog
 from regrpo.tasks.schema import Task

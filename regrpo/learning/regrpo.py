@@ -77,7 +77,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-import torch
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, reflection_block
 from regrpo.agent.local import LocalPolicy
@@ -86,11 +85,14 @@ from regrpo.agent.turn import execute_action
 from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.outcome import roll_out
+from regrpo.learning.policy_gradient import (
+    group_advantages,
+    policy_gradient_steps,
+)
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
-from regrpo.learning.sequences import TokenSample, rollout_sample
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
 from regrpo.traces.schema import Completion, Message, Observation, Reflection, ToolCall
@@ -99,11 +101,7 @@ __all__ = [
     "Group",
     "ReGRPOConfig",
     "RLReport",
-    "group_advantages",
-    "clipped_surrogate",
-    "k3_kl",
     "point_order",
-    "policy_loss",
     "sample_group",
     "scored_reflection",
     "step_rollouts",
@@ -189,7 +187,7 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
         )
 
 
-# -- the math ------------------------------------------------------------------------------------------
+# -- the order of points -------------------------------------------------------------------------------
 
 
 def point_order(points: Sequence[BranchPoint], config: ReGRPOConfig) -> list[BranchPoint]:
@@ -207,7 +205,10 @@ def point_order(points: Sequence[BranchPoint], config: ReGRPOConfig) -> list[Bra
         return order
     strata: dict[tuple[str, str], list[BranchPoint]] = {}
     for point in order:
-        target = point.target.name if isinstance(point.target, ToolCall) else str(point.target and "answer")
+        if isinstance(point.target, ToolCall):
+            target = point.target.name
+        else:  # an answer, or no target at all (a user's traffic)
+            target = "answer" if point.target is not None else "none"
         strata.setdefault((target, point.source), []).append(point)
     queues = [strata[key] for key in sorted(strata)]
     for queue in queues:
@@ -217,66 +218,6 @@ def point_order(points: Sequence[BranchPoint], config: ReGRPOConfig) -> list[Bra
     for turn in range(max(map(len, queues), default=0)):
         interleaved += [queue[turn] for queue in queues if turn < len(queue)]
     return interleaved
-
-
-def group_advantages(
-    rewards: Sequence[float],
-    *,
-    normalise_std: bool = True,
-    eps: float = 1e-4,
-    min_spread: float = 0.0,
-) -> list[float] | None:
-    """``(r − mean) / (std + eps)`` (population std), or ``r − mean``.
-
-    ``None`` (skip the group) when ``max r − min r`` is below ``min_spread``, or the rewards are all
-    equal: the group-filtering rule of the module docstring, step 4.
-    """
-    if len(rewards) < 2:
-        raise InputError("a group needs at least two rewards")
-    mean = statistics.fmean(rewards)
-    spread = max(rewards) - min(rewards)
-    if spread <= 1e-12 or spread < min_spread:
-        return None
-    std = statistics.pstdev(rewards) if normalise_std else 0.0
-    return [(r - mean) / (std + eps) if normalise_std else r - mean for r in rewards]
-
-
-def policy_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    ref_logprobs: torch.Tensor,
-    advantage: float,
-    *,
-    clip_eps: float,
-    beta: float,
-    total_tokens: int,
-) -> torch.Tensor:
-    """One completion's share of the clipped policy-gradient + KL loss, token-mean over ``total_tokens``.
-
-    ``L = Σ_t [−min(ρ_t A, clip(ρ_t, 1 ± ε) A) + β·KL_t] / total_tokens``, ``ρ_t = exp(log π_θ − log π_old)``.
-    """
-    pg = clipped_surrogate(logprobs, old_logprobs, advantage, clip_eps)
-    return (pg + beta * k3_kl(logprobs, ref_logprobs)).sum() / total_tokens
-
-
-def clipped_surrogate(
-    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantage: float, clip_eps: float
-) -> torch.Tensor:
-    """Per-token PPO surrogate ``−min(ρ_t A, clip(ρ_t, 1 ± ε) A)``, shape of ``logprobs``."""
-    ratio = torch.exp(logprobs - old_logprobs)
-    unclipped = ratio * advantage
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantage
-    return -torch.minimum(unclipped, clipped)
-
-
-def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimate of KL(π_θ ‖ π_ref): ``exp(r) − r − 1``, ``r = log π_ref − log π_θ``.
-
-    Clamped as verl's ``low_var_kl`` (``r`` to ±20, the estimate to ≤ 10): one token the reference
-    finds near-impossible (r ≈ −23) otherwise contributes ~1e6 and its gradient swamps the step.
-    """
-    log_ratio = torch.clamp(ref_logprobs - logprobs, -20.0, 20.0)
-    return torch.clamp(torch.exp(log_ratio) - log_ratio - 1.0, max=10.0)
 
 
 # -- one group -----------------------------------------------------------------------------------------
@@ -536,76 +477,6 @@ def _update(
     )
     trained = sum(len(group.completions) for group in groups)
     return metrics | {"anchor_completions": float(len(rollouts) - trained)}
-
-
-def old_logprobs(
-    trainer: LoraTrainer,
-    policy: LocalPolicy,
-    samples: Sequence[TokenSample],
-    completions: Sequence[Completion],
-) -> list[torch.Tensor]:
-    """``π_old``'s per-token log-probs of each sampled completion, as the update's ratio needs them.
-
-    In float32 they are the sampler's own (``Completion.logprobs``: equal to a fresh forward pass
-    within 1e-4, tests/agent/test_local_policy.py), so nothing is recomputed. A bfloat16 sampler's
-    differ from the trainer's forward pass by rounding, which would make the first update's ratio
-    ≠ 1 for no change of policy; then they are recomputed by the trainer's own forward pass (its
-    log-softmax in float32) before any update, and the ratio is exact.
-    """
-    if policy.dtype == torch.float32:
-        return [torch.tensor(completion.logprobs, device=policy.device) for completion in completions]
-    return trainer.logprobs(samples)
-
-
-def policy_gradient_steps(
-    trainer: LoraTrainer,
-    policy: LocalPolicy,
-    rollouts: Sequence[tuple[Sequence[Message], Completion, float]],
-    *,
-    clip_eps: float,
-    beta: float,
-    updates: int = 1,
-    remote: bool = False,
-) -> dict[str, float]:
-    """``updates`` optimizer steps of :func:`policy_loss` over ``(prompt, completion, advantage)`` rollouts.
-
-    ``π_old`` is :func:`old_logprobs`; the KL reference (the round's starting weights) is computed
-    once. Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline (every turn).
-    ``remote``: the completions came from a sampler serving the round's starting weights, so those
-    (the KL reference) are ``π_old``. Returns the last update's telemetry (:mod:`regrpo.learning.telemetry`).
-    """
-    samples = [rollout_sample(policy, messages, completion) for messages, completion, _ in rollouts]
-    advantages = [advantage for _, _, advantage in rollouts]
-    reference = trainer.logprobs(samples, reference=True)
-    old = reference if remote else old_logprobs(trainer, policy, samples, [c for _, c, _ in rollouts])
-    total = sum(len(s.completion_ids) for s in samples)
-    terms = {"policy_loss": 0.0, "kl": 0.0, "clipped_tokens": 0.0}
-
-    def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # telemetry: each term's share of the token-mean
-            ratio = torch.exp(logprobs - old[i])
-            terms["policy_loss"] += float(clipped_surrogate(logprobs, old[i], advantages[i], clip_eps).sum())
-            terms["kl"] += float(k3_kl(logprobs, reference[i]).sum())
-            terms["clipped_tokens"] += float(((ratio - 1.0).abs() > clip_eps).sum())
-        return policy_loss(
-            logprobs, old[i], reference[i], advantages[i], clip_eps=clip_eps, beta=beta, total_tokens=total
-        )
-
-    metrics: dict[str, float] = {}
-    for _ in range(updates):
-        terms.update(policy_loss=0.0, kl=0.0, clipped_tokens=0.0)
-        result = trainer.backward(samples, loss_of)
-        grad_norm = trainer.step()
-        metrics = {
-            "loss": result.loss,
-            "policy_loss": terms["policy_loss"] / total,
-            "kl": terms["kl"] / total,
-            "entropy": result.entropy,
-            "clip_fraction": terms["clipped_tokens"] / total,
-            "grad_norm": grad_norm,
-            "learning_rate": trainer.learning_rate,
-        }
-    return metrics
 
 
 class _Tally:

@@ -13,7 +13,7 @@ from regrpo.agent.actions import ACTION_STOP_STRINGS
 from regrpo.agent.prompts import render_system_prompt
 from regrpo.errors import InputError
 from regrpo.learning.lora_trainer import LoraTrainer
-from regrpo.learning.regrpo import policy_loss
+from regrpo.learning.policy_gradient import policy_loss
 from regrpo.learning.sequences import TokenSample, rollout_sample
 from regrpo.tools import default_tools
 

@@ -179,7 +179,7 @@ def test_regrpo_samples_through_a_serving_engine_and_only_trains_here(smollm, tm
 def test_rl_on_a_bfloat16_policy_recomputes_old_logprobs_so_the_first_ratio_is_exact(smollm):
     from regrpo.agent.local import LocalPolicy
     from regrpo.learning.lora_trainer import LoraTrainer
-    from regrpo.learning.regrpo import old_logprobs
+    from regrpo.learning.policy_gradient import old_logprobs
     from regrpo.learning.sequences import rollout_sample
 
     messages = [Message("system", SYSTEM), Message("user", "What is 17 * 23?")]
