@@ -67,7 +67,7 @@ class AgentService:
         try:
             return await anyio.to_thread.run_sync(parse_json_text, body)  # off the event loop
         except NotJSONText as exc:
-            raise Refusal(400, f"request body is not valid JSON text: {exc}") from None
+            raise Refusal(400, f"the request body cannot be parsed: {exc}") from None
 
     async def parse(self, request: Request, model: type[BaseModel]) -> Any:
         data = await self.read_json(request)

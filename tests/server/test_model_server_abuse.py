@@ -6,6 +6,7 @@ on a real socket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -55,7 +56,14 @@ def assert_error(response: httpx.Response, status: int, words: str) -> None:
         (json.dumps(chat(seed=2**70)), 400, "body.seed"),
         (json.dumps(chat(n=64)), 400, "over this server's limit of 4"),
     ],
-    ids=["deep-nesting", "surrogate-content", "surrogate-model", "surrogate-stream", "huge-seed", "n-64"],
+    ids=[
+        "deep-nesting",
+        "surrogate-content",
+        "surrogate-model",
+        "surrogate-stream",
+        "huge-seed",
+        "n-64",
+    ],
 )
 def test_a_hostile_chat_body_is_a_json_400(http, body, status, words):
     assert_error(post(http, "/v1/chat/completions", body), status, words)
@@ -155,3 +163,21 @@ def test_adapters_load_only_from_under_the_lora_roots(smollm, tmp_path):
         smollm.activate_adapter(None)
         for name in smollm.adapters:
             smollm.unload_adapter(name)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"messages": [{}] * 300_000}, {**chat(), "stop_token_ids": [1] * 200_000}],
+    ids=["300k-items", "200k-numbers"],
+)
+def test_a_body_of_too_many_json_values_is_a_400_before_it_is_parsed(smollm, body):
+    """json.loads and pydantic hold the GIL in the worker thread they run in: 300,000 ``{}`` items
+    stalled ``/health`` for 2.9 s (benchmarks/health_under_abuse.py). Now counted and refused first."""
+    app = build_model_app(smollm)
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://model") as client:
+            return await client.post("/v1/chat/completions", json=body)
+
+    assert_error(asyncio.run(send()), 400, "over the limit of 100,000")
