@@ -11,8 +11,9 @@ on, then while the attack from the adversarial review runs against the same serv
 strings, 16k-character word runs, ~2 MiB bodies of ``{}`` items, deep nesting, lone surrogates,
 huge ``n`` and seeds, 1 MiB unauthenticated ``/tokenize`` prompts, 8 blank 4000x4000 PNGs per request,
 ``--idle`` connections that never send a byte and 20 drip-fed request heads. The table gives the
-probes' p50/p99/max latency in each phase, the p99 ratio (attack / quiet), how many attack requests
-were answered with a status >= 500 and how many got no answer in 60 s (hangs). The bound this is held
+probes' p50/p99/max latency in each phase, the p99 ratio (attack / quiet), the chats per second a
+well-behaved client beside them got answered (and its failures), how many attack requests were
+answered with a status >= 500 and how many got no answer in 60 s (hangs). The bound this is held
 to is in docs/performance.md. Usage::
 
     python benchmarks/health_under_abuse.py [--copies 3] [--repeat 10] [--idle 200]
@@ -51,6 +52,8 @@ class Phase:
     missed: int
     server_errors: int
     hangs: int
+    chats_per_s: float
+    chat_failures: int
     sent: int = 0
 
 
@@ -196,14 +199,39 @@ async def _send_all(url: str, requests: list[tuple[str, bytes]]) -> tuple[int, i
     return server_errors, hangs
 
 
+async def _chat(url: str, stop: asyncio.Event) -> tuple[int, int]:
+    """A well-behaved client: one valid chat after another until ``stop``; (answered, failed)."""
+    body = {
+        "model": "regrpo-agent",
+        "messages": [{"role": "user", "content": "What is 6*7?"}],
+        "max_tokens": 1,
+    }
+    answered = failed = 0
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        served = (await client.get("/v1/models")).json()["data"][0]["id"]
+        body["model"] = served
+        while not stop.is_set():
+            try:
+                ok = (await client.post("/v1/chat/completions", json=body)).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            answered, failed = answered + ok, failed + (not ok)
+    return answered, failed
+
+
 async def _probed(url: str, kind: str, attack: Awaitable[tuple[int, int]]) -> Phase:
-    """Probe the health route while ``attack`` runs (or for ``QUIET_S`` when it is ``None``)."""
+    """Probe the health route, and chat as a well-behaved client, while ``attack`` runs."""
     stop = asyncio.Event()
     prober = asyncio.create_task(_probe(url, "/healthz" if kind == "agent" else "/health", stop))
+    chatter = asyncio.create_task(_chat(url, stop))
+    started = time.perf_counter()
     server_errors, hangs = await attack
     stop.set()
     latencies, missed = await prober
-    return Phase(latencies, missed, server_errors, hangs)
+    answered, failed = await chatter
+    elapsed = time.perf_counter() - started
+    return Phase(latencies, missed, server_errors, hangs, answered / elapsed, failed)
 
 
 async def _measure(url: str, port: int, kind: str, copies: int, repeat: int, idle: int) -> dict[str, Phase]:
@@ -275,7 +303,9 @@ def main() -> int:
             "max ms",
             "missed",
             "p99 / quiet",
-            "sent",
+            "chats/s",
+            "chat errors",
+            "attack sent",
             ">= 500",
             "hangs",
         )
@@ -292,6 +322,8 @@ def main() -> int:
                 f"{max(phase.latencies) * 1e3:.1f}",
                 str(phase.missed),
                 f"{p99 / quiet_p99:.1f}x",
+                f"{phase.chats_per_s:.1f}",
+                str(phase.chat_failures),
                 str(phase.sent),
                 str(phase.server_errors),
                 str(phase.hangs),
