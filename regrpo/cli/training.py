@@ -205,6 +205,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     from regrpo.tasks.task_file import load_task_file
 
     serving = _serving_engine(args)  # first: a wrong --serve-url is refused before anything is built
+    sampler = _engine_sampler(args)
     train_tasks, held_out = split(
         builtin_suite(
             n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
@@ -217,7 +218,9 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     registry = AdapterRegistry(args.registry)
     config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
     with open_store(args.store) as store:
-        round_ = ReGRPORound(policy, registry, train_tasks, store, config, warm_start=args.init)
+        round_ = ReGRPORound(
+            policy, registry, train_tasks, store, config, warm_start=args.init, sampler=sampler
+        )
         daemon = TrainerDaemon(
             store,
             registry,
@@ -261,6 +264,20 @@ def _serving_engine(args: argparse.Namespace) -> Any:
     return VllmEngine(
         args.serve_url, args.serve_model or args.model, args.served_name, admin_key=args.serve_key
     )
+
+
+def _engine_sampler(args: argparse.Namespace) -> Any:
+    """``--sample-on-engine``: the first ``--serve-url`` replica under ``--served-name``, to sample on."""
+    if not args.sample_on_engine:
+        return None
+    if not args.serve_url or args.serve_kind != "vllm":
+        raise InputError(
+            "--sample-on-engine samples on the engine the trainer promotes into: it needs --serve-url "
+            "with --serve-kind vllm (vLLM or regrpo serve-model, serving the live version as --served-name)"
+        )
+    from regrpo.agent.openai_policy import OpenAIPolicy
+
+    return OpenAIPolicy(args.serve_url[0], args.served_name, api_key=args.serve_key)
 
 
 def _print_rl(console: Console, report: Any) -> None:
@@ -431,6 +448,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     trainer.add_argument("--serve-model", help="vllm: the base model's name there (default: --model)")
     trainer.add_argument(
         "--served-name", default="regrpo-live", help="vllm: the adapter name clients send as model"
+    )
+    trainer.add_argument(
+        "--sample-on-engine",
+        action="store_true",
+        help="vllm: sample each round's groups on the engine (n=G, its token ids) while it serves the live "
+        "version; this process only scores and trains",
     )
     trainer.add_argument("--seed", type=int, default=0, help="suite and split seed")
     trainer.add_argument("--holdout-fraction", type=float, default=0.25, help="share held out for the gate")

@@ -11,6 +11,14 @@ folder, it
    each round builds on the last promoted one;
 3. writes the adapter into the folder and returns what it did (stored as the version's metadata).
 
+With a ``sampler`` (``regrpo trainer --sample-on-engine``: the serving engine the daemon promotes
+into, through :class:`~regrpo.agent.OpenAIPolicy` under its stable served name), the groups are
+sampled there and this process only scores and trains (``train_regrpo(sampler=...)``). That is
+on-policy only while the engine serves the round's starting point, i.e. the live version: before the
+first promotion (the round starts from the warm start, which the engine does not serve) or when the
+engine does not list the served name (restarted since), the round samples locally and says so in
+its report (``sampled_on``).
+
 Promotion is not decided here: the caller gates the committed version on held-out tasks.
 """
 
@@ -24,6 +32,8 @@ from typing import Any
 import msgspec
 
 from regrpo.agent.local import LocalPolicy
+from regrpo.agent.openai_policy import OpenAIPolicy
+from regrpo.errors import ModelError
 from regrpo.learning.data_engine import build_dataset
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.registry import AdapterRegistry
@@ -47,6 +57,7 @@ class ReGRPORound:
         max_points: Branch points per round (trace points first).
         near_misses_per_step: Near-misses per reference step for the filler points.
         progress: Show progress bars.
+        sampler: The serving engine to sample groups on, serving the live version (module docstring).
     """
 
     def __init__(
@@ -61,8 +72,10 @@ class ReGRPORound:
         max_points: int = 16,
         near_misses_per_step: int = 1,
         progress: bool = False,
+        sampler: OpenAIPolicy | None = None,
     ) -> None:
         self.policy, self.registry, self.tasks, self.store = policy, registry, list(tasks), store
+        self.sampler = sampler
         self.config = config
         self.warm_start = Path(warm_start) if warm_start is not None else None
         self.max_points = max_points
@@ -87,14 +100,40 @@ class ReGRPORound:
         points = self.points(trace_ids)
         live = self.registry.live()
         start = self.registry.path(live) if live is not None else self.warm_start
+        sampler, sampled_on = self._sampler(live)
         report = train_regrpo(
-            self.policy, points, self.config, folder, init_from=start, progress=self.progress
+            self.policy,
+            points,
+            self.config,
+            folder,
+            init_from=start,
+            progress=self.progress,
+            sampler=sampler,
         )
         return {
             "method": "regrpo",
             "started_from": str(start) if start is not None else None,
+            "sampled_on": sampled_on,
             "trace_ids": len(trace_ids),
             "branch_points": len(points),
             "from_traces": sum(p.source in ("trace", "traffic") for p in points),
             "report": msgspec.to_builtins(report),
         }
+
+    def _sampler(self, live: str | None) -> tuple[OpenAIPolicy | None, str]:
+        """The engine to sample on, if it serves the round's start (``live``); and where sampling runs."""
+        if self.sampler is None:
+            return None, "local"
+        where = f"{self.sampler.base_url} ({self.sampler.model_name})"
+        if live is None:
+            return (
+                None,
+                f"local: {where} serves no promoted version yet (the round starts from the warm start)",
+            )
+        try:
+            listed = self.sampler.listed_models()
+        except ModelError as exc:
+            return None, f"local: {where} is unreachable ({exc})"
+        if self.sampler.model_name not in listed:
+            return None, f"local: {where} does not list {self.sampler.model_name!r} (restarted since {live})"
+        return self.sampler, f"{where}, serving {live}"

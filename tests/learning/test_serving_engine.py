@@ -154,3 +154,45 @@ def test_the_trainer_takes_several_serve_urls_only_for_vllm_replicas(tmp_path, c
     assert main(command) == 2
     captured = capsys.readouterr()
     assert "--serve-kind regrpo takes one --serve-url" in captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_a_round_samples_on_the_engine_only_while_it_serves_the_live_version(smollm, adapters, store):
+    """``regrpo trainer --sample-on-engine`` (issue 13, item 5): on-policy only if the engine serves the
+    round's start; otherwise the round samples locally and its report says why."""
+    from regrpo.agent.openai_policy import OpenAIPolicy
+    from regrpo.learning.online import ReGRPORound
+    from regrpo.learning.regrpo import ReGRPOConfig
+    from regrpo.server.model_server import build_model_app
+
+    registry = adapters
+    app = build_model_app(smollm, lora_modules={"live": str(registry.path("v0001"))})
+    with start_in_thread(app) as server:
+
+        def round_on(name: str, url: str = server.url) -> ReGRPORound:
+            sampler = OpenAIPolicy(url, name, vllm=True)
+            return ReGRPORound(smollm, registry, [], store, ReGRPOConfig(), sampler=sampler)
+
+        sampler, where = round_on("live")._sampler(None)
+        assert sampler is None and "serves no promoted version yet" in where
+        sampler, where = round_on("live")._sampler("v0001")
+        assert sampler is not None and where == f"{server.url} (live), serving v0001"
+        sampler, where = round_on("regrpo-live")._sampler("v0001")
+        assert sampler is None and "does not list 'regrpo-live' (restarted since v0001)" in where
+    sampler, where = round_on("live", "http://127.0.0.1:1")._sampler("v0001")
+    assert sampler is None and where.startswith("local: http://127.0.0.1:1 (live) is unreachable")
+    assert ReGRPORound(smollm, registry, [], store, ReGRPOConfig())._sampler("v0001") == (None, "local")
+
+
+def test_the_trainer_samples_on_the_engine_only_with_a_vllm_serve_url(tmp_path, capsys):
+    from regrpo.cli import main
+
+    for extra in ([], ["--serve-url", "http://127.0.0.1:1", "--serve-kind", "regrpo"]):
+        assert (
+            main(["trainer", "--registry", str(tmp_path / "r"), "--once", "--sample-on-engine", *extra]) == 2
+        )
+        captured = capsys.readouterr()
+        assert (
+            "--sample-on-engine samples on the engine the trainer promotes into"
+            in captured.out + captured.err
+        )
