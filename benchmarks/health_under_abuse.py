@@ -27,7 +27,6 @@ import base64
 import io
 import json
 import multiprocessing as mp
-import statistics
 import tempfile
 import time
 from collections.abc import Awaitable
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from loopback import percentile, start_server
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -264,17 +264,6 @@ async def _measure(url: str, port: int, kind: str, copies: int, repeat: int, idl
     return phases
 
 
-def _percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
-def _start(ctx, kind: str, trace_dir: str, stop) -> tuple[mp.process.BaseProcess, int]:
-    queue = ctx.Queue()
-    process = ctx.Process(target=_serve, args=(kind, trace_dir, queue, stop), daemon=True)
-    process.start()
-    return process, queue.get(timeout=300)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=3, help="copies of each attack request sent at once")
@@ -286,7 +275,7 @@ def main() -> int:
     for kind, name in (("agent", "regrpo serve"), ("model", "regrpo serve-model")):
         stop = ctx.Event()
         with tempfile.TemporaryDirectory() as trace_dir:
-            process, port = _start(ctx, kind, trace_dir, stop)
+            process, port = start_server(ctx, _serve, (kind, trace_dir), stop)
             try:
                 phases = asyncio.run(
                     _measure(f"http://127.0.0.1:{port}", port, kind, args.copies, args.repeat, args.idle)
@@ -311,13 +300,13 @@ def main() -> int:
         )
         for column in columns:
             table.add_column(column, justify="right", no_wrap=True)
-        quiet_p99 = _percentile(phases["quiet"].latencies, 99)
+        quiet_p99 = percentile(phases["quiet"].latencies, 99)
         for label, phase in phases.items():
-            p99 = _percentile(phase.latencies, 99)
+            p99 = percentile(phase.latencies, 99)
             table.add_row(
                 label,
                 str(len(phase.latencies)),
-                f"{_percentile(phase.latencies, 50) * 1e3:.1f}",
+                f"{percentile(phase.latencies, 50) * 1e3:.1f}",
                 f"{p99 * 1e3:.1f}",
                 f"{max(phase.latencies) * 1e3:.1f}",
                 str(phase.missed),

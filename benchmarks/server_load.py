@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from loopback import percentile, start_server
 from rich.console import Console
 from rich.table import Table
 
@@ -102,20 +102,9 @@ async def _load(url: str, clients: int, requests: int) -> tuple[float, list[floa
     return requests / elapsed, latencies, failures
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
-def _start(ctx, kind: str, arg: str, stop) -> tuple[mp.process.BaseProcess, int]:
-    queue = ctx.Queue()
-    process = ctx.Process(target=_serve, args=(kind, arg, queue, stop), daemon=True)
-    process.start()
-    return process, queue.get(timeout=120)
-
-
 def _row(clients: int, kind: str, measured: tuple[float, list[float], int], bare) -> list[str]:
     rps, latencies, failures = measured
-    p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     agent = kind == "agent"
     return [
         str(clients),
@@ -124,7 +113,7 @@ def _row(clients: int, kind: str, measured: tuple[float, list[float], int], bare
         f"{p50 * 1e3:.1f}",
         f"{p99 * 1e3:.1f}",
         str(failures),
-        f"{p50 / _percentile(bare[1], 50):.1f}x" if agent else "",
+        f"{p50 / percentile(bare[1], 50):.1f}x" if agent else "",
         f"{bare[0] / rps:.1f}x" if agent else "",
     ]
 
@@ -141,14 +130,15 @@ def main() -> int:
     processes = []
     with tempfile.TemporaryDirectory() as trace_dir:
         try:
-            agent_process, agent_port = _start(ctx, "agent", trace_dir, stop)
+            agent_process, agent_port = start_server(ctx, _serve, ("agent", trace_dir), stop)
             processes.append(agent_process)
             sample = httpx.post(
                 f"http://127.0.0.1:{agent_port}/v1/chat/completions",
                 json=BODY,
                 headers={"Authorization": f"Bearer {KEY}"},
             )
-            bare_process, bare_port = _start(ctx, "bare", str(len(sample.content)), stop)  # same body size
+            same_size = str(len(sample.content))  # the bare route answers a body of the same size
+            bare_process, bare_port = start_server(ctx, _serve, ("bare", same_size), stop)
             processes.append(bare_process)
             ports = {"agent": agent_port, "bare": bare_port}
 
