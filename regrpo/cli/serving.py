@@ -80,6 +80,7 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--model-name", default=None, help="the model id clients send (default: regrpo-agent)")
     add("--max-body-bytes", type=int, default=None)
+    add("--max-json-values", type=int, default=None, help="most JSON values a body may hold (100,000)")
     add("--body-timeout-s", type=float, default=None, help="seconds a request body may take (then 408)")
     add("--max-images-per-request", type=int, default=None)
     add("--max-image-pixels", type=int, default=None)
@@ -119,6 +120,8 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
         max_model_len=args.max_model_len,
         lora_modules=lora_modules,
         max_n=args.max_n,
+        max_body_bytes=args.max_body_bytes,
+        max_json_values=args.max_json_values,
         lora_roots=args.lora_roots or (),
         limits=_limits(args),
     )
@@ -152,6 +155,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--max-lora-rank", type=int, default=64)
     model.add_argument("--max-model-len", type=int, help="context length to report and enforce")
     model.add_argument("--max-n", type=int, default=16, help="most samples (n) one request may ask for")
+    model.add_argument("--max-body-bytes", type=int, default=20 * 1024 * 1024, help="largest request body")
+    model.add_argument(
+        "--max-json-values", type=int, default=100_000, help="most JSON values a body may hold"
+    )
     model.add_argument(
         "--lora-root",
         dest="lora_roots",

@@ -65,7 +65,8 @@ class AgentService:
         except BodyRefused as exc:
             raise Refusal(exc.status, exc.message) from None
         try:
-            return await anyio.to_thread.run_sync(parse_json_text, body)  # off the event loop
+            # off the event loop (the value count bounds how long the parse may hold the GIL)
+            return await anyio.to_thread.run_sync(parse_json_text, body, self.config.max_json_values)
         except NotJSONText as exc:
             raise Refusal(400, f"the request body cannot be parsed: {exc}") from None
 

@@ -37,6 +37,9 @@ class ServerConfig:
     """The model id clients send in ``model`` and that ``GET /v1/models`` lists."""
     max_body_bytes: int = 20 * MiB
     """Largest request body, counted while it is read (a base64 image is 4/3 of its file size)."""
+    max_json_values: int = 100_000
+    """Most JSON values a body may hold, counted before it is parsed (``json.loads`` and pydantic hold
+    the GIL while they run: 300,000 ``{}`` items stalled ``/healthz`` 1.4 s before this bound)."""
     body_timeout_s: float = 30.0
     """Seconds the whole request body may take to arrive (a drip-fed body is a 408 after it)."""
     max_images_per_request: int = 8
@@ -76,6 +79,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         positive = (
             "max_body_bytes",
+            "max_json_values",
             "body_timeout_s",
             "max_images_per_request",
             "max_image_pixels",

@@ -39,12 +39,13 @@ _log = logging.getLogger("regrpo.server.model_server")
 T = TypeVar("T", bound=BaseModel)
 
 
-async def parse_body(request: Request, model: type[T], max_body_bytes: int) -> T:
+async def parse_body(request: Request, model: type[T], max_body_bytes: int, max_json_values: int) -> T:
     """The request body as ``model``, or a 400 like vLLM's (media type, JSON syntax, schema).
 
     Bodies over ``max_body_bytes`` are refused (413) while they are read, before they are buffered
-    whole; nesting too deep for the JSON parser and strings that are not Unicode text (lone
-    surrogates such as ``"\\ud800"``) are 400s, never 500s.
+    whole, and bodies of more than ``max_json_values`` values before they are parsed (400); nesting
+    too deep for the JSON parser and strings that are not Unicode text (lone surrogates such as
+    ``"\\ud800"``) are 400s, never 500s.
     """
     try:
         raw = await read_json_body(request, max_body_bytes)
@@ -54,7 +55,7 @@ async def parse_body(request: Request, model: type[T], max_body_bytes: int) -> T
 
     def parsed() -> T:  # off the event loop: a 20 MiB body takes a while to decode and validate
         try:
-            data = parse_json_text(raw)
+            data = parse_json_text(raw, max_json_values)
         except NotJSONText as exc:
             raise RequestError(
                 400, f"1 validation error:\n  JSON decode error: {exc}", "Bad Request", "body"

@@ -58,9 +58,10 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -92,8 +93,10 @@ from regrpo.openai_wire import (
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.lora_slots import Lora, LoraSlots
 from regrpo.server.model_http import BearerAuth, handled, http_error, parse_body, shown
-from regrpo.server.responses import RequestError
+from regrpo.server.responses import MAX_JSON_VALUES, RequestError
 from regrpo.traces.schema import Completion
+
+T = TypeVar("T", bound=BaseModel)
 
 if TYPE_CHECKING:
     from regrpo.agent.local import LocalPolicy
@@ -127,20 +130,27 @@ class _ModelService:
         max_model_len: int | None,
         max_n: int,
         max_body_bytes: int,
+        max_json_values: int,
         lora_roots: Sequence[str | Path],
     ) -> None:
-        if max_n < 1 or max_body_bytes < 1:
-            raise ValueError(f"max_n and max_body_bytes must be at least 1, got {max_n}, {max_body_bytes}")
+        if min(max_n, max_body_bytes, max_json_values) < 1:
+            raise ValueError(
+                "max_n, max_body_bytes and max_json_values must be at least 1, got "
+                f"{max_n}, {max_body_bytes}, {max_json_values}"
+            )
         self.policy = policy
         names = [served_model_name] if isinstance(served_model_name, str) else served_model_name
         self.base_names = list(names or [policy.model_name])
         self.slots = LoraSlots(policy, max_loras, max_lora_rank, lora_roots)
-        self.max_n, self.max_body_bytes = max_n, max_body_bytes
+        self.max_n, self.max_body_bytes, self.max_json_values = max_n, max_body_bytes, max_json_values
         self.max_model_len = max_model_len or int(
             getattr(policy.model.config, "max_position_embeddings", 2048)
         )
 
     # -- routes -----------------------------------------------------------------------------------
+
+    async def _parse(self, request: Request, model: type[T]) -> T:
+        return await parse_body(request, model, self.max_body_bytes, self.max_json_values)
 
     async def health(self, request: Request) -> Response:
         return Response(status_code=200)
@@ -160,7 +170,7 @@ class _ModelService:
         return JSONResponse(ModelList(data=cards).model_dump())
 
     async def tokenize(self, request: Request) -> Response:
-        body = await parse_body(request, TokenizeRequest, self.max_body_bytes)
+        body = await self._parse(request, TokenizeRequest)
         if body.model:
             self._resolve(body.model)
 
@@ -177,7 +187,7 @@ class _ModelService:
         return JSONResponse(reply.model_dump())
 
     async def chat(self, request: Request) -> Response:
-        body = await parse_body(request, ChatCompletionRequest, self.max_body_bytes)
+        body = await self._parse(request, ChatCompletionRequest)
         lora = self._resolve(body.model)
         self._check_supported(body)
         generated = await anyio.to_thread.run_sync(self._generate, body, lora)
@@ -187,7 +197,7 @@ class _ModelService:
         return JSONResponse(self._response(body, model, generated).model_dump())
 
     async def load_lora(self, request: Request) -> Response:
-        body = await parse_body(request, LoadLoRAAdapterRequest, self.max_body_bytes)
+        body = await self._parse(request, LoadLoRAAdapterRequest)
         name, path = body.lora_name, body.lora_path
         if not name or not path:
             raise RequestError(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
@@ -210,7 +220,7 @@ class _ModelService:
         return Response(f"Success: LoRA adapter '{name}' added successfully.", status_code=200)
 
     async def unload_lora(self, request: Request) -> Response:
-        body = await parse_body(request, UnloadLoRAAdapterRequest, self.max_body_bytes)
+        body = await self._parse(request, UnloadLoRAAdapterRequest)
         name = body.lora_name
         if not name:
             raise RequestError(
@@ -478,6 +488,7 @@ def build_model_app(
     lora_modules: Mapping[str, str] | None = None,
     max_n: int = 16,
     max_body_bytes: int = 20 * 1024 * 1024,
+    max_json_values: int = MAX_JSON_VALUES,
     lora_roots: Sequence[str | Path] = (),
 ) -> Starlette:
     """An OpenAI/vLLM-compatible Starlette app serving ``policy`` (see the module docstring).
@@ -495,6 +506,7 @@ def build_model_app(
         max_n: Most samples one request may ask for (``n``); more is a 400 (vLLM has no bound: a
             client asking ``n=64`` would hold the engine for every other request).
         max_body_bytes: Largest request body read; a bigger one is a 413 before it is buffered.
+        max_json_values: Most JSON values a body may hold, counted before it is parsed (a 400).
         lora_roots: Folders adapters may be loaded from (``--lora-root``; empty: any local folder,
             as vLLM; :mod:`~regrpo.server.lora_slots`).
     """
@@ -506,6 +518,7 @@ def build_model_app(
         max_model_len=max_model_len,
         max_n=max_n,
         max_body_bytes=max_body_bytes,
+        max_json_values=max_json_values,
         lora_roots=lora_roots,
     )
     for name, path in (lora_modules or {}).items():

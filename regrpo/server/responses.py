@@ -127,26 +127,27 @@ class NotJSONText(ValueError):
 
 
 MAX_JSON_VALUES = 100_000
-"""Most JSON values a request body may hold, bounded before parsing by counting ``,``, ``{`` and ``[``
-(inside strings too: an over-count, never an under-count). Parsing and validating run in a worker
-thread, but ``json.loads`` and pydantic hold the GIL throughout: a 1.2 MB body of 300,000 ``{}``
-items stalled the health checks of both servers for 1.4-2.9 s (benchmarks/health_under_abuse.py)."""
+"""Most JSON values a request body may hold by default (``--max-json-values``), bounded before
+parsing by counting ``,``, ``{`` and ``[`` (inside strings too: an over-count, never an
+under-count). Parsing and validating run in a worker thread, but ``json.loads`` and pydantic hold
+the GIL throughout: a 1.2 MB body of 300,000 ``{}`` items stalled the health checks of both servers
+for 1.4-2.9 s (benchmarks/health_under_abuse.py)."""
 
 
-def parse_json_text(body: bytes | str) -> Any:
+def parse_json_text(body: bytes | str, max_values: int = MAX_JSON_VALUES) -> Any:
     """``json.loads(body)``, refusing what the servers could not handle later as :class:`NotJSONText`.
 
-    Bodies holding more than :data:`MAX_JSON_VALUES` values, nesting deeper than the parser's
+    Bodies holding more than ``max_values`` values (:data:`MAX_JSON_VALUES`), nesting deeper than the parser's
     recursion limit, and strings holding a lone UTF-16 surrogate (``"\\ud800"``: valid JSON, but not
     Unicode text; it broke tokenising, trace writes and responses), are refused here with the
     reason, so no handler sees them.
     """
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     values = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
-    if values > MAX_JSON_VALUES:
+    if values > max_values:
         raise NotJSONText(
             f"the body holds about {values:,} JSON values (counting ',', '{{' and '['), over the limit of "
-            f"{MAX_JSON_VALUES:,}; send fewer items per request"
+            f"{max_values:,}; send fewer items per request"
         )
     try:
         data = json.loads(body)

@@ -268,6 +268,22 @@ def test_lone_surrogates_and_huge_error_lists_are_short_400s(store):
     assert too_many.status_code == 400 and "over the limit of 100,000" in too_many.json()["error"]["message"]
 
 
+def test_the_json_value_bound_is_the_servers_setting(store):
+    async def send(max_json_values: int) -> httpx.Response:
+        transport = httpx.ASGITransport(make_app(store, max_json_values=max_json_values))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            # 91 values by the count: 31 '{', 1 '[', 30 commas inside the messages and 29 between them
+            body = {"messages": [{"role": "user", "content": "hi"}] * 30}
+            return await client.post(
+                "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+            )
+
+    refused, served = asyncio.run(send(90)), asyncio.run(send(91))
+    assert refused.status_code == 400 and "about 91 JSON values" in refused.json()["error"]["message"]
+    assert "over the limit of 90" in refused.json()["error"]["message"]
+    assert served.status_code == 200, served.text
+
+
 def test_two_authorization_headers_are_a_401_whichever_holds_the_key(store):
     async def send(pair) -> int:
         transport = httpx.ASGITransport(make_app(store))

@@ -173,11 +173,12 @@ def test_adapters_load_only_from_under_the_lora_roots(smollm, tmp_path):
 def test_a_body_of_too_many_json_values_is_a_400_before_it_is_parsed(smollm, body):
     """json.loads and pydantic hold the GIL in the worker thread they run in: 300,000 ``{}`` items
     stalled ``/health`` for 2.9 s (benchmarks/health_under_abuse.py). Now counted and refused first."""
-    app = build_model_app(smollm)
 
-    async def send() -> httpx.Response:
+    async def send(app, body) -> httpx.Response:
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://model") as client:
             return await client.post("/v1/chat/completions", json=body)
 
-    assert_error(asyncio.run(send()), 400, "over the limit of 100,000")
+    assert_error(asyncio.run(send(build_model_app(smollm), body)), 400, "over the limit of 100,000")
+    strict = build_model_app(smollm, max_json_values=3)  # serve-model --max-json-values 3
+    assert_error(asyncio.run(send(strict, chat())), 400, "over the limit of 3")
