@@ -135,5 +135,6 @@ class ReGRPORound:
         except ModelError as exc:
             return None, f"local: {where} is unreachable ({exc})"
         if self.sampler.model_name not in listed:
-            return None, f"local: {where} does not list {self.sampler.model_name!r} (restarted since {live})"
+            why = f"restarted since {live} was pushed, or an engine that takes versioned names"
+            return None, f"local: {where} does not list {self.sampler.model_name!r} ({why})"
         return self.sampler, f"{where}, serving {live}"

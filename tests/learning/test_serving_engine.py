@@ -178,7 +178,7 @@ def test_a_round_samples_on_the_engine_only_while_it_serves_the_live_version(smo
         sampler, where = round_on("live")._sampler("v0001")
         assert sampler is not None and where == f"{server.url} (live), serving v0001"
         sampler, where = round_on("regrpo-live")._sampler("v0001")
-        assert sampler is None and "does not list 'regrpo-live' (restarted since v0001)" in where
+        assert sampler is None and "does not list 'regrpo-live' (restarted since v0001 was pushed" in where
     sampler, where = round_on("live", "http://127.0.0.1:1")._sampler("v0001")
     assert sampler is None and where.startswith("local: http://127.0.0.1:1 (live) is unreachable")
     assert ReGRPORound(smollm, registry, [], store, ReGRPOConfig())._sampler("v0001") == (None, "local")
