@@ -81,6 +81,7 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     add("--model-name", default=None, help="the model id clients send (default: regrpo-agent)")
     add("--max-body-bytes", type=int, default=None)
     add("--max-json-values", type=int, default=None, help="most JSON values a body may hold (100,000)")
+    add("--max-error-items", type=int, default=None, help="most errors a validation 400 lists (20)")
     add("--body-timeout-s", type=float, default=None, help="seconds a request body may take (then 408)")
     add("--max-images-per-request", type=int, default=None)
     add("--max-image-pixels", type=int, default=None)
@@ -122,6 +123,7 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
         max_n=args.max_n,
         max_body_bytes=args.max_body_bytes,
         max_json_values=args.max_json_values,
+        max_error_items=args.max_error_items,
         lora_roots=args.lora_roots or (),
         limits=_limits(args),
     )
@@ -159,6 +161,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--max-json-values", type=int, default=100_000, help="most JSON values a body may hold"
     )
+    model.add_argument("--max-error-items", type=int, default=20, help="most errors a validation 400 lists")
     model.add_argument(
         "--lora-root",
         dest="lora_roots",

@@ -30,10 +30,10 @@ from regrpo.server.agent_protocol import AdapterState
 from regrpo.server.config import ServerConfig
 from regrpo.server.image_urls import ImageResolver, ImageURLError, checked_request_pixels
 from regrpo.server.metrics import ServerMetrics
-from regrpo.server.responses import BodyRefused, NotJSONText, parse_json_text, read_json_body
+from regrpo.server.responses import BodyRefused, InvalidBody, NotJSONText, parse_json_text, read_json_body
 from regrpo.traces import Step
 
-__all__ = ["AgentService", "InvalidRequest", "episode_refusal"]
+__all__ = ["AgentService", "episode_refusal"]
 
 logger = logging.getLogger("regrpo.server")
 
@@ -77,7 +77,7 @@ class AgentService:
             try:
                 return model.model_validate(data)
             except ValidationError as exc:
-                raise InvalidRequest(exc) from None
+                raise InvalidBody(exc, self.config.max_error_items) from None
             except RecursionError:
                 raise Refusal(400, "request body is nested too deeply") from None
 
@@ -178,11 +178,6 @@ class AgentService:
         return AdapterState(
             live=registry.live(), active=self.agent.policy.active_adapter, previous=registry.history()
         )
-
-
-class InvalidRequest(Exception):
-    def __init__(self, error: ValidationError) -> None:
-        self.error = error
 
 
 def episode_refusal(exc: RegrpoError, retry_after: int) -> Refusal:

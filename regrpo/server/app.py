@@ -84,16 +84,13 @@ from regrpo.server.agent_protocol import (
     PromoteRequest,
     StepSummary,
 )
-from regrpo.server.agent_service import AgentService, InvalidRequest
+from regrpo.server.agent_service import AgentService
 from regrpo.server.auth import bearer_token, key_matches
 from regrpo.server.background import BackgroundServer, start_in_thread
 from regrpo.server.config import ServerConfig
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.metrics import CONTENT_TYPE
-from regrpo.server.responses import (
-    error_response,
-    validation_error_response,
-)
+from regrpo.server.responses import InvalidBody, error_response, validation_error_response
 from regrpo.traces import Answer, Step
 
 __all__ = ["BackgroundServer", "build_agent_app", "run_agent_server", "start_in_thread"]
@@ -369,8 +366,8 @@ async def _on_refusal(request: Request, exc: Exception) -> Response:
 
 
 async def _on_invalid(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InvalidRequest)
-    return validation_error_response(exc.error)
+    assert isinstance(exc, InvalidBody)
+    return validation_error_response(exc.error, max_items=exc.max_items)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
@@ -483,7 +480,7 @@ def build_agent_app(
         lifespan=lifespan,
         exception_handlers={
             Refusal: _on_refusal,
-            InvalidRequest: _on_invalid,
+            InvalidBody: _on_invalid,
             HTTPException: _on_http_exception,
             Exception: _on_bug,
         },

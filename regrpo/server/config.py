@@ -40,6 +40,8 @@ class ServerConfig:
     max_json_values: int = 100_000
     """Most JSON values a body may hold, counted before it is parsed (``json.loads`` and pydantic hold
     the GIL while they run: 300,000 ``{}`` items stalled ``/healthz`` 1.4 s before this bound)."""
+    max_error_items: int = 20
+    """Most errors a validation 400 lists (then "... and N more")."""
     body_timeout_s: float = 30.0
     """Seconds the whole request body may take to arrive (a drip-fed body is a 408 after it)."""
     max_images_per_request: int = 8
@@ -80,6 +82,7 @@ class ServerConfig:
         positive = (
             "max_body_bytes",
             "max_json_values",
+            "max_error_items",
             "body_timeout_s",
             "max_images_per_request",
             "max_image_pixels",

@@ -21,6 +21,7 @@ from regrpo.server.auth import authorization, key_matches
 from regrpo.server.responses import (
     JSON_ONLY,
     BodyRefused,
+    InvalidBody,
     NotJSONText,
     RequestError,
     error_response,
@@ -39,11 +40,14 @@ _log = logging.getLogger("regrpo.server.model_server")
 T = TypeVar("T", bound=BaseModel)
 
 
-async def parse_body(request: Request, model: type[T], max_body_bytes: int, max_json_values: int) -> T:
+async def parse_body(
+    request: Request, model: type[T], max_body_bytes: int, max_json_values: int, max_error_items: int
+) -> T:
     """The request body as ``model``, or a 400 like vLLM's (media type, JSON syntax, schema).
 
     Bodies over ``max_body_bytes`` are refused (413) while they are read, before they are buffered
-    whole, and bodies of more than ``max_json_values`` values before they are parsed (400); nesting
+    whole, and bodies of more than ``max_json_values`` values before they are parsed (400; a schema
+    error lists at most ``max_error_items`` of its errors); nesting
     too deep for the JSON parser and strings that are not Unicode text (lone surrogates such as
     ``"\\ud800"``) are 400s, never 500s.
     """
@@ -63,7 +67,7 @@ async def parse_body(request: Request, model: type[T], max_body_bytes: int, max_
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise ValidationFailed(exc) from None
+            raise InvalidBody(exc, max_error_items) from None
         except RecursionError:
             raise RequestError(400, "request body is nested too deeply", "Bad Request", "body") from None
 
@@ -73,12 +77,6 @@ async def parse_body(request: Request, model: type[T], max_body_bytes: int, max_
 def shown(name: str, limit: int = 200) -> str:
     """A client-sent name as echoed in an error: cut past ``limit`` characters (the cut says so)."""
     return name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
-
-
-class ValidationFailed(Exception):
-    def __init__(self, error: ValidationError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class BearerAuth:
@@ -108,8 +106,8 @@ def handled(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Requ
             return await handler(request)
         except RequestError as exc:
             return exc.response()
-        except ValidationFailed as exc:
-            return validation_error_response(exc.error)
+        except InvalidBody as exc:
+            return validation_error_response(exc.error, max_items=exc.max_items)
         except Exception:  # a bug, not the client's fault: a JSON 500 without the traceback, logged here
             _log.exception("unhandled error in %s %s", request.method, request.url.path)
             return error_response(500, "Internal server error (logged on the server).", "InternalServerError")

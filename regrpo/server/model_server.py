@@ -93,7 +93,7 @@ from regrpo.openai_wire import (
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.lora_slots import Lora, LoraSlots
 from regrpo.server.model_http import BearerAuth, handled, http_error, parse_body, shown
-from regrpo.server.responses import MAX_JSON_VALUES, RequestError
+from regrpo.server.responses import MAX_ERROR_ITEMS, MAX_JSON_VALUES, RequestError
 from regrpo.traces.schema import Completion
 
 T = TypeVar("T", bound=BaseModel)
@@ -131,18 +131,23 @@ class _ModelService:
         max_n: int,
         max_body_bytes: int,
         max_json_values: int,
+        max_error_items: int,
         lora_roots: Sequence[str | Path],
     ) -> None:
-        if min(max_n, max_body_bytes, max_json_values) < 1:
-            raise ValueError(
-                "max_n, max_body_bytes and max_json_values must be at least 1, got "
-                f"{max_n}, {max_body_bytes}, {max_json_values}"
-            )
+        limits = {
+            "max_n": max_n,
+            "max_body_bytes": max_body_bytes,
+            "max_json_values": max_json_values,
+            "max_error_items": max_error_items,
+        }
+        if min(limits.values()) < 1:
+            raise ValueError(f"each limit must be at least 1, got {limits}")
         self.policy = policy
         names = [served_model_name] if isinstance(served_model_name, str) else served_model_name
         self.base_names = list(names or [policy.model_name])
         self.slots = LoraSlots(policy, max_loras, max_lora_rank, lora_roots)
         self.max_n, self.max_body_bytes, self.max_json_values = max_n, max_body_bytes, max_json_values
+        self.max_error_items = max_error_items
         self.max_model_len = max_model_len or int(
             getattr(policy.model.config, "max_position_embeddings", 2048)
         )
@@ -150,7 +155,9 @@ class _ModelService:
     # -- routes -----------------------------------------------------------------------------------
 
     async def _parse(self, request: Request, model: type[T]) -> T:
-        return await parse_body(request, model, self.max_body_bytes, self.max_json_values)
+        return await parse_body(
+            request, model, self.max_body_bytes, self.max_json_values, self.max_error_items
+        )
 
     async def health(self, request: Request) -> Response:
         return Response(status_code=200)
@@ -489,6 +496,7 @@ def build_model_app(
     max_n: int = 16,
     max_body_bytes: int = 20 * 1024 * 1024,
     max_json_values: int = MAX_JSON_VALUES,
+    max_error_items: int = MAX_ERROR_ITEMS,
     lora_roots: Sequence[str | Path] = (),
 ) -> Starlette:
     """An OpenAI/vLLM-compatible Starlette app serving ``policy`` (see the module docstring).
@@ -507,6 +515,7 @@ def build_model_app(
             client asking ``n=64`` would hold the engine for every other request).
         max_body_bytes: Largest request body read; a bigger one is a 413 before it is buffered.
         max_json_values: Most JSON values a body may hold, counted before it is parsed (a 400).
+        max_error_items: Most errors a validation 400 lists.
         lora_roots: Folders adapters may be loaded from (``--lora-root``; empty: any local folder,
             as vLLM; :mod:`~regrpo.server.lora_slots`).
     """
@@ -519,6 +528,7 @@ def build_model_app(
         max_n=max_n,
         max_body_bytes=max_body_bytes,
         max_json_values=max_json_values,
+        max_error_items=max_error_items,
         lora_roots=lora_roots,
     )
     for name, path in (lora_modules or {}).items():

@@ -21,6 +21,7 @@ __all__ = [
     "JSON_ONLY",
     "MAX_ERROR_CHARS",
     "MAX_ERROR_ITEMS",
+    "InvalidBody",
     "BodyRefused",
     "NotJSONText",
     "RequestError",
@@ -165,24 +166,35 @@ def parse_json_text(body: bytes | str, max_values: int = MAX_JSON_VALUES) -> Any
 
 
 MAX_ERROR_ITEMS = 20
-"""A validation error lists at most this many items (a body of 100,000 bad items made a 195 MiB 400)."""
+"""A validation error lists at most this many items by default (``--max-error-items``; a body of
+100,000 bad items made a 195 MiB 400)."""
 
 
-def validation_error_response(exc: ValidationError, *, prefix: str = "body") -> JSONResponse:
+class InvalidBody(Exception):
+    """A request body that failed its schema, with how many of its errors the 400 may list."""
+
+    def __init__(self, error: ValidationError, max_items: int = MAX_ERROR_ITEMS) -> None:
+        super().__init__(f"{error.error_count()} validation errors")  # not str(error): it formats them all
+        self.error, self.max_items = error, max_items
+
+
+def validation_error_response(
+    exc: ValidationError, *, prefix: str = "body", max_items: int = MAX_ERROR_ITEMS
+) -> JSONResponse:
     """A pydantic error as vLLM's 400: ``type`` "Bad Request", ``param`` the first error's location.
 
-    The message lists each error's location, kind and text; it never holds the input (which may be
-    large or private) or a traceback.
+    The message lists each error's location, kind and text (at most ``max_items`` of them); it never
+    holds the input (which may be large or private) or a traceback.
     """
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     lines = []
-    for err in errors[:MAX_ERROR_ITEMS]:
+    for err in errors[:max_items]:
         loc = ".".join(str(part) for part in (prefix, *err["loc"]))
         lines.append(str({"type": err["type"], "loc": loc, "msg": err["msg"]}))
     first = errors[0]["loc"] if errors else ()
     param = ".".join(str(part) for part in (prefix, *first))
     count = len(errors)
-    if count > MAX_ERROR_ITEMS:
-        lines.append(f"... and {count - MAX_ERROR_ITEMS} more")
+    if count > max_items:
+        lines.append(f"... and {count - max_items} more")
     message = f"{count} validation error{'s' if count != 1 else ''}:\n  " + "\n  ".join(lines)
     return error_response(400, message, "Bad Request", param)

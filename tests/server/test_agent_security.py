@@ -268,6 +268,20 @@ def test_lone_surrogates_and_huge_error_lists_are_short_400s(store):
     assert too_many.status_code == 400 and "over the limit of 100,000" in too_many.json()["error"]["message"]
 
 
+def test_the_error_list_bound_is_the_servers_setting(store):
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(make_app(store, max_error_items=2))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            body = {"messages": [{}] * 5}
+            return await client.post(
+                "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+            )
+
+    message = asyncio.run(send()).json()["error"]["message"]
+    assert message.startswith("5 validation errors") and message.count("'loc'") == 2
+    assert message.endswith("... and 3 more")
+
+
 def test_the_json_value_bound_is_the_servers_setting(store):
     async def send(max_json_values: int) -> httpx.Response:
         transport = httpx.ASGITransport(make_app(store, max_json_values=max_json_values))

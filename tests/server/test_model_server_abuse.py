@@ -182,3 +182,7 @@ def test_a_body_of_too_many_json_values_is_a_400_before_it_is_parsed(smollm, bod
     assert_error(asyncio.run(send(build_model_app(smollm), body)), 400, "over the limit of 100,000")
     strict = build_model_app(smollm, max_json_values=3)  # serve-model --max-json-values 3
     assert_error(asyncio.run(send(strict, chat())), 400, "over the limit of 3")
+    terse = build_model_app(smollm, max_error_items=2)  # serve-model --max-error-items 2
+    response = asyncio.run(send(terse, {"messages": [{}] * 5}))
+    assert_error(response, 400, "5 validation errors")
+    assert response.json()["error"]["message"].count("'loc'") == 2 and "... and 3 more" in response.text

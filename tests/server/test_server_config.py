@@ -43,6 +43,7 @@ def test_from_namespace_uses_the_flags_it_finds(tmp_path):
         {"max_concurrency": 0},
         {"max_body_bytes": -1},
         {"max_json_values": 0},
+        {"max_error_items": 0},
         {"max_queue": -1},
         {"api_keys": (" padded ",)},
         {"api_keys": ("",)},
