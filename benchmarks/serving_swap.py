@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from loopback import percentile
 
 ADMIN, USER, MODEL_KEY = "sk-admin", "sk-user", "sk-model"
 
@@ -68,10 +69,6 @@ def _timed(action: Callable[[int], object], repeats: int) -> list[float]:
         action(i)
         seconds.append(time.perf_counter() - started)
     return seconds
-
-
-def _p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else values[0]
 
 
 def main() -> int:
@@ -155,7 +152,9 @@ def main() -> int:
     print(header)
     for name, (swaps, probes) in rows.items():
         median, probe = statistics.median(swaps), statistics.median(probes)
-        print(f"{name:<28} {median:>9.2f} {_p90(swaps):>7.2f} {probe:>15.2f} {median / probe:>12.1f}x")
+        print(
+            f"{name:<28} {median:>9.2f} {percentile(swaps, 90):>7.2f} {probe:>15.2f} {median / probe:>12.1f}x"
+        )
     return 0
 
 

@@ -27,6 +27,7 @@ from regrpo.cli.common import (
     model_options,
 )
 from regrpo.server.limits import ConnectionLimits
+from regrpo.server.responses import MAX_ERROR_ITEMS, MAX_JSON_VALUES
 
 __all__ = ["register"]
 
@@ -159,9 +160,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--max-n", type=int, default=16, help="most samples (n) one request may ask for")
     model.add_argument("--max-body-bytes", type=int, default=20 * 1024 * 1024, help="largest request body")
     model.add_argument(
-        "--max-json-values", type=int, default=100_000, help="most JSON values a body may hold"
+        "--max-json-values", type=int, default=MAX_JSON_VALUES, help="most JSON values a body may hold"
     )
-    model.add_argument("--max-error-items", type=int, default=20, help="most errors a validation 400 lists")
+    model.add_argument(
+        "--max-error-items", type=int, default=MAX_ERROR_ITEMS, help="most errors a validation 400 lists"
+    )
     model.add_argument(
         "--lora-root",
         dest="lora_roots",

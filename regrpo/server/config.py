@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from regrpo.errors import InputError
+from regrpo.server.responses import MAX_ERROR_ITEMS, MAX_JSON_VALUES
 
 __all__ = ["ServerConfig"]
 
@@ -37,10 +38,10 @@ class ServerConfig:
     """The model id clients send in ``model`` and that ``GET /v1/models`` lists."""
     max_body_bytes: int = 20 * MiB
     """Largest request body, counted while it is read (a base64 image is 4/3 of its file size)."""
-    max_json_values: int = 100_000
+    max_json_values: int = MAX_JSON_VALUES
     """Most JSON values a body may hold, counted before it is parsed (``json.loads`` and pydantic hold
     the GIL while they run: 300,000 ``{}`` items stalled ``/healthz`` 1.4 s before this bound)."""
-    max_error_items: int = 20
+    max_error_items: int = MAX_ERROR_ITEMS
     """Most errors a validation 400 lists (then "... and N more")."""
     body_timeout_s: float = 30.0
     """Seconds the whole request body may take to arrive (a drip-fed body is a 408 after it)."""

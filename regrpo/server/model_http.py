@@ -47,9 +47,8 @@ async def parse_body(
 
     Bodies over ``max_body_bytes`` are refused (413) while they are read, before they are buffered
     whole, and bodies of more than ``max_json_values`` values before they are parsed (400; a schema
-    error lists at most ``max_error_items`` of its errors); nesting
-    too deep for the JSON parser and strings that are not Unicode text (lone surrogates such as
-    ``"\\ud800"``) are 400s, never 500s.
+    error lists at most ``max_error_items`` of its errors); nesting too deep for the JSON parser and
+    strings that are not Unicode text (lone surrogates such as ``"\\ud800"``) are 400s, never 500s.
     """
     try:
         raw = await read_json_body(request, max_body_bytes)
