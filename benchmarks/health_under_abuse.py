@@ -16,7 +16,10 @@ well-behaved client beside them got answered (and its failures), how many attack
 answered with a status >= 500 and how many got no answer in 60 s (hangs). The bound this is held
 to is in docs/performance.md. Usage::
 
-    python benchmarks/health_under_abuse.py [--copies 3] [--repeat 10] [--idle 200]
+    python benchmarks/health_under_abuse.py [--copies 3] [--repeat 10] [--idle 200] [--check]
+
+With ``--check`` (CI runs it so) the script exits 1 when the full attack breaks the bound: health
+p99 over ``BOUND_P99_S``, any probe over ``BOUND_MAX_S`` or missed, any status >= 500, any hang.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from rich.table import Table
 KEY = "sk-bench"
 PROBE_EVERY_S = 0.02
 QUIET_S = 5.0
+BOUND_P99_S = 0.150
+"""The stated bound (docs/performance.md): health p99 under the full attack."""
+BOUND_MAX_S = 0.500
+"""The stated bound on the slowest health probe under the full attack."""
 
 
 @dataclass
@@ -269,8 +276,10 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=3, help="copies of each attack request sent at once")
     parser.add_argument("--repeat", type=int, default=10, help="times the whole attack is sent, all at once")
     parser.add_argument("--idle", type=int, default=200, help="connections held open without a byte")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the full attack breaks the bound")
     args = parser.parse_args()
     console = Console(width=150)
+    broken: list[str] = []
     ctx = mp.get_context("spawn")
     for kind, name in (("agent", "regrpo serve"), ("model", "regrpo serve-model")):
         stop = ctx.Event()
@@ -318,7 +327,26 @@ def main() -> int:
                 str(phase.hangs),
             )
         console.print(table)
-    return 0
+        broken += [f"{name}: {why}" for why in _bound_broken(phases[f"all + {args.idle} idle"])]
+    for why in broken:
+        console.print(f"[red]bound broken[/red] {why}")
+    if not broken:
+        bound = f"p99 <= {BOUND_P99_S * 1e3:.0f} ms, max <= {BOUND_MAX_S * 1e3:.0f} ms"
+        console.print(f"bound held: {bound}, no probe missed, no status >= 500, no hang")
+    return 1 if broken and args.check else 0
+
+
+def _bound_broken(phase: Phase) -> list[str]:
+    """Each way one phase breaks the stated bound, in words (empty: it held)."""
+    p99, slowest = percentile(phase.latencies, 99), max(phase.latencies)
+    checks = [
+        (p99 > BOUND_P99_S, f"health p99 {p99 * 1e3:.1f} ms > {BOUND_P99_S * 1e3:.0f} ms"),
+        (slowest > BOUND_MAX_S, f"slowest probe {slowest * 1e3:.1f} ms > {BOUND_MAX_S * 1e3:.0f} ms"),
+        (phase.missed > 0, f"{phase.missed} probes missed"),
+        (phase.server_errors > 0, f"{phase.server_errors} attack requests answered >= 500"),
+        (phase.hangs > 0, f"{phase.hangs} attack requests hung"),
+    ]
+    return [why for failed, why in checks if failed]
 
 
 if __name__ == "__main__":
