@@ -16,10 +16,11 @@ well-behaved client beside them got answered (and its failures), how many attack
 answered with a status >= 500 and how many got no answer in 60 s (hangs). The bound this is held
 to is in docs/performance.md. Usage::
 
-    python benchmarks/health_under_abuse.py [--copies 3] [--repeat 10] [--idle 200] [--check]
+    python benchmarks/health_under_abuse.py [--copies 3] [--repeat 10] [--idle 200] [--check] [--max-ms 500]
 
 With ``--check`` the script exits 1 when the full attack breaks the bound: health
-p99 over ``BOUND_P99_S``, any probe over ``BOUND_MAX_S`` or missed, any status >= 500, any hang.
+p99 over ``BOUND_P99_S``, any probe over ``--max-ms`` (default ``BOUND_MAX_S``) or missed, any
+status >= 500, any hang. ``.ci/run`` runs it that way with ``--max-ms 1000`` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -277,6 +278,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=10, help="times the whole attack is sent, all at once")
     parser.add_argument("--idle", type=int, default=200, help="connections held open without a byte")
     parser.add_argument("--check", action="store_true", help="exit 1 when the full attack breaks the bound")
+    parser.add_argument(
+        "--max-ms", type=float, default=BOUND_MAX_S * 1e3, help="the bound on the slowest health probe, in ms"
+    )
     args = parser.parse_args()
     console = Console(width=150)
     broken: list[str] = []
@@ -327,11 +331,12 @@ def main() -> int:
                 str(phase.hangs),
             )
         console.print(table)
-        broken += [f"{name}: {why}" for why in _bound_broken(phases[_full_attack(args.idle)])]
+        full_attack = phases[_full_attack(args.idle)]
+        broken += [f"{name}: {why}" for why in _bound_broken(full_attack, args.max_ms / 1e3)]
     for why in broken:
         console.print(f"[red]bound broken[/red] {why}")
     if not broken:
-        bound = f"p99 <= {BOUND_P99_S * 1e3:.0f} ms, max <= {BOUND_MAX_S * 1e3:.0f} ms"
+        bound = f"p99 <= {BOUND_P99_S * 1e3:.0f} ms, max <= {args.max_ms:.0f} ms"
         console.print(f"bound held: {bound}, no probe missed, no status >= 500, no hang")
     return 1 if broken and args.check else 0
 
@@ -341,12 +346,12 @@ def _full_attack(idle: int) -> str:
     return f"all + {idle} idle"
 
 
-def _bound_broken(phase: Phase) -> list[str]:
-    """Each way one phase breaks the stated bound, in words (empty: it held)."""
+def _bound_broken(phase: Phase, max_s: float) -> list[str]:
+    """Each way one phase breaks the bound (p99, max_s on the slowest probe), in words (empty: held)."""
     p99, slowest = percentile(phase.latencies, 99), max(phase.latencies)
     checks = [
         (p99 > BOUND_P99_S, f"health p99 {p99 * 1e3:.1f} ms > {BOUND_P99_S * 1e3:.0f} ms"),
-        (slowest > BOUND_MAX_S, f"slowest probe {slowest * 1e3:.1f} ms > {BOUND_MAX_S * 1e3:.0f} ms"),
+        (slowest > max_s, f"slowest probe {slowest * 1e3:.1f} ms > {max_s * 1e3:.0f} ms"),
         (phase.missed > 0, f"{phase.missed} probes missed"),
         (phase.server_errors > 0, f"{phase.server_errors} attack requests answered >= 500"),
         (phase.hangs > 0, f"{phase.hangs} attack requests hung"),
