@@ -235,3 +235,57 @@ def test_a_repeated_base_url_makes_a_replica_set_and_one_makes_a_single_client()
     assert isinstance(both, ReplicaPolicy)
     assert [r.base_url for r in both.replicas] == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
     assert all(r.vllm for r in both.replicas)
+
+
+# -- a user's own tools: --tool MODULE:NAME on every command that runs or replays the agent ------------
+
+TOOL_COMMANDS = (
+    ["run", "task"],
+    ["eval"],
+    ["serve"],
+    ["trainer", "--registry", "REG"],
+    ["train", "data", "--out", "OUT"],
+    ["train", "regrpo", "--data", "DATA", "--out", "OUT"],
+)
+
+
+@pytest.mark.parametrize("command", TOOL_COMMANDS, ids=lambda c: "-".join(c[:2]))
+def test_every_command_that_runs_or_replays_the_agent_takes_the_users_tools(command, tmp_path, monkeypatch):
+    from regrpo.cli import _parser
+    from regrpo.cli.common import chosen_tools
+    from regrpo.tools import default_tools
+
+    (tmp_path / "my_app.py").write_text(
+        'def ping(text: str) -> str:\n    """Echo.\n\n    Args:\n        text: t.\n    """\n    return text\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    command = [str(tmp_path / part) if part.isupper() else part for part in command]
+    parser = _parser()
+    assert chosen_tools(parser.parse_args(command)) is None  # the built-in toolbox
+    mixed = chosen_tools(parser.parse_args([*command, "--tool", "my_app:ping"]))
+    only = chosen_tools(parser.parse_args([*command, "--tool", "my_app:ping", "--no-builtin-tools"]))
+    assert mixed is not None and [t.name for t in mixed] == [*(t.name for t in default_tools()), "ping"]
+    assert only is not None and [t.name for t in only] == ["ping"]
+
+
+@pytest.mark.parametrize("command", TOOL_COMMANDS, ids=lambda c: "-".join(c[:2]))
+def test_a_bad_tool_is_a_one_line_error_before_anything_loads(command, tmp_path, capsys):
+    from regrpo.cli import main
+
+    command = [str(tmp_path / part) if part.isupper() else part for part in command]
+    store = ["--store", str(tmp_path / "t.sqlite")]
+    model = [] if command[0] == "train" and command[1] == "data" else ["--model", str(tmp_path / "no-model")]
+    code = main([*command, *store, *model, "--tool", "no_such_app_xyz:ping"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2 and "error: cannot import tool module 'no_such_app_xyz'" in out
+
+
+def test_the_trainers_gate_rule_is_a_flag_and_defaults_to_the_paired_test():
+    from regrpo.cli import _parser
+
+    parser = _parser()
+    assert parser.parse_args(["trainer", "--registry", "r"]).gate_rule == "paired_ci"
+    chosen = parser.parse_args(["trainer", "--registry", "r", "--gate-rule", "any_improvement"])
+    assert chosen.gate_rule == "any_improvement"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["trainer", "--registry", "r", "--gate-rule", "vibes"])

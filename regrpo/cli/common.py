@@ -21,17 +21,20 @@ from regrpo.traces import Answer, Step, ToolCall, open_store
 if TYPE_CHECKING:
     from regrpo.agent.loop import Agent
     from regrpo.agent.policy import Policy
+    from regrpo.tools import Tool
 
 __all__ = [
     "adapter_options",
     "agent_options",
     "chosen_adapter",
+    "chosen_tools",
     "confidence_trigger_option",
     "describe_step",
     "make_agent",
     "make_policy",
     "model_options",
     "store_options",
+    "tool_options",
 ]
 
 
@@ -109,6 +112,35 @@ def confidence_trigger_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def tool_options() -> argparse.ArgumentParser:
+    """``--tool MODULE:NAME`` (repeatable) and ``--no-builtin-tools``: the agent's toolbox.
+
+    ``serve`` runs the agent with them; ``eval``, ``train data``, ``train regrpo`` and ``trainer``
+    need the same ones, since they replay and execute calls with the tools the agent ran with.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--tool",
+        dest="tools",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="a tool of your own by import path: a Tool, a typed function or a list of them (repeatable; "
+        "added after the built-in tools)",
+    )
+    options.add_argument(
+        "--no-builtin-tools", action="store_true", help="only the --tool tools, not the built-in ones"
+    )
+    return options
+
+
+def chosen_tools(args: argparse.Namespace) -> list[Tool] | None:
+    """The toolbox :func:`tool_options` chose; ``None`` for the built-in one (each command's default)."""
+    from regrpo.tools.importing import toolbox_from_names
+
+    return toolbox_from_names(args.tools, builtin=not args.no_builtin_tools)
+
+
 def chosen_adapter(args: argparse.Namespace) -> AdapterChoice:
     """The adapter :func:`adapter_options` chose: ``--adapter``, ``None`` (``--no-adapter``) or the default.
 
@@ -153,9 +185,11 @@ def make_agent(args: argparse.Namespace, console: Console) -> Agent:
     """An agent over :func:`make_policy` with the command's adapter, budgets, trigger and trace store."""
     from regrpo.agent import Agent
 
-    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter fails fast
+    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter or --tool fails fast
+    tools = chosen_tools(args)
     return Agent(
         make_policy(args, console),
+        tools=tools,
         store=open_store(args.store),
         max_steps=args.max_steps,
         max_new_tokens=args.max_new_tokens,

@@ -14,6 +14,7 @@ from regrpo.cli.common import (
     describe_step,
     make_agent,
     store_options,
+    tool_options,
 )
 from regrpo.errors import RegrpoError
 from regrpo.traces import open_store
@@ -66,7 +67,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``run``, ``models`` and ``export`` to the ``regrpo`` parser."""
     run = commands.add_parser(
         "run",
-        parents=[agent_options(6, 128), adapter_options()],
+        parents=[agent_options(6, 128), adapter_options(), tool_options()],
         help="run the agent on one task, showing each step",
     )
     confidence_trigger_option(run)

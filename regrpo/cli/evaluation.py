@@ -17,9 +17,11 @@ from regrpo.cli.common import (
     adapter_options,
     agent_options,
     chosen_adapter,
+    chosen_tools,
     confidence_trigger_option,
     make_policy,
     store_options,
+    tool_options,
 )
 from regrpo.errors import InputError
 from regrpo.evaluation import EvalOptions, EvalReport, evaluate, read_report, write_comparison, write_report
@@ -120,10 +122,13 @@ def _evaluate(args: argparse.Namespace, console: Console, label: str) -> EvalRep
         reflect=not args.no_reflect,
         confidence_trigger=args.confidence_trigger,
     )
-    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter fails fast
+    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter or --tool fails fast
+    tools = chosen_tools(args)
     policy = make_policy(args, console)
     with open_store(args.store) as store:
-        report = evaluate(policy, tasks, store=store, options=options, adapter=adapter, label=label)
+        report = evaluate(
+            policy, tasks, store=store, options=options, tools=tools, adapter=adapter, label=label
+        )
     write_report(report, args.out)
     return report
 
@@ -200,7 +205,12 @@ def suite_selection_options(tasks: int, split: str = "all") -> argparse.Argument
 def _suite_options(tasks: int, max_steps: int, max_new_tokens: int, out: Path) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(
         add_help=False,
-        parents=[agent_options(max_steps, max_new_tokens), adapter_options(), suite_selection_options(tasks)],
+        parents=[
+            agent_options(max_steps, max_new_tokens),
+            adapter_options(),
+            tool_options(),
+            suite_selection_options(tasks),
+        ],
     )
     options.add_argument(
         "--fault-rate", type=float, default=0.0, help="probability a tool call is made to fail"

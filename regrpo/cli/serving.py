@@ -25,6 +25,7 @@ from regrpo.cli.common import (
     make_agent,
     make_policy,
     model_options,
+    tool_options,
 )
 from regrpo.server.limits import ConnectionLimits
 from regrpo.server.responses import MAX_ERROR_ITEMS, MAX_JSON_VALUES
@@ -135,7 +136,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``serve-model`` to the ``regrpo`` parser."""
     serve = commands.add_parser(
         "serve",
-        parents=[agent_options(6, 128), adapter_options()],
+        parents=[agent_options(6, 128), adapter_options(), tool_options()],
         help="serve the agent as an OpenAI-compatible endpoint",
     )
     confidence_trigger_option(serve)

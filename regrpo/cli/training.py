@@ -19,7 +19,7 @@ import msgspec
 from rich.console import Console
 
 from regrpo.agent.local import LocalPolicy
-from regrpo.cli.common import model_options, store_options
+from regrpo.cli.common import chosen_tools, model_options, store_options, tool_options
 from regrpo.cli.evaluation import select_tasks, suite_selection_options
 from regrpo.errors import InputError
 from regrpo.learning.budget import DEFAULT_TARGET_TOKENS
@@ -65,9 +65,11 @@ def _finish(args: argparse.Namespace, console: Console, report: msgspec.Struct, 
 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
     from regrpo.learning.data_engine import DataEngineConfig, build_dataset
+    from regrpo.tools import Toolbox
 
     if args.no_suite and not args.traces:
         raise InputError("--no-suite leaves nothing to build from; add --traces to mine --store")
+    tools = chosen_tools(args)
     tasks = [] if args.no_suite else select_tasks(args)
     config = DataEngineConfig(
         near_misses_per_step=args.near_misses,
@@ -76,9 +78,12 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
         target_tokens=args.target_tokens,
         rot_continuations=args.rot_continuations,
     )
+    toolbox = Toolbox(tools) if tools is not None else None
     store = open_store(args.store) if args.traces else None
     try:
-        dataset = build_dataset(tasks, config=config, store=store, image_dir=Path(args.out) / "images")
+        dataset = build_dataset(
+            tasks, config=config, store=store, image_dir=Path(args.out) / "images", toolbox=toolbox
+        )
     finally:
         if store is not None:
             store.close()
@@ -144,6 +149,7 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
     from regrpo.learning.data_engine import Dataset
     from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
 
+    tools = chosen_tools(args)  # a wrong --tool fails before anything loads
     data = Dataset.load(args.data)
     points = data.branch_points
     if args.failures_only:
@@ -167,7 +173,7 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
             raise InputError("--sample-url needs --sample-model: the name the server serves --init under")
         sampler = OpenAIPolicy(args.sample_url, args.sample_model, api_key=args.sample_key)
     report = train_regrpo(
-        _policy(args, console), points, config, args.out, init_from=args.init, sampler=sampler
+        _policy(args, console), points, config, args.out, init_from=args.init, tools=tools, sampler=sampler
     )
     _print_rl(console, report)
     if sampler is not None:
@@ -206,6 +212,8 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
 
     serving = _serving_engine(args)  # first: a wrong --serve-url is refused before anything is built
     sampler = _engine_sampler(args)
+    tools = chosen_tools(args)  # and a wrong --tool or gate rule
+    gate = GateConfig(margin=args.margin, rule=args.gate_rule)
     train_tasks, held_out = split(
         builtin_suite(
             n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
@@ -219,7 +227,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
     with open_store(args.store) as store:
         round_ = ReGRPORound(
-            policy, registry, train_tasks, store, config, warm_start=args.init, sampler=sampler
+            policy, registry, train_tasks, store, config, warm_start=args.init, sampler=sampler, tools=tools
         )
         daemon = TrainerDaemon(
             store,
@@ -228,9 +236,10 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
             round_,
             gate_tasks,
             config=DaemonConfig(min_new_failures=args.min_new_failures),
-            gate=GateConfig(margin=args.margin),
+            gate=gate,
             options=EvalOptions(max_steps=args.max_steps, max_new_tokens=args.max_new_tokens),
             serving=serving,
+            tools=tools,
         )
         if args.once:
             daemon.start()
@@ -316,7 +325,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     data = kinds.add_parser(
         "data",
-        parents=[suite_selection_options(48, split="train"), store_options()],
+        parents=[suite_selection_options(48, split="train"), store_options(), tool_options()],
         help="RoT SFT examples and branch points from a suite's reference solutions and near-misses",
     )
     data.add_argument("--out", type=Path, required=True, help="dataset folder")
@@ -354,7 +363,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sft.set_defaults(handler=cmd_sft)
 
     regrpo = kinds.add_parser(
-        "regrpo", parents=[_trainer_options(2e-5), _rl_options()], help="a ReGRPO round"
+        "regrpo", parents=[_trainer_options(2e-5), _rl_options(), tool_options()], help="a ReGRPO round"
     )
     regrpo.add_argument("--data", type=Path, required=True, help="dataset folder from `regrpo train data`")
     regrpo.add_argument("--max-new-tokens", type=int, default=128)
@@ -411,7 +420,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     trainer = commands.add_parser(
         "trainer",
-        parents=[model_options()],
+        parents=[model_options(), tool_options()],
         help="background trainer: learn from new failures in the store, gate, promote, hot-swap",
     )
     trainer.add_argument("--registry", type=Path, required=True, help="adapter registry folder")
@@ -459,6 +468,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     trainer.add_argument("--holdout-fraction", type=float, default=0.25, help="share held out for the gate")
     trainer.add_argument(
         "--margin", type=float, default=0.0, help="success the paired CI's lower bound must beat live by"
+    )
+    trainer.add_argument(
+        "--gate-rule",
+        choices=("paired_ci", "any_improvement"),
+        default="paired_ci",
+        help="paired_ci: the paired test's CI must clear --margin (needs 155 tasks); any_improvement: a "
+        "point gain is enough — NOT a statistical test, for task sets too small to test anything",
     )
     trainer.add_argument("--group-size", type=int, default=5)
     trainer.add_argument("--max-rollouts", type=int, default=80, help="sampled continuations per round")

@@ -48,6 +48,7 @@ from regrpo.learning.hotswap import swap_in, swap_to_base
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.learning.serving_engine import ServingEngine
 from regrpo.tasks.schema import Task
+from regrpo.tools import Tool
 from regrpo.traces import TraceStore
 
 __all__ = ["DaemonConfig", "DaemonState", "RoundReport", "TrainRound", "TrainerDaemon", "STATE_FILE"]
@@ -134,6 +135,8 @@ class TrainerDaemon:
         serving: A serving engine in another process (``regrpo serve``, vLLM) to promote into, with
             the swap verified there before the version counts as live
             (:mod:`~regrpo.learning.serving_engine`); default: swap ``live_policy`` in process.
+        tools: The agent's toolbox for the gate's evaluations (default: the built-in tools); a user
+            task set needs the tools the user's agent runs with.
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class TrainerDaemon:
         live_policy: Policy | None = None,
         on_promote: Callable[[GateDecision], None] | None = None,
         serving: ServingEngine | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> None:
         if not tasks:
             raise InputError("the trainer daemon needs held-out tasks for its gate; pass at least one")
@@ -172,6 +176,7 @@ class TrainerDaemon:
         self.live_policy = live_policy or policy
         self.on_promote = on_promote
         self.serving = serving
+        self.tools = list(tools) if tools is not None else None
         self._held_out = {task.id for task in self.tasks}
 
     # -- state ------------------------------------------------------------------------------------------
@@ -283,6 +288,7 @@ class TrainerDaemon:
                 config=self.gate,
                 live_policy=self.live_policy,
                 serving=self.serving,
+                tools=self.tools,
             )
         except Exception as exc:  # stays pending: the next poll gates it again
             log.exception("gating %s failed", version)

@@ -43,7 +43,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -56,6 +56,7 @@ from regrpo.learning.hotswap import AdapterWeights, SwapResult, swap_in
 from regrpo.learning.registry import AdapterRegistry
 from regrpo.learning.serving_engine import ServingEngine
 from regrpo.tasks.schema import Task
+from regrpo.tools import Tool
 from regrpo.traces import TraceStore
 
 __all__ = [
@@ -144,9 +145,18 @@ class GateDecision(msgspec.Struct, frozen=True):
     """The paired test puts the candidate above live + margin on enough tasks (``paired_ci``'s condition)."""
 
 
-def eval_key(model_name: str, tasks: Sequence[Task], options: EvalOptions) -> str:
-    """``eval-<digest>``: identifies a task set + evaluation options (+ base model) for the metrics cache."""
-    payload = {"model": model_name, "tasks": sorted(t.id for t in tasks), "options": asdict(options)}
+def eval_key(
+    model_name: str, tasks: Sequence[Task], options: EvalOptions, tools: Sequence[Tool] | None = None
+) -> str:
+    """``eval-<digest>``: identifies a task set + evaluation options (+ base model, + a toolbox other
+    than the built-in one) for the metrics cache."""
+    payload: dict[str, Any] = {
+        "model": model_name,
+        "tasks": sorted(t.id for t in tasks),
+        "options": asdict(options),
+    }
+    if tools is not None:
+        payload["tools"] = sorted(t.name for t in tools)
     digest = hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=6).hexdigest()
     return f"eval-{digest}"
 
@@ -187,6 +197,7 @@ def _evaluate(
     store: TraceStore,
     options: EvalOptions,
     keep_loaded: bool,
+    tools: Sequence[Tool] | None = None,
 ) -> EvalReport:
     """Run ``version`` on ``tasks`` under its own name, then restore the policy's active adapter."""
     before = policy.active_adapter
@@ -197,7 +208,7 @@ def _evaluate(
     try:
         policy.activate_adapter(version)
         report = evaluate(
-            policy, tasks, store=store, options=options, label=version or "base", progress=False
+            policy, tasks, store=store, options=options, tools=tools, label=version or "base", progress=False
         )
     except BaseException:
         if loaded_here and version is not None:
@@ -219,6 +230,7 @@ def measure(
     store: TraceStore,
     options: EvalOptions,
     keep_loaded: bool = False,
+    tools: Sequence[Tool] | None = None,
 ) -> dict[str, float]:
     """Evaluate ``version`` (``None``: the base model) on ``tasks`` and record the metrics in the registry.
 
@@ -226,11 +238,12 @@ def measure(
     activated for the run; the policy's previous active adapter is restored after. A version this
     call loaded is unloaded again unless ``keep_loaded`` (the gate keeps a candidate loaded so that
     promoting it is an activate-only swap). The per-task outcomes are recorded too (for the paired test).
+    ``tools``: the agent's toolbox (default: the built-in tools).
     """
     report = _evaluate(
-        policy, registry, version, tasks, store=store, options=options, keep_loaded=keep_loaded
+        policy, registry, version, tasks, store=store, options=options, keep_loaded=keep_loaded, tools=tools
     )
-    return record_metrics(registry, version, policy.model_name, tasks, options, report)
+    return record_metrics(registry, version, policy.model_name, tasks, options, report, tools)
 
 
 def _outcomes_file(version: str | None, key: str) -> str:
@@ -244,13 +257,14 @@ def record_metrics(
     tasks: Sequence[Task],
     options: EvalOptions,
     report: EvalReport,
+    tools: Sequence[Tool] | None = None,
 ) -> dict[str, float]:
-    """Cache an evaluation already run (``version`` on ``tasks``, ``options``) for the gate.
+    """Cache an evaluation already run (``version`` on ``tasks``, ``options``, ``tools``) for the gate.
 
     The summary metrics go to the version's metrics under ``eval-<digest>/``, the per-task successes
     to the state file ``outcomes-<version|base>-eval-<digest>.json``; returns the metrics.
     """
-    key = eval_key(model_name, tasks, options)
+    key = eval_key(model_name, tasks, options, tools)
     outcomes = report_outcomes(report)
     registry.write_state(_outcomes_file(version, key), msgspec.json.encode(dict(sorted(outcomes.items()))))
     metrics = _as_metrics(report.overall)
@@ -377,6 +391,7 @@ def evaluate_and_gate(
     live_policy: Policy | None = None,
     weights: AdapterWeights | None = None,
     serving: ServingEngine | None = None,
+    tools: Sequence[Tool] | None = None,
 ) -> GateDecision:
     """Evaluate a committed candidate against the live adapter; promote and hot-swap it only if it wins.
 
@@ -395,6 +410,8 @@ def evaluate_and_gate(
             (:mod:`~regrpo.learning.serving_engine`): the live pointer moves only once the engine
             verified the swap; an unverified swap is rolled back there and the decision is a refusal
             that says why.
+        tools: The agent's toolbox for both evaluations (default: the built-in tools); a user task
+            set needs the user's tools. It is part of the metrics cache key.
     """
     options = options or EvalOptions()
     config = config or GateConfig()
@@ -403,15 +420,22 @@ def evaluate_and_gate(
     live = registry.live()
     if candidate_version == live:
         raise InputError(f"{candidate_version} is already live; gate a new version")
-    key = eval_key(policy.model_name, tasks, options)
+    key = eval_key(policy.model_name, tasks, options, tools)
     was_loaded = candidate_version in _loaded(policy)
     report = _evaluate(
-        policy, registry, candidate_version, tasks, store=store, options=options, keep_loaded=True
+        policy,
+        registry,
+        candidate_version,
+        tasks,
+        store=store,
+        options=options,
+        keep_loaded=True,
+        tools=tools,
     )
     swap = None
     try:
         candidate_metrics = record_metrics(
-            registry, candidate_version, policy.model_name, tasks, options, report
+            registry, candidate_version, policy.model_name, tasks, options, report, tools
         )
         candidate_outcomes = report_outcomes(report)
         live_metrics, live_outcomes = {}, None
@@ -421,9 +445,11 @@ def evaluate_and_gate(
         from_cache = bool(live_metrics) and live_outcomes is not None
         if not from_cache:
             live_report = _evaluate(
-                policy, registry, live, tasks, store=store, options=options, keep_loaded=False
+                policy, registry, live, tasks, store=store, options=options, keep_loaded=False, tools=tools
             )
-            live_metrics = record_metrics(registry, live, policy.model_name, tasks, options, live_report)
+            live_metrics = record_metrics(
+                registry, live, policy.model_name, tasks, options, live_report, tools
+            )
             live_outcomes = report_outcomes(live_report)
         assert live_outcomes is not None  # measured above when not cached
         labels = (live or "base", candidate_version)

@@ -39,6 +39,7 @@ from regrpo.learning.records import BranchPoint
 from regrpo.learning.registry import AdapterRegistry
 from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
 from regrpo.tasks.schema import Task
+from regrpo.tools import Tool, Toolbox
 from regrpo.traces import TraceStore
 
 __all__ = ["ReGRPORound"]
@@ -58,6 +59,8 @@ class ReGRPORound:
         near_misses_per_step: Near-misses per reference step for the filler points.
         progress: Show progress bars.
         sampler: The serving engine to sample groups on, serving the live version (module docstring).
+        tools: The agent's toolbox (default: the built-in tools): traffic episodes are replayed and
+            continuations executed with it, so it must be the one the agent ran with.
     """
 
     def __init__(
@@ -73,9 +76,11 @@ class ReGRPORound:
         near_misses_per_step: int = 1,
         progress: bool = False,
         sampler: OpenAIPolicy | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> None:
         self.policy, self.registry, self.tasks, self.store = policy, registry, list(tasks), store
         self.sampler = sampler
+        self.tools = list(tools) if tools is not None else None
         self.config = config
         self.warm_start = Path(warm_start) if warm_start is not None else None
         self.max_points = max_points
@@ -91,6 +96,7 @@ class ReGRPORound:
             near_misses_per_step=self.near_misses_per_step,
             seed=len(self.registry.list()),
             progress=self.progress,
+            toolbox=Toolbox(self.tools) if self.tools is not None else None,
         )
         from_traces = [p for p in data.branch_points if p.source in ("trace", "traffic")]
         others = [p for p in data.branch_points if p.source not in ("trace", "traffic")]
@@ -107,6 +113,7 @@ class ReGRPORound:
             self.config,
             folder,
             init_from=start,
+            tools=self.tools,
             progress=self.progress,
             sampler=sampler,
         )

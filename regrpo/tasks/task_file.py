@@ -19,13 +19,13 @@ line and the field.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from regrpo.errors import InputError
+from regrpo.importing import import_named
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep
 from regrpo.verifier import Verifier, VerifierError, score_answer
 
@@ -105,16 +105,9 @@ def _is_number(value: Any) -> bool:
 
 def import_verifier(name: str) -> Verifier:
     """The function ``"package.module:function"`` names, or a :class:`TaskFileError` saying why not."""
-    module_name, sep, attribute = name.partition(":")
-    if not sep or not module_name or not attribute:
-        raise TaskFileError(f"verifier {name!r} must be 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TaskFileError(f"cannot import verifier module {module_name!r}: {exc}") from exc
-    function = getattr(module, attribute, None)
+    function = import_named(name, "verifier", TaskFileError)
     if not callable(function):
-        raise TaskFileError(f"verifier {name!r}: module {module_name!r} has no function {attribute!r}")
+        raise TaskFileError(f"verifier {name!r} is a {type(function).__name__}, not a function")
     return function  # type: ignore[no-any-return]
 
 
