@@ -289,3 +289,13 @@ def test_the_trainers_gate_rule_is_a_flag_and_defaults_to_the_paired_test():
     assert chosen.gate_rule == "any_improvement"
     with pytest.raises(SystemExit):
         parser.parse_args(["trainer", "--registry", "r", "--gate-rule", "vibes"])
+
+
+def test_a_trainer_without_the_suite_needs_the_users_eval_set(tmp_path, capsys):
+    from regrpo.cli import main
+
+    code = main(
+        ["trainer", "--registry", str(tmp_path / "r"), "--store", str(tmp_path / "t.sqlite"), "--no-suite"]
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2 and "--no-suite leaves the gate without tasks" in out and "--eval-set FILE" in out

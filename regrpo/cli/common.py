@@ -80,6 +80,12 @@ def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParse
         "spread over them and an adapter is pushed to, and verified on, every one before it is used",
     )
     options.add_argument("--remote-api-key", help="Bearer key for --base-url")
+    options.add_argument(
+        "--remote-timeout-s",
+        type=float,
+        default=60.0,
+        help="seconds one model call to --base-url may take (a busy CPU server needs more)",
+    )
     options.add_argument("--vllm", action="store_true", help="--base-url is vLLM: hot-swap adapters there")
     return options
 
@@ -163,8 +169,11 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     if getattr(args, "base_url", None):
         from regrpo.agent.openai_policy import OpenAIPolicy
 
-        key, vllm = args.remote_api_key, args.vllm
-        replicas = [OpenAIPolicy(url, args.model, api_key=key, vllm=vllm) for url in args.base_url]
+        key, vllm, timeout_s = args.remote_api_key, args.vllm, args.remote_timeout_s
+        replicas = [
+            OpenAIPolicy(url, args.model, api_key=key, vllm=vllm, timeout_s=timeout_s)
+            for url in args.base_url
+        ]
         if len(replicas) == 1:
             return replicas[0]
         from regrpo.agent.replicas import ReplicaPolicy

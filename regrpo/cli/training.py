@@ -214,13 +214,21 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     sampler = _engine_sampler(args)
     tools = chosen_tools(args)  # and a wrong --tool or gate rule
     gate = GateConfig(margin=args.margin, rule=args.gate_rule)
-    train_tasks, held_out = split(
-        builtin_suite(
-            n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
-        ),
-        args.holdout_fraction,
-        args.seed,
-    )
+    if args.no_suite and not args.eval_set:
+        raise InputError(
+            "--no-suite leaves the gate without tasks: give it yours with --eval-set FILE (its held-out "
+            "tasks otherwise come from the built-in suite)"
+        )
+    train_tasks: list[Any] = []
+    held_out: list[Any] = []
+    if not args.no_suite:
+        train_tasks, held_out = split(
+            builtin_suite(
+                n=args.tasks, seed=args.seed, cache_dir=args.cache_dir, holdout_fraction=args.holdout_fraction
+            ),
+            args.holdout_fraction,
+            args.seed,
+        )
     gate_tasks: list[Any] = load_task_file(args.eval_set) if args.eval_set else held_out
     policy = _policy(args, console)
     registry = AdapterRegistry(args.registry)
@@ -433,6 +441,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=640,
         help="built-in suite size, train and held-out (640 holds out 160; the gate's paired test needs 155)",
+    )
+    trainer.add_argument(
+        "--no-suite",
+        action="store_true",
+        help="learn only from the store's traffic: no built-in suite tasks (their near-misses fill a round "
+        "otherwise); needs --eval-set",
     )
     trainer.add_argument(
         "--eval-set",

@@ -1,12 +1,19 @@
-"""Helpers shared by the agent-server tests: a deterministic scripted turn and small encoded images."""
+"""Helpers shared by the server tests: a scripted turn, small encoded images, CLI servers on real ports."""
 
 from __future__ import annotations
 
 import base64
 import io
 import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -47,3 +54,35 @@ def image_message(text: str, *urls: str) -> dict:
     parts: list[dict] = [{"type": "text", "text": text}]
     parts += [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     return {"role": "user", "content": parts}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def regrpo_server(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start ``regrpo <args> --port P``; yield its base URL once uvicorn says it is running.
+
+    The server's log is drained by a thread for as long as it runs (a full pipe would block it) and
+    shown if it dies before starting.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "regrpo.cli", *args, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:  # blocks until the server logs; ends if the process dies
+            seen.append(line)
+            if "Uvicorn running on" in line:
+                break
+        else:
+            pytest.fail(f"regrpo {args[0]} exited with {process.wait()}:\n{''.join(seen)}")
+        threading.Thread(target=process.stderr.read, daemon=True).start()  # drain to the end
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

@@ -5,45 +5,13 @@ agent. Real processes, real sockets; each server is waited for by reading uvicor
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import openai
 import pytest
+from server_helpers import regrpo_server
 
 from regrpo.traces import TraceStore
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def regrpo_server(*args: str) -> Iterator[str]:
-    """Start ``regrpo <args> --port P``; yield its base URL once uvicorn says it is running."""
-    port = free_port()
-    command = [sys.executable, "-m", "regrpo.cli", *args, "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        seen = []
-        for line in process.stderr:  # blocks until the server logs; ends if the process dies
-            seen.append(line)
-            if "Uvicorn running on" in line:
-                break
-        else:
-            pytest.fail(f"regrpo {args[0]} exited with {process.wait()}:\n{''.join(seen)}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def test_agent_server_over_model_server_answers_an_openai_client(tmp_path):
