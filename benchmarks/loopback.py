@@ -1,4 +1,4 @@
-"""Helpers the server benchmarks share: a server in a child process on loopback, and percentiles.
+"""Helpers the server benchmarks share: servers in child processes on loopback, and percentiles.
 
 Imported by the scripts beside it (``python benchmarks/<script>.py`` puts this folder on the path).
 """
@@ -6,9 +6,16 @@ Imported by the scripts beside it (``python benchmarks/<script>.py`` puts this f
 from __future__ import annotations
 
 import multiprocessing as mp
+import socket
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -24,3 +31,29 @@ def start_server(
     process = ctx.Process(target=serve, args=(*args, queue, stop), daemon=True)
     process.start()
     return process, queue.get(timeout=timeout_s)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_cli(args: list[str], health: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``regrpo <args> --port P`` and wait (up to 5 min) until ``health`` answers 200."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "regrpo"), *args, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"regrpo {args[0]} exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(url + health, timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)  # a start-up poll in a benchmark script, not a test
+    process.kill()
+    raise RuntimeError(f"regrpo {args[0]} did not answer {health} within 5 min; see {log}")

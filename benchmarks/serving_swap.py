@@ -21,45 +21,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from loopback import percentile
+from loopback import percentile, start_cli
 
 ADMIN, USER, MODEL_KEY = "sk-admin", "sk-user", "sk-model"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start(args: list[str], health: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``regrpo <args> --port P`` and wait (up to 5 min) until ``health`` answers 200."""
-    port = _free_port()
-    command = [str(Path(sys.executable).parent / "regrpo"), *args, "--port", str(port)]
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"regrpo {args[0]} exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(url + health, timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)  # a start-up poll in a benchmark script, not a test
-    process.kill()
-    raise RuntimeError(f"regrpo {args[0]} did not answer {health} within 5 min; see {log}")
 
 
 def _timed(action: Callable[[int], object], repeats: int) -> list[float]:
@@ -98,11 +69,11 @@ def main() -> int:
         processes = []
         rows: dict[str, tuple[list[float], list[float]]] = {}
         try:
-            model_server, model_url = _start(
+            model_server, model_url = start_cli(
                 ["serve-model", "--api-key", MODEL_KEY, "--no-adapter"], "/health", root / "model.log"
             )
             processes.append(model_server)
-            agent_server, agent_url = _start(
+            agent_server, agent_url = start_cli(
                 [
                     "serve",
                     "--store",

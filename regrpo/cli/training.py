@@ -245,7 +245,11 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
             gate_tasks,
             config=DaemonConfig(min_new_failures=args.min_new_failures),
             gate=gate,
-            options=EvalOptions(max_steps=args.max_steps, max_new_tokens=args.max_new_tokens),
+            options=EvalOptions(
+                max_steps=args.max_steps,
+                max_new_tokens=args.max_new_tokens,
+                concurrency=args.gate_concurrency,
+            ),
             serving=serving,
             tools=tools,
         )
@@ -499,5 +503,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="gate evaluation: turns per episode (as served; at 4 a retry leaves no turn to answer)",
     )
     trainer.add_argument("--max-new-tokens", type=int, default=128, help="gate evaluation: tokens per turn")
+    trainer.add_argument(
+        "--gate-concurrency", type=int, default=1, help="gate evaluation: episodes in flight at once"
+    )
     trainer.add_argument("--train-seed", type=int, default=0)
     trainer.set_defaults(handler=cmd_trainer)
