@@ -388,3 +388,22 @@ def test_a_winning_candidate_goes_live_only_once_the_serving_engine_verified_it(
         assert registry.live() is None and serving_policy.active_adapter is None
         assert "passed the gate" in decision.reason and "the serving engine refused it" in decision.reason
         assert "rolled back: the base model is live" in decision.reason
+
+
+def test_the_metrics_key_names_a_users_toolbox_and_not_the_builtin_default(tmp_path):
+    from regrpo.tools import default_tools, tool
+
+    @tool
+    def shout(text: str) -> str:
+        """Upper-case a text.
+
+        Args:
+            text: The text.
+        """
+        return text.upper()
+
+    tasks = make_tasks(tmp_path, {"t1": ("1+1", 2)})
+    builtin = eval_key("m", tasks, OPTIONS)
+    assert eval_key("m", tasks, OPTIONS, None) == builtin  # existing registries keep their keys
+    mine = eval_key("m", tasks, OPTIONS, [*default_tools(), shout])
+    assert mine != builtin and mine == eval_key("m", tasks, OPTIONS, [shout, *default_tools()])
