@@ -12,9 +12,10 @@ Every part is a ``regrpo`` process on loopback, as in production:
 3. The next ``--gate`` held-out tasks are written as a task file (question, image paths, expected
    answer): the app's own evaluation set.
 4. ``regrpo trainer --once --no-suite --eval-set FILE --serve-url <serve>``: branch points from the
-   failed traffic steps alone (no references), a ReGRPO round from the live version, the gate
-   (candidate vs live on the task file, ``--gate-rule any_improvement``: the paired test needs 155
-   tasks), and, when it passes, the promotion into the running serve, verified there.
+   failed traffic steps and the answer turns the feedback rejected, alone (no references), a ReGRPO
+   round from the live version, the gate (candidate vs live on the task file, ``--gate-rule
+   any_improvement``: the paired test needs 155 tasks), and, when it passes, the promotion into the
+   running serve, verified there.
 
 Prints one table (traffic, branch points, rollouts, round time, the gate's numbers, the swap) and
 writes the trainer's report to ``--out``. Not a timed test. Usage::
@@ -181,10 +182,10 @@ def main() -> int:
     rows = [
         ("traffic episodes (solved)", f"{len(sent)} ({sum(s['solved'] for s in sent)})"),
         ("traffic wall time", f"{traffic_s:.0f} s at {args.concurrency} in flight"),
-        ("episodes with a failed step (round input)", str(report.get("new_failures"))),
+        ("episodes with a failed step or a wrong answer (round input)", str(report.get("new_failures"))),
         (
-            "branch points (from traffic, no reference)",
-            f"{info.get('branch_points')} ({info.get('from_traces')})",
+            "branch points (from traffic, no reference; at wrong answers)",
+            f"{info.get('branch_points')} ({info.get('from_traces')}; {info.get('at_wrong_answers')})",
         ),
         (
             "rollouts / groups / skipped / optimizer steps",

@@ -243,7 +243,7 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
             policy,
             round_,
             gate_tasks,
-            config=DaemonConfig(min_new_failures=args.min_new_failures),
+            config=DaemonConfig(min_new_failures=args.min_new_failures, feedback_wait_s=args.feedback_wait_s),
             gate=gate,
             options=EvalOptions(
                 max_steps=args.max_steps,
@@ -438,6 +438,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     trainer.add_argument("--registry", type=Path, required=True, help="adapter registry folder")
     trainer.add_argument("--init", type=Path, help="warm-start adapter used while the base model is live")
     trainer.add_argument("--min-new-failures", type=int, default=8, help="failed episodes that start a round")
+    trainer.add_argument(
+        "--feedback-wait-s",
+        type=float,
+        default=0.0,
+        help="seconds the trainer waits after a traffic episode answered for feedback naming a wrong answer",
+    )
     trainer.add_argument("--poll-s", type=float, default=60.0, help="seconds between polls of the store")
     trainer.add_argument("--once", action="store_true", help="poll once, print what happened, exit")
     trainer.add_argument(

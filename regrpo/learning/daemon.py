@@ -1,12 +1,14 @@
 """``TrainerDaemon`` (``regrpo trainer``): watch the traces, train on new failures, gate, promote, swap.
 
-One round: when at least ``min_new_failures`` finished episodes with a failed step arrived past the
-watermark, call ``train_round(trace_ids, folder)`` (the trainer writes a PEFT adapter into a fresh
-``registry.begin()`` folder and returns its settings and statistics), commit the folder as the next
-version, and hand it to the eval gate (:func:`~regrpo.learning.gate.evaluate_and_gate`), which
-promotes and hot-swaps it only if it beats the live adapter on the held-out tasks. With the gate's
-default paired rule that takes at least ``gate.test.tasks_needed`` held-out tasks (155), so a daemon
-given fewer is refused at construction: it would train round after round and never promote one.
+One round: when at least ``min_new_failures`` finished episodes with a failed step, or traffic
+episodes whose feedback named a different answer (:func:`~regrpo.learning.traffic.answered_wrong`),
+arrived past the watermark, call ``train_round(trace_ids, folder)`` (the trainer writes a PEFT
+adapter into a fresh ``registry.begin()`` folder and returns its settings and statistics), commit
+the folder as the next version, and hand it to the eval gate
+(:func:`~regrpo.learning.gate.evaluate_and_gate`), which promotes and hot-swaps it only if it beats
+the live adapter on the held-out tasks. With the gate's default paired rule that takes at least
+``gate.test.tasks_needed`` held-out tasks (155), so a daemon given fewer is refused at construction:
+it would train round after round and never promote one.
 
 Crash safety (a ``kill -9`` at any instant):
 
@@ -23,10 +25,13 @@ Crash safety (a ``kill -9`` at any instant):
   already live, so the round is recorded as decided (watermark advanced), not gated again.
 
 The watermark is ``(started_at, trace_id)`` of the last episode consumed, in the store's order. It
-never passes an episode that is still running (unless it has written nothing for ``stale_running_s``:
-its process died), so an episode that started before others but fails and finishes after them is
-not skipped. Episodes of the gate's held-out tasks (``metadata["task_id"]``, which ``evaluate``
-records) are never training data, so the gate's own evaluation episodes may share the store.
+never passes an episode that is still running (unless it has written nothing for
+``stale_running_s``: its process died), so an episode that started before others but fails and
+finishes after them is not skipped. Feedback comes after an episode ends, so with
+``feedback_wait_s`` the watermark also waits that long after a traffic episode answered before
+passing it without feedback (a wrong answer named later is otherwise not learned from). Episodes of
+the gate's held-out tasks (``metadata["task_id"]``, which ``evaluate`` records) are never training
+data, so the gate's own evaluation episodes may share the store.
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ from regrpo.learning.gate import GateConfig, GateDecision, evaluate_and_gate
 from regrpo.learning.hotswap import swap_in, swap_to_base
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.learning.serving_engine import ServingEngine
+from regrpo.learning.traffic import is_traffic, learnable_trace_ids
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool
 from regrpo.traces import TraceStore
+from regrpo.traces.schema import Episode
 
 __all__ = ["DaemonConfig", "DaemonState", "RoundReport", "TrainRound", "TrainerDaemon", "STATE_FILE"]
 
@@ -68,7 +75,10 @@ class DaemonConfig(msgspec.Struct, frozen=True):
     """When the daemon trains, and how it treats leftovers."""
 
     min_new_failures: int = 8
-    """New finished episodes with a failed step needed to start a round."""
+    """New finished episodes with a failed step or a wrong answer needed to start a round."""
+    feedback_wait_s: float = 0.0
+    """How long after a traffic episode answered the watermark waits for its feedback before passing
+    it (0: not at all; a wrong answer named after the watermark passed it is never trained on)."""
     stale_running_s: float = 600.0
     """An episode still ``running`` with no write for this long is taken as abandoned (its process died)
     and skipped. The runtime writes at every step (``Episode.updated_at``), so this bounds one model call
@@ -83,6 +93,8 @@ class DaemonConfig(msgspec.Struct, frozen=True):
             raise InputError(f"min_new_failures must be at least 1, got {self.min_new_failures}")
         if self.stale_running_s <= 0 or self.prune_incoming_after_s < 0 or self.max_backoff_s <= 0:
             raise InputError("stale_running_s and max_backoff_s must be > 0, prune_incoming_after_s >= 0")
+        if self.feedback_wait_s < 0:
+            raise InputError(f"feedback_wait_s must be >= 0, got {self.feedback_wait_s}")
 
 
 class DaemonState(msgspec.Struct):
@@ -211,7 +223,8 @@ class TrainerDaemon:
         """``(trace ids to train on, watermark after them)``: finished failure episodes past the watermark."""
         state = state or self.state()
         mark = (state.started_at, state.trace_id) if state.started_at is not None else None
-        failed = set(self.store.trace_ids(since=state.started_at, failures_only=True))
+        failed = set(learnable_trace_ids(self.store, since=state.started_at))
+        judged = set(self.store.trace_ids(since=state.started_at, with_feedback=True))
         picked: list[str] = []
         until = mark
         now = time.time()
@@ -223,6 +236,8 @@ class TrainerDaemon:
             heartbeat = header.updated_at or header.started_at
             if header.status == "running" and now - heartbeat < self.config.stale_running_s:
                 break  # the watermark waits for it: it may still fail and finish
+            if self._awaits_feedback(header, now) and trace_id not in failed | judged:
+                break  # the user may still say its answer was wrong
             until = position
             if header.status == "running" or trace_id not in failed:
                 continue  # abandoned, or nothing failed
@@ -230,6 +245,13 @@ class TrainerDaemon:
                 continue  # the gate's tasks are never training data
             picked.append(trace_id)
         return picked, until
+
+    def _awaits_feedback(self, header: Episode, now: float) -> bool:
+        """A traffic episode that answered less than ``feedback_wait_s`` ago."""
+        ended = header.ended_at or header.updated_at or header.started_at
+        return (
+            header.status == "answered" and is_traffic(header) and now - ended < self.config.feedback_wait_s
+        )
 
     def run_once(self) -> RoundReport:
         """One poll: gate a pending version, or train a round if enough new failures arrived."""

@@ -24,7 +24,8 @@ From a task suite (and, optionally, a trace store) :func:`build_dataset` makes:
   task: the context right after each failed step, with the reference step the episode had reached as
   target, and a RoT example when the runtime had asked for a reflection there;
 * **traffic branch points** (``source="traffic"``, no target) at every failed step of episodes with
-  no task id at all: a user's own traffic, judged without a reference (:mod:`regrpo.learning.traffic`).
+  no task id at all, and at the answer turn of those whose feedback named a different answer: a
+  user's own traffic, judged without a reference (:mod:`regrpo.learning.traffic`).
 
 Matching rule for traces: walk the episode's steps; a successful call equal to the next unmatched
 reference step (same tool, equal arguments) advances a pointer p. At a failure the target is reference
@@ -86,7 +87,7 @@ from regrpo.learning.reference_chat import (
 )
 from regrpo.learning.reflections import MAX_BREVITY, evidence, fix_plan, reflection_turn
 from regrpo.learning.replay import BranchEnvironment
-from regrpo.learning.traffic import traffic_branch_points
+from regrpo.learning.traffic import learnable_trace_ids, traffic_branch_points
 from regrpo.paths import default_cache_dir
 from regrpo.tasks.schema import Task
 from regrpo.tools import ImageInfo, Toolbox, default_tools
@@ -459,6 +460,8 @@ class _Collector:
             traffic_episodes=self.tally["traffic_episodes"],
             traffic_images_missing=self.tally["traffic_images_missing"],
             traffic_unmatched=self.tally["traffic_unmatched"],
+            traffic_wrong_answers=self.tally["traffic_wrong_answers"],
+            traffic_wrong_unnamed=self.tally["traffic_wrong_unnamed"],
             unquotable_failures=self.tally["unquotable_failures"],
             target_token_budget=self.budget,
             target_tokens=token_percentiles([n for lengths in self.lengths.values() for n in lengths]),
@@ -565,9 +568,8 @@ async def abuild_dataset(
             recordings[task.id] = await _task_records(task, build, out)
             bar.advance(job)
     if store is not None:
-        episodes = list(
-            store.episodes(failures_only=True) if trace_ids is None else [store.get(t) for t in trace_ids]
-        )
+        chosen = learnable_trace_ids(store) if trace_ids is None else trace_ids
+        episodes = [store.get(trace_id) for trace_id in chosen]
         points, examples = trace_branch_points(episodes, recordings, out.tally, out.fits)
         for example in examples:
             out.add_sft(example)
@@ -600,7 +602,8 @@ def build_dataset(
             (default ``DataEngineConfig()``).
         toolbox: The tools the agent runs with (default ``Toolbox(default_tools())``, the agent's default).
         store: A trace store to mine for failures of these tasks (episodes need ``metadata["task_id"]``).
-        trace_ids: Mine only these episodes of ``store`` (default: every episode with a failure).
+        trace_ids: Mine only these episodes of ``store`` (default: every episode with a failure or a
+            wrong answer, :func:`~regrpo.learning.traffic.learnable_trace_ids`).
         system_prompt: Default ``render_system_prompt(toolbox.members)``, the runtime's; pass the agent's
             own only if it was built with ``instructions``.
         count_tokens: Counts a target's policy tokens (default: the offline policy's tokenizer,

@@ -41,6 +41,7 @@ from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool, Toolbox
 from regrpo.traces import TraceStore
+from regrpo.traces.schema import Answer
 
 __all__ = ["ReGRPORound"]
 
@@ -124,6 +125,7 @@ class ReGRPORound:
             "trace_ids": len(trace_ids),
             "branch_points": len(points),
             "from_traces": sum(p.source in ("trace", "traffic") for p in points),
+            "at_wrong_answers": sum(isinstance(p.failed_action, Answer) for p in points),
             "report": msgspec.to_builtins(report),
         }
 

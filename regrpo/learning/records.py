@@ -80,7 +80,9 @@ class BranchPoint(msgspec.Struct, frozen=True):
     """The classifier's verdict on the failure observation (``None`` at clean points)."""
     observation: str
     """The last observation's text (what a reflection's evidence must quote)."""
-    failed_action: ToolCall | Unparseable | None
+    failed_action: ToolCall | Unparseable | Answer | None
+    """The action that failed here: a call or an unparseable turn, or at a traffic episode's answer turn
+    the answer the user's feedback rejected (:mod:`regrpo.learning.traffic`); ``None`` elsewhere."""
     target: ToolCall | Answer | None = None
     """The action the reference solution takes next; ``None`` for a user's traffic, which has no
     reference (judged by what can be verified: :func:`~regrpo.learning.rewards.local_fix`)."""
@@ -196,6 +198,10 @@ class DatasetCounts(msgspec.Struct, kw_only=True):
     traffic_images_missing: int = 0
     """Traffic episodes skipped because the store does not hold their input images."""
     traffic_unmatched: int = 0
+    traffic_wrong_answers: int = 0
+    """Answer-turn points made from traffic episodes whose feedback named a different answer."""
+    traffic_wrong_unnamed: int = 0
+    """Traffic episodes given a reward of 0 or less but no reference answer: nothing to score against."""
     unquotable_failures: int = 0
     """Failures whose observation holds nothing to quote (a bare ``Error:``, an empty ``[]``): no RoT
     example is made (a trace failure still gives a branch point)."""

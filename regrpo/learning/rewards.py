@@ -10,7 +10,8 @@ Local (ReGRPO, one continuation = an optional reflection + one action, executed 
   (numbers within 1e-6, boxes with IoU ≥ 0.5). For an ``<answer>`` target: the task's verifier.
   At a traffic point (no reference, :mod:`regrpo.learning.traffic`): a call that now works with a
   non-empty output and is not the failed call repeated (a retry is the fix only after a timeout
-  or a crash), or an answer matching a reference answer given as feedback. Weaker than a reference
+  or a crash), or an answer matching a reference answer given as feedback (the only fix at the answer
+  turn of an episode whose answer that feedback rejected). Weaker than a reference
   (any working call counts), which is why traffic points carry their own ``source``.
 * ``solved`` — the outcome term, when the round rolls continuations out (:mod:`regrpo.learning.outcome`):
   the episode, carried on from this continuation by the same policy, reaches an answer the task's
@@ -119,9 +120,12 @@ def _arguments_agree(given: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 def _usable_without_reference(point: BranchPoint, action: Action, outcome: ToolOutcome | None) -> bool:
     """A traffic point's fix (no reference): a usable answer, or a call that now works and is not the
-    failed one repeated (unless the failure was transient, where retrying it is the fix)."""
+    failed one repeated (unless the failure was transient, where retrying it is the fix). Where the
+    user rejected an answer, only the right answer is a fix (a call is judged by where it leads)."""
     if isinstance(action, Answer):
         return point.answer is not None and point.answer.check(action.text)
+    if isinstance(point.failed_action, Answer):
+        return False
     if not isinstance(action, ToolCall) or outcome is None or not _worked(outcome):
         return False
     return action != point.failed_action or point.error_type in TRANSIENT_ERROR_TYPES

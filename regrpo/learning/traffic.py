@@ -19,6 +19,15 @@ target (``target=None``, ``source="traffic"``):
   a reference answer given as feedback (``agent.feedback(answer=...)``); diagnosis, reflection cost
   and needless-reflection terms as everywhere.
 
+**Wrong answers** are failures too, though no step failed: an episode whose feedback names a
+reference answer (``agent.feedback(trace_id, answer=...)``) that its own answer does not match
+(:func:`answered_wrong`) gets a point at its answer turn (``failed=False``: the runtime asked for no
+reflection there; ``failed_action`` is the rejected answer). Only an answer matching the reference
+fixes it; a tool call there earns only what the outcome term says it leads to. An answer turn right
+after a failed step is not made twice: the failed step's point is that same prompt. Feedback that
+gives only a reward names nothing to score against, so such an episode is counted
+(``traffic_wrong_unnamed``) and not mined.
+
 Episodes whose images the store does not hold (``keep_images=False``, older stores) are skipped and
 counted (``traffic_images_missing``); so are steps whose stored prompt is not the runtime's
 (``traffic_unmatched``). A replay that diverges at training time (a replayed call fails) is a
@@ -34,12 +43,12 @@ from pathlib import Path
 
 from regrpo.errors import TraceStoreError
 from regrpo.learning.classify import classify_failure
-from regrpo.learning.records import BranchPoint
+from regrpo.learning.records import BranchPoint, branch_point_id
 from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces import TraceStore
-from regrpo.traces.schema import Episode, ToolCall
+from regrpo.traces.schema import Answer, Episode, Step, ToolCall
 
-__all__ = ["is_traffic", "traffic_branch_points"]
+__all__ = ["answered_wrong", "is_traffic", "learnable_trace_ids", "traffic_branch_points"]
 
 
 def is_traffic(episode: Episode) -> bool:
@@ -77,10 +86,58 @@ def _reference_answer(episode: Episode) -> AnswerSpec | None:
         return AnswerSpec(kind="text", value=text)
 
 
+def answered_wrong(episode: Episode) -> bool:
+    """A traffic episode that answered, and whose feedback names a reference answer it does not match."""
+    reference = _reference_answer(episode)
+    return (
+        is_traffic(episode)
+        and episode.status == "answered"
+        and episode.answer is not None
+        and reference is not None
+        and not reference.check(episode.answer)
+    )
+
+
+def learnable_trace_ids(store: TraceStore, *, since: float | None = None) -> list[str]:
+    """Trace ids, in start order, of episodes with a failed step or a wrong answer (:func:`answered_wrong`).
+
+    ``since``: only episodes started at or after it (a Unix timestamp).
+    """
+    picked = set(store.trace_ids(since=since, failures_only=True))
+    for trace_id in store.trace_ids(since=since, with_feedback=True):
+        if trace_id not in picked and answered_wrong(store.get(trace_id)):
+            picked.add(trace_id)
+    return [trace_id for trace_id in store.trace_ids(since=since) if trace_id in picked]
+
+
+def _wrong_answer_point(
+    episode: Episode, step: Step, paths: list[str], replay: list[ToolCall]
+) -> BranchPoint | None:
+    """The point at the answer turn the user's feedback rejected; ``None`` if the stored prompt is not
+    the runtime's (module docstring)."""
+    prompt = episode.messages[: step.prompt_messages]
+    if not prompt or len(prompt) != step.prompt_messages or prompt[-1].role != "user":
+        return None
+    previous = episode.steps[step.index - 1].observation if step.index > 0 else None
+    return BranchPoint(
+        id=branch_point_id(prompt, None),
+        task_id=f"trace-{episode.trace_id}",
+        messages=prompt,
+        images=paths,
+        replay=list(replay),
+        failed=False,
+        error_type=None,
+        observation=previous.content if previous is not None else "",
+        failed_action=step.action if isinstance(step.action, Answer) else None,
+        answer=_reference_answer(episode),
+        source="traffic",
+    )
+
+
 def traffic_branch_points(
     episodes: Iterable[Episode], store: TraceStore, image_dir: Path, counts: Counter[str] | None = None
 ) -> list[BranchPoint]:
-    """A target-free branch point at every failed step of every traffic episode (module docstring)."""
+    """A target-free branch point at every failed step and rejected answer of traffic (module docstring)."""
     counts = counts if counts is not None else Counter()
     points: list[BranchPoint] = []
     for episode in episodes:
@@ -91,11 +148,25 @@ def traffic_branch_points(
             counts["traffic_images_missing"] += 1
             continue
         counts["traffic_episodes"] += 1
-        answer, made = _reference_answer(episode), []
+        answer, after_failure = _reference_answer(episode), False
+        made: list[ToolCall] = []
+        wrong = answered_wrong(episode)
+        if answer is None and episode.reward is not None and episode.reward <= 0:
+            counts["traffic_wrong_unnamed"] += 1
         for step in episode.steps:
+            if isinstance(step.action, Answer):
+                if wrong and not after_failure:  # after a failure, that failure's point is this prompt
+                    point = _wrong_answer_point(episode, step, paths, made)
+                    if point is None:
+                        counts["traffic_unmatched"] += 1
+                    else:
+                        points.append(point)
+                        counts["traffic_wrong_answers"] += 1
+                continue
             if step.observation is None:
                 continue
             verdict = classify_failure(step.action, step.observation)
+            after_failure = verdict is not None
             if verdict is None:
                 if isinstance(step.action, ToolCall) and step.observation.new_images:
                     made.append(step.action)

@@ -234,15 +234,19 @@ class TraceStore:
         *,
         since: float | dt.datetime | None = None,
         failures_only: bool = False,
+        with_feedback: bool = False,
         limit: int | None = None,
     ) -> list[str]:
-        """Trace ids in start order, optionally only those started at/after ``since`` or with a failure."""
+        """Trace ids in start order, optionally only those started at/after ``since``, with a failure,
+        or with feedback recorded (filters combine: all must hold)."""
         where, params = [], []
         if since is not None:
             where.append("started_at >= ?")
             params.append(_timestamp(since))
         if failures_only:
             where.append("(has_failure = 1 OR trace_id IN (SELECT trace_id FROM steps WHERE failed = 1))")
+        if with_feedback:
+            where.append("trace_id IN (SELECT trace_id FROM feedback)")
         sql = "SELECT trace_id FROM episodes"
         if where:
             sql += " WHERE " + " AND ".join(where)

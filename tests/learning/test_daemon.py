@@ -33,7 +33,7 @@ from regrpo.learning.gate import GateConfig
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.tasks.schema import AnswerSpec, Task
 from regrpo.tools.calculator import calculator
-from regrpo.traces.schema import Episode
+from regrpo.traces.schema import Episode, Feedback
 
 
 @pytest.fixture(scope="module")
@@ -464,3 +464,28 @@ def test_run_forever_survives_a_poll_that_raises(store, tmp_path, tiny_model, he
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive() and polls == [0, 1]  # the raising poll did not end the loop
+
+
+def test_a_traffic_answer_the_user_named_wrong_counts_as_a_failure(store, tmp_path, tiny_model, held_out):
+    registry = AdapterRegistry(tmp_path / "registry")
+    rounds = LoraRounds(tiny_model)
+    wrong, right = episode(store, fails=False), episode(store, fails=False)  # both answer 2, no step failed
+    store.add_feedback(wrong, Feedback(answer="3"))
+    store.add_feedback(right, Feedback(answer="2"))
+    failed = episode(store)
+    assert daemon(store, registry, rounds, held_out).run_once().status == "decided"
+    assert rounds.calls == [[wrong, failed]]
+
+
+def test_the_watermark_waits_for_feedback_on_a_recent_answer(store, tmp_path, tiny_model, held_out):
+    registry = AdapterRegistry(tmp_path / "registry")
+    rounds = LoraRounds(tiny_model)
+    answered = episode(store, fails=False)
+    later = [episode(store), episode(store)]
+    worker = daemon(store, registry, rounds, held_out, feedback_wait_s=3600)
+    assert worker.new_failures()[0] == [] and worker.run_once().status == "waiting"
+
+    store.add_feedback(answered, Feedback(answer="5"))  # the user: the answer was 5, not 2
+    assert worker.run_once().status == "decided" and rounds.calls == [[answered, *later]]
+    with pytest.raises(InputError, match="feedback_wait_s"):
+        DaemonConfig(feedback_wait_s=-1)

@@ -1,5 +1,7 @@
 """Branch points from a user's own traffic: no suite task, no reference (issue 13, items 1 and 2).
 
+Also wrong answers: an episode whose calls all worked but whose answer the user's feedback rejected.
+
 An app's agent (scripted policy, real image tools, real SQLite store) crops its user's image, then
 makes a crop that fails, then answers. The data engine must find that failure, replay the state
 from the store alone (the user's pixels were kept by hash, the first crop re-run), and judge
@@ -19,6 +21,7 @@ from regrpo import Agent, ScriptedPolicy
 from regrpo.learning.data_engine import build_dataset
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.rewards import local_fix
+from regrpo.learning.traffic import answered_wrong, learnable_trace_ids
 from regrpo.tools import Toolbox, load_image
 from regrpo.tools.image_ops import crop, rotate
 from regrpo.traces.schema import Answer, ToolCall
@@ -119,3 +122,54 @@ def test_the_data_command_mines_traffic_alone(tmp_path):
     (line,) = (tmp_path / "data" / "branch_points.jsonl").read_text().splitlines()
     assert json.loads(line)["source"] == "traffic"
     assert len(list((tmp_path / "data" / "images").glob("*.png"))) == 1
+
+
+def answering_agent(store, answer: str = "5") -> Agent:
+    """An app's agent whose calls all work and which then answers ``answer``."""
+    script = [call(GOOD_CROP), f"<answer>{answer}</answer>"]
+    return Agent(ScriptedPolicy(script, cycle=True), tools=[crop, rotate], store=store)
+
+
+def test_an_answer_the_user_says_was_wrong_becomes_a_point_at_the_answer_turn(store, tmp_path):
+    agent = answering_agent(store)
+    result = agent.run("How many birds are there?", [user_image()])
+    assert not any(step.failed for step in result.steps)  # no failed step: invisible to failure mining
+    agent.feedback(result.trace_id, reward=0.0, answer="7")
+    stored = store.get(result.trace_id)
+    assert answered_wrong(stored) and learnable_trace_ids(store) == [result.trace_id]
+
+    data = build_dataset([], store=store, image_dir=tmp_path, progress=False)
+    (point,) = data.branch_points
+    assert point.source == "traffic" and point.target is None and not point.failed
+    assert point.failed_action == Answer("5") and point.error_type is None
+    assert point.messages == stored.messages[: stored.steps[-1].prompt_messages]  # the answer turn's prompt
+    assert point.replay == [GOOD_CROP] and point.answer is not None and point.answer.check("7")
+    assert data.counts.traffic_wrong_answers == 1
+
+    environment = BranchEnvironment(Toolbox([crop, rotate]))
+    working = ToolCall("crop", {"image": "img_1", "box": [0, 0, 10, 5]})
+    outcome = asyncio.run(environment.execute(point, working)).outcome
+    assert outcome.ok  # the call works, yet it is no fix where the answer was what was wrong
+    assert not local_fix(point, working, outcome)
+    assert local_fix(point, Answer("7"), None) and not local_fix(point, Answer("5"), None)
+
+
+def test_a_wrong_answer_right_after_a_failed_step_is_not_made_twice(store, tmp_path):
+    result = app_agent(store).run("How many birds are there?", [user_image()])  # fails, then answers 5
+    app_agent(store).feedback(result.trace_id, answer="7")
+    assert answered_wrong(store.get(result.trace_id))
+    data = build_dataset([], store=store, image_dir=tmp_path, progress=False)
+    (point,) = data.branch_points  # the failed step's point: its prompt is the answer turn's
+    assert point.failed and point.failed_action == BAD_CROP and data.counts.traffic_wrong_answers == 0
+
+
+@pytest.mark.parametrize("feedback", [{"answer": "5"}, {"reward": 0.0}, {}])
+def test_a_right_answer_an_unnamed_miss_or_no_feedback_gives_no_answer_point(store, tmp_path, feedback):
+    agent = answering_agent(store)
+    result = agent.run("How many birds are there?", [user_image()])
+    if feedback:
+        agent.feedback(result.trace_id, **feedback)
+    assert not answered_wrong(store.get(result.trace_id)) and learnable_trace_ids(store) == []
+    data = build_dataset([], store=store, image_dir=tmp_path, trace_ids=[result.trace_id], progress=False)
+    assert data.branch_points == []
+    assert data.counts.traffic_wrong_unnamed == (feedback == {"reward": 0.0})  # a miss with nothing to learn
