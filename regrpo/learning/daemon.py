@@ -52,7 +52,7 @@ from regrpo.learning.gate import GateConfig, GateDecision, evaluate_and_gate
 from regrpo.learning.hotswap import swap_in, swap_to_base
 from regrpo.learning.registry import AdapterMeta, AdapterRegistry
 from regrpo.learning.serving_engine import ServingEngine
-from regrpo.learning.traffic import is_traffic, learnable_trace_ids
+from regrpo.learning.traffic import is_traffic, wrong_answers
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool
 from regrpo.traces import TraceStore
@@ -223,8 +223,10 @@ class TrainerDaemon:
         """``(trace ids to train on, watermark after them)``: finished failure episodes past the watermark."""
         state = state or self.state()
         mark = (state.started_at, state.trace_id) if state.started_at is not None else None
-        failed = set(learnable_trace_ids(self.store, since=state.started_at))
         judged = set(self.store.trace_ids(since=state.started_at, with_feedback=True))
+        failed = set(self.store.trace_ids(since=state.started_at, failures_only=True))
+        failed |= wrong_answers(self.store, judged)
+        settled = failed | judged  # a verdict is in: no feedback to wait for
         picked: list[str] = []
         until = mark
         now = time.time()
@@ -236,7 +238,7 @@ class TrainerDaemon:
             heartbeat = header.updated_at or header.started_at
             if header.status == "running" and now - heartbeat < self.config.stale_running_s:
                 break  # the watermark waits for it: it may still fail and finish
-            if self._awaits_feedback(header, now) and trace_id not in failed | judged:
+            if trace_id not in settled and self._awaits_feedback(header, now):
                 break  # the user may still say its answer was wrong
             until = position
             if header.status == "running" or trace_id not in failed:

@@ -48,7 +48,7 @@ from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces import TraceStore
 from regrpo.traces.schema import Answer, Episode, Step, ToolCall
 
-__all__ = ["answered_wrong", "is_traffic", "learnable_trace_ids", "traffic_branch_points"]
+__all__ = ["answered_wrong", "is_traffic", "learnable_trace_ids", "traffic_branch_points", "wrong_answers"]
 
 
 def is_traffic(episode: Episode) -> bool:
@@ -98,23 +98,37 @@ def answered_wrong(episode: Episode) -> bool:
     )
 
 
+def wrong_answers(store: TraceStore, trace_ids: Iterable[str]) -> set[str]:
+    """Those of ``trace_ids`` that :func:`answered_wrong`; only answered traffic episodes are read whole
+    (an evaluation's episodes, which carry its verdicts as feedback, are skipped on their header)."""
+    wrong: set[str] = set()
+    for trace_id in trace_ids:
+        header = store.get_header(trace_id)
+        if header.status == "answered" and is_traffic(header) and answered_wrong(store.get(trace_id)):
+            wrong.add(trace_id)
+    return wrong
+
+
 def learnable_trace_ids(store: TraceStore, *, since: float | None = None) -> list[str]:
     """Trace ids, in start order, of episodes with a failed step or a wrong answer (:func:`answered_wrong`).
 
     ``since``: only episodes started at or after it (a Unix timestamp).
     """
     picked = set(store.trace_ids(since=since, failures_only=True))
-    for trace_id in store.trace_ids(since=since, with_feedback=True):
-        if trace_id not in picked and answered_wrong(store.get(trace_id)):
-            picked.add(trace_id)
+    picked |= wrong_answers(store, store.trace_ids(since=since, with_feedback=True))
     return [trace_id for trace_id in store.trace_ids(since=since) if trace_id in picked]
 
 
 def _wrong_answer_point(
-    episode: Episode, step: Step, paths: list[str], replay: list[ToolCall]
+    episode: Episode,
+    step: Step,
+    answer: Answer,
+    reference: AnswerSpec,
+    paths: list[str],
+    replay: list[ToolCall],
 ) -> BranchPoint | None:
-    """The point at the answer turn the user's feedback rejected; ``None`` if the stored prompt is not
-    the runtime's (module docstring)."""
+    """The point at the answer turn (``step``, which gave ``answer``) that the user's feedback rejected
+    for ``reference``; ``None`` if the stored prompt is not the runtime's (module docstring)."""
     prompt = episode.messages[: step.prompt_messages]
     if not prompt or len(prompt) != step.prompt_messages or prompt[-1].role != "user":
         return None
@@ -128,8 +142,8 @@ def _wrong_answer_point(
         failed=False,
         error_type=None,
         observation=previous.content if previous is not None else "",
-        failed_action=step.action if isinstance(step.action, Answer) else None,
-        answer=_reference_answer(episode),
+        failed_action=answer,
+        answer=reference,
         source="traffic",
     )
 
@@ -150,13 +164,13 @@ def traffic_branch_points(
         counts["traffic_episodes"] += 1
         answer, after_failure = _reference_answer(episode), False
         made: list[ToolCall] = []
-        wrong = answered_wrong(episode)
         if answer is None and episode.reward is not None and episode.reward <= 0:
             counts["traffic_wrong_unnamed"] += 1
         for step in episode.steps:
             if isinstance(step.action, Answer):
-                if wrong and not after_failure:  # after a failure, that failure's point is this prompt
-                    point = _wrong_answer_point(episode, step, paths, made)
+                # right after a failure, that failure's point is this same prompt
+                if answer is not None and not after_failure and answered_wrong(episode):
+                    point = _wrong_answer_point(episode, step, step.action, answer, paths, made)
                     if point is None:
                         counts["traffic_unmatched"] += 1
                     else:
