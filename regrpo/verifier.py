@@ -12,7 +12,16 @@ from typing import Any
 
 from regrpo.errors import InputError
 
-__all__ = ["Verifier", "VerifierError", "score_answer", "verifier_name"]
+__all__ = [
+    "Verifier",
+    "VerifierError",
+    "feedback_source",
+    "score_answer",
+    "verifier_from_source",
+    "verifier_name",
+]
+
+_SOURCE_PREFIX = "verifier:"
 
 Verifier = Callable[[Any, str | None], float]
 """``(task, answer) -> score``: 1.0 right, 0.0 wrong, anything between for partly right."""
@@ -26,6 +35,18 @@ def verifier_name(verifier: Verifier) -> str:
     """``module:qualified_name`` of a verifier function (what feedback records as its source)."""
     module = getattr(verifier, "__module__", None) or "?"
     return f"{module}:{getattr(verifier, '__qualname__', type(verifier).__name__)}"
+
+
+def feedback_source(verifier: Verifier) -> str:
+    """The ``source`` of the feedback a verifier's score is recorded as: ``verifier:module:name``."""
+    return f"{_SOURCE_PREFIX}{verifier_name(verifier)}"
+
+
+def verifier_from_source(source: str | None) -> str | None:
+    """The verifier's ``module:name`` that a feedback ``source`` names; ``None`` for a caller's feedback."""
+    if source is None or not source.startswith(_SOURCE_PREFIX):
+        return None
+    return source[len(_SOURCE_PREFIX) :]
 
 
 def score_answer(verifier: Verifier, task: Any, answer: str | None, *, name: str | None = None) -> float:

@@ -54,7 +54,7 @@ from regrpo.traces import (
     TraceStore,
     Usage,
 )
-from regrpo.verifier import Verifier, VerifierError, score_answer, verifier_name
+from regrpo.verifier import Verifier, VerifierError, feedback_source, score_answer
 
 __all__ = ["Agent", "Result"]
 
@@ -249,9 +249,7 @@ class Agent:
         except VerifierError as exc:
             exc.trace_id = episode.trace_id  # type: ignore[attr-defined]
             raise
-        self.store.add_feedback(
-            episode.trace_id, Feedback(reward=score, source=f"verifier:{verifier_name(verifier)}")
-        )
+        self.store.add_feedback(episode.trace_id, Feedback(reward=score, source=feedback_source(verifier)))
         return score
 
     # -- one episode ------------------------------------------------------------------------------

@@ -197,6 +197,18 @@ def cmd_grpo(args: argparse.Namespace, console: Console) -> int:
     return _finish(args, console, report, report.method)
 
 
+def _add_outcome_options(parser: argparse.ArgumentParser) -> None:
+    """ReGRPO's outcome term (``ReGRPOConfig.outcome_max_steps`` / ``outcome_weight``)."""
+    parser.add_argument(
+        "--outcome-max-steps",
+        type=int,
+        default=0,
+        help="roll each continuation out to an answer within this many episode turns and add the "
+        "verifier's score of it to its reward (0: off; it multiplies the round's generation)",
+    )
+    parser.add_argument("--outcome-weight", type=float, default=1.0, help="weight of the outcome term")
+
+
 def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     """The background trainer: watch the store, train on new failures, gate, promote, hot-swap."""
     import threading
@@ -232,7 +244,13 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     gate_tasks: list[Any] = load_task_file(args.eval_set) if args.eval_set else held_out
     policy = _policy(args, console)
     registry = AdapterRegistry(args.registry)
-    config = ReGRPOConfig(group_size=args.group_size, max_rollouts=args.max_rollouts, seed=args.train_seed)
+    config = ReGRPOConfig(
+        group_size=args.group_size,
+        max_rollouts=args.max_rollouts,
+        seed=args.train_seed,
+        outcome_max_steps=args.outcome_max_steps,
+        outcome_weight=args.outcome_weight,
+    )
     with open_store(args.store) as store:
         round_ = ReGRPORound(
             policy, registry, train_tasks, store, config, warm_start=args.init, sampler=sampler, tools=tools
@@ -383,14 +401,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     regrpo.add_argument("--needless-penalty", type=float, default=0.1, help="penalty for needless reflection")
     regrpo.add_argument("--diagnosis-weight", type=float, default=0.25)
     regrpo.add_argument("--failures-only", action="store_true", help="skip clean branch points")
-    regrpo.add_argument(
-        "--outcome-max-steps",
-        type=int,
-        default=0,
-        help="roll each continuation out to an answer within this many episode turns and add the "
-        "verifier's verdict to its reward (0: off; it multiplies the round's generation)",
-    )
-    regrpo.add_argument("--outcome-weight", type=float, default=1.0, help="weight of the outcome term")
+    _add_outcome_options(regrpo)
     regrpo.add_argument(
         "--stratify",
         action="store_true",
@@ -513,4 +524,5 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--gate-concurrency", type=int, default=1, help="gate evaluation: episodes in flight at once"
     )
     trainer.add_argument("--train-seed", type=int, default=0)
+    _add_outcome_options(trainer)
     trainer.set_defaults(handler=cmd_trainer)

@@ -8,8 +8,9 @@ on its private copy of the branch point's state, the same policy (greedy, as the
 default) takes the episode's remaining turns exactly as the runtime would: the observation and any
 reflection request come from :mod:`regrpo.agent.turn`, the tools from the same toolbox, the turn
 budget from the episode's ``max_steps``. The answer is scored by the point's
-:class:`~regrpo.tasks.schema.AnswerSpec` (the task's verifier); a point without one (traffic with no
-reference answer) gets no outcome term.
+:class:`~regrpo.tasks.schema.AnswerSpec` (the task's answer) or, at a traffic point with no reference
+answer, by the user's verifier that scored its episode (:mod:`regrpo.learning.judging`); a point
+with neither gets no outcome term.
 
 The roll-out's own turns are not trained: only the continuation at the branch point is, as in
 ReGRPO, and the outcome is one more term of its reward (``outcome_weight · solved``).
@@ -24,6 +25,7 @@ from regrpo.agent.policy import Policy
 from regrpo.agent.trigger import ReflectionTrigger
 from regrpo.agent.turn import execute_action, generate_turn, user_turn
 from regrpo.errors import InputError
+from regrpo.learning.judging import answer_score, judges_answers
 from regrpo.learning.records import BranchPoint
 from regrpo.tools import Toolbox, ToolContext
 from regrpo.traces.schema import Action, Answer, Message, Observation
@@ -36,9 +38,15 @@ class RollOut:
     """Where a continuation led: the answer it reached (``None``: the turns ran out) and its score."""
 
     answer: str | None
-    solved: bool
+    score: float
+    """0 (wrong, or no answer) to 1 (right): :func:`~regrpo.learning.judging.answer_score`."""
     turns: int
     """Model turns the roll-out took after the continuation (0: the continuation itself answered)."""
+
+    @property
+    def solved(self) -> bool:
+        """Full marks: the answer is right."""
+        return self.score >= 1.0
 
 
 def remaining_turns(point: BranchPoint, max_steps: int) -> int:
@@ -64,12 +72,14 @@ async def roll_out(
     """Run the episode on from ``continuation`` (its ``action`` already executed into ``observation``
     on ``context``, a private copy of the point's state) and score the answer it reaches.
 
-    Raises :class:`InputError` for a point with no answer spec: there is nothing to score.
+    Raises :class:`InputError` for a point that cannot score an answer (no answer spec, no verifier).
     """
-    if point.answer is None:
-        raise InputError(f"branch point {point.id} has no answer spec; an outcome needs the task's verifier")
+    if not judges_answers(point):
+        raise InputError(
+            f"branch point {point.id} has no answer spec and no verifier; an outcome needs one to score it"
+        )
     if isinstance(action, Answer):
-        return RollOut(action.text, point.answer.check(action.text), 0)
+        return RollOut(action.text, answer_score(point, action.text), 0)
     if observation is None:
         raise InputError("a continuation that did not answer needs its observation to roll out from")
     messages = [*point.messages, Message("assistant", continuation)]
@@ -82,8 +92,8 @@ async def roll_out(
         messages.append(Message("assistant", completion.text))
         action = parse_action(completion.text)
         if isinstance(action, Answer):
-            return RollOut(action.text, point.answer.check(action.text), turn + 1)
+            return RollOut(action.text, answer_score(point, action.text), turn + 1)
         executed, _ = await execute_action(toolbox, action, context)
         assert executed is not None  # only an answer has no observation
         observation = executed
-    return RollOut(None, False, turns)
+    return RollOut(None, 0.0, turns)

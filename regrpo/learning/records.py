@@ -37,6 +37,7 @@ from regrpo.traces.schema import Answer, Message, Step, ToolCall, Unparseable
 
 __all__ = [
     "BranchPoint",
+    "UserVerifier",
     "Dataset",
     "DatasetCounts",
     "SFTExample",
@@ -60,6 +61,15 @@ class SFTExample(msgspec.Struct, frozen=True):
     """For RoT examples: the classifier's verdict on the near-miss observation."""
     meta: dict[str, Any] = {}
     """Provenance: perturbation kind, failed and corrected actions, reference step index, ..."""
+
+
+class UserVerifier(msgspec.Struct, frozen=True):
+    """A user's verifier that scored a traffic episode (``Agent(verifier=...)``), to score answers with."""
+
+    name: str
+    """Its import path, ``module:function``, as the episode's feedback records it."""
+    task: str
+    """What the episode was given (the verifier's first argument)."""
 
 
 class BranchPoint(msgspec.Struct, frozen=True):
@@ -90,6 +100,9 @@ class BranchPoint(msgspec.Struct, frozen=True):
     """Strings the target call's real output contains (``ReferenceStep.expects``)."""
     answer: AnswerSpec | None = None
     """The task's answer, for judging an ``<answer>`` continuation."""
+    verifier: UserVerifier | None = None
+    """At a traffic point with no reference answer: the user's verifier that scored the episode, which
+    judges answers instead (:mod:`regrpo.learning.judging`)."""
     source: Literal["near_miss", "fault", "trace", "reference", "traffic"] = "near_miss"
     """Where it came from: an executed near-miss, the reference call under an injected transient fault
     (``failed_action == target``: the right move is to retry), a suite episode's failure, a clean
@@ -109,6 +122,7 @@ class BranchPoint(msgspec.Struct, frozen=True):
         target: ToolCall | Answer | None = None,
         expects: Sequence[str] = (),
         answer: AnswerSpec | None = None,
+        verifier: UserVerifier | None = None,
     ) -> BranchPoint:
         """The point right after a stored episode's failed ``step``, ``prompt`` being what came next."""
         return cls(
@@ -124,6 +138,7 @@ class BranchPoint(msgspec.Struct, frozen=True):
             target=target,
             expects=list(expects),
             answer=answer,
+            verifier=verifier,
             source=source,
         )
 
@@ -199,9 +214,14 @@ class DatasetCounts(msgspec.Struct, kw_only=True):
     """Traffic episodes skipped because the store does not hold their input images."""
     traffic_unmatched: int = 0
     traffic_wrong_answers: int = 0
-    """Answer-turn points made from traffic episodes whose feedback named a different answer."""
+    """Answer-turn points made from traffic episodes whose feedback named a different answer, or whose
+    user's verifier gave less than full marks."""
     traffic_wrong_unnamed: int = 0
-    """Traffic episodes given a reward of 0 or less but no reference answer: nothing to score against."""
+    """Traffic episodes given a reward of 0 or less by their caller with no reference answer and no
+    verifier: nothing to score against."""
+    traffic_verifier_unresolved: int = 0
+    """Traffic episodes scored by a verifier that cannot be imported here (e.g. one defined in the app's
+    ``__main__``): mined without it, as if no verifier had scored them."""
     unquotable_failures: int = 0
     """Failures whose observation holds nothing to quote (a bare ``Error:``, an empty ``[]``): no RoT
     example is made (a trace failure still gives a branch point)."""

@@ -83,6 +83,7 @@ from regrpo.agent.local import LocalPolicy
 from regrpo.agent.policy import Policy
 from regrpo.agent.turn import execute_action
 from regrpo.errors import InputError
+from regrpo.learning.judging import judges_answers
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.outcome import roll_out
 from regrpo.learning.policy_gradient import (
@@ -304,7 +305,7 @@ async def _score(
     execution = await environment.execute(point, action) if isinstance(action, ToolCall) else None
     reflection, tokens = scored_reflection(completion.text, point.observation, policy.count_tokens)
     solved = None
-    if config.outcome_max_steps and point.answer is not None:
+    if config.outcome_max_steps and judges_answers(point):
         observation: Observation | None
         if execution is not None:
             context, observation = execution.context, execution.observation
@@ -322,7 +323,7 @@ async def _score(
             max_steps=config.outcome_max_steps,
             max_new_tokens=config.max_new_tokens,
         )
-        solved = reached.solved
+        solved = reached.score
     outcome = execution.outcome if execution is not None else None
     return score_continuation(point, action, outcome, reflection, tokens, config.weights, solved=solved)
 

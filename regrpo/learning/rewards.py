@@ -10,12 +10,14 @@ Local (ReGRPO, one continuation = an optional reflection + one action, executed 
   (numbers within 1e-6, boxes with IoU ≥ 0.5). For an ``<answer>`` target: the task's verifier.
   At a traffic point (no reference, :mod:`regrpo.learning.traffic`): a call that now works with a
   non-empty output and is not the failed call repeated (a retry is the fix only after a timeout
-  or a crash), or an answer matching a reference answer given as feedback (the only fix at the answer
-  turn of an episode whose answer that feedback rejected). Weaker than a reference
+  or a crash), or an answer matching a reference answer given as feedback, or given full marks by the
+  user's verifier that scored the episode (:mod:`regrpo.learning.judging`; such an answer is the only
+  fix at the answer turn of an episode whose answer the feedback rejected). Weaker than a reference
   (any working call counts), which is why traffic points carry their own ``source``.
 * ``solved`` — the outcome term, when the round rolls continuations out (:mod:`regrpo.learning.outcome`):
-  the episode, carried on from this continuation by the same policy, reaches an answer the task's
-  verifier accepts. Off by default (0 when not rolled out).
+  the score (0 to 1) of the answer that the episode, carried on from this continuation by the same
+  policy, reaches: 1 or 0 by the task's answer, or the user's verifier's score at a traffic point it
+  judges. Off by default (0 when not rolled out).
 * ``diagnosed`` — at a failure, the reflection parsed and its ``error_type`` equals the classifier's
   verdict on the observation (:func:`regrpo.learning.classify.classify_failure`).
 * reflection cost — the reference release's ``C = reflection tokens / 100`` with η = 0.1.
@@ -40,6 +42,7 @@ from typing import Any
 from regrpo.agent.loop import answers_match
 from regrpo.agent.trigger import is_empty_output
 from regrpo.errors import TRANSIENT_ERROR_TYPES
+from regrpo.learning.judging import answer_score, judges_answers
 from regrpo.learning.records import BranchPoint
 from regrpo.tasks.reference import output_text
 from regrpo.tasks.verifiers import contains_normalized
@@ -78,8 +81,8 @@ class LocalReward:
     reflected: bool
     reflection_tokens: int
     needless: bool
-    solved: bool | None = None
-    """The outcome term's verdict (``None``: not rolled out)."""
+    solved: float | None = None
+    """The outcome term's score, 0 to 1 (``None``: not rolled out)."""
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -123,7 +126,7 @@ def _usable_without_reference(point: BranchPoint, action: Action, outcome: ToolO
     failed one repeated (unless the failure was transient, where retrying it is the fix). Where the
     user rejected an answer, only the right answer is a fix (a call is judged by where it leads)."""
     if isinstance(action, Answer):
-        return point.answer is not None and point.answer.check(action.text)
+        return judges_answers(point) and answer_score(point, action.text) >= 1.0
     if isinstance(point.failed_action, Answer):
         return False
     if not isinstance(action, ToolCall) or outcome is None or not _worked(outcome):
@@ -167,16 +170,16 @@ def score_continuation(
     reflection_tokens: int,
     weights: RewardWeights,
     *,
-    solved: bool | None = None,
+    solved: float | None = None,
 ) -> LocalReward:
-    """The reward of one continuation at ``point`` (module docstring); ``solved``: its roll-out's verdict."""
+    """The reward of one continuation at ``point`` (module docstring); ``solved``: its roll-out's score."""
     fixed = local_fix(point, action, outcome)
     reflected = reflection_tokens > 0
     diagnosed = point.failed and reflection is not None and reflection.error_type == point.error_type
     needless = reflected and not point.failed
     reward = (
         weights.lambda_exec * fixed
-        + weights.outcome * bool(solved)
+        + weights.outcome * (solved or 0.0)
         + weights.diagnosis * diagnosed
         - weights.eta * reflection_tokens / weights.reflection_cost_scale
         - weights.needless_reflection * needless

@@ -15,18 +15,31 @@ target (``target=None``, ``source="traffic"``):
 * the reward of a continuation is what can be verified without a reference
   (:func:`~regrpo.learning.rewards.local_fix`): the corrected call runs and returns a usable
   (non-error, non-empty) result and is not the failed call repeated, unless the failure was
-  transient (a timeout, a crash), where repeating it is the fix; an ``<answer>`` counts only against
-  a reference answer given as feedback (``agent.feedback(answer=...)``); diagnosis, reflection cost
-  and needless-reflection terms as everywhere.
+  transient (a timeout, a crash), where repeating it is the fix; an ``<answer>`` counts only when
+  what judges the episode's answers (below) gives it full marks; diagnosis, reflection cost and
+  needless-reflection terms as everywhere.
 
-**Wrong answers** are failures too, though no step failed: an episode whose feedback names a
-reference answer (``agent.feedback(trace_id, answer=...)``) that its own answer does not match
-(:func:`answered_wrong`) gets a point at its answer turn (``failed=False``: the runtime asked for no
-reflection there; ``failed_action`` is the rejected answer). Only an answer matching the reference
-fixes it; a tool call there earns only what the outcome term says it leads to. An answer turn right
-after a failed step is not made twice: the failed step's point is that same prompt. Feedback that
-gives only a reward names nothing to score against, so such an episode is counted
-(``traffic_wrong_unnamed``) and not mined.
+**What judges an answer** at an episode's points (:mod:`regrpo.learning.judging`), first found:
+
+1. a reference answer named in its feedback (``agent.feedback(trace_id, answer=...)``);
+2. the app's own verifier that scored it (``Agent(verifier=...)``: its score is the episode's
+   feedback, ``source="verifier:module:function"``), called again by import path on every answer a
+   continuation reaches: it must be importable in the trainer's process, or the episode is counted
+   (``traffic_verifier_unresolved``) and mined as if no verifier had scored it;
+3. the episode's own answer, when its latest feedback gave full marks (reward 1) and named none: a
+   user who says "right" has named that answer.
+
+With a judge, the outcome term (:mod:`regrpo.learning.outcome`) scores roll-outs from the
+episode's failed steps, and an ``<answer>`` continuation is a fix when the judge gives it full marks.
+
+**Wrong answers** are failures too, though no step failed: an episode whose named reference answer
+its own answer does not match, or that its verifier gave less than full marks
+(:func:`answered_wrong`), gets a point at its answer turn (``failed=False``: the runtime asked for no
+reflection there; ``failed_action`` is the rejected answer). Only an answer the judge gives full
+marks fixes it; a tool call there earns only what the outcome term says it leads to. An answer turn
+right after a failed step is not made twice: the failed step's point is that same prompt. A caller's
+reward of 0 with no answer named and no verifier names nothing to score against, so such an episode
+is counted (``traffic_wrong_unnamed``) and not mined.
 
 Episodes whose images the store does not hold (``keep_images=False``, older stores) are skipped and
 counted (``traffic_images_missing``); so are steps whose stored prompt is not the runtime's
@@ -43,10 +56,12 @@ from pathlib import Path
 
 from regrpo.errors import TraceStoreError
 from regrpo.learning.classify import classify_failure
-from regrpo.learning.records import BranchPoint, branch_point_id
+from regrpo.learning.judging import resolve
+from regrpo.learning.records import BranchPoint, UserVerifier, branch_point_id
 from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces import TraceStore
 from regrpo.traces.schema import Answer, Episode, Step, ToolCall
+from regrpo.verifier import VerifierError, verifier_from_source
 
 __all__ = ["answered_wrong", "is_traffic", "learnable_trace_ids", "traffic_branch_points", "wrong_answers"]
 
@@ -74,28 +89,59 @@ def _image_paths(episode: Episode, store: TraceStore, image_dir: Path) -> list[s
     return paths
 
 
-def _reference_answer(episode: Episode) -> AnswerSpec | None:
-    """The last reference answer given as feedback, as an answer spec (a number when it is one)."""
-    answers = [f.answer for f in episode.feedback if f.answer]
-    if not answers:
-        return None
-    text = answers[-1].strip()
+def _answer_spec(text: str) -> AnswerSpec:
+    """A reference answer as an answer spec (a number when it is one)."""
+    text = text.strip()
     try:
         return AnswerSpec(kind="number", value=float(text.replace(",", "")))
     except ValueError:
         return AnswerSpec(kind="text", value=text)
 
 
+def _named_answer(episode: Episode) -> AnswerSpec | None:
+    """The last reference answer given as feedback, as an answer spec."""
+    answers = [f.answer for f in episode.feedback if f.answer]
+    return _answer_spec(answers[-1]) if answers else None
+
+
+def _verifier_verdict(episode: Episode) -> tuple[UserVerifier, float] | None:
+    """The verifier that last scored the episode, and its score."""
+    for record in reversed(episode.feedback):
+        name = verifier_from_source(record.source)
+        if name is not None and record.reward is not None:
+            return UserVerifier(name=name, task=episode.task), record.reward
+    return None
+
+
+def _judge(episode: Episode, counts: Counter[str]) -> tuple[AnswerSpec | None, UserVerifier | None]:
+    """What scores answers at the episode's points (module docstring): an answer spec, a verifier,
+    or neither. An unimportable verifier is counted and passed over."""
+    named = _named_answer(episode)
+    if named is not None:
+        return named, None
+    verdict = _verifier_verdict(episode)
+    if verdict is not None:
+        try:
+            resolve(verdict[0])
+        except VerifierError:
+            counts["traffic_verifier_unresolved"] += 1
+        else:
+            return None, verdict[0]
+    if episode.answer is not None and episode.reward is not None and episode.reward >= 1.0:
+        return _answer_spec(episode.answer), None
+    return None, None
+
+
 def answered_wrong(episode: Episode) -> bool:
-    """A traffic episode that answered, and whose feedback names a reference answer it does not match."""
-    reference = _reference_answer(episode)
-    return (
-        is_traffic(episode)
-        and episode.status == "answered"
-        and episode.answer is not None
-        and reference is not None
-        and not reference.check(episode.answer)
-    )
+    """A traffic episode that answered, and whose feedback names a reference answer it does not match,
+    or whose verifier gave it less than full marks."""
+    if not (is_traffic(episode) and episode.status == "answered" and episode.answer is not None):
+        return False
+    named = _named_answer(episode)
+    if named is not None:
+        return not named.check(episode.answer)
+    verdict = _verifier_verdict(episode)
+    return verdict is not None and verdict[1] < 1.0
 
 
 def wrong_answers(store: TraceStore, trace_ids: Iterable[str]) -> set[str]:
@@ -123,12 +169,12 @@ def _wrong_answer_point(
     episode: Episode,
     step: Step,
     answer: Answer,
-    reference: AnswerSpec,
+    judge: tuple[AnswerSpec | None, UserVerifier | None],
     paths: list[str],
     replay: list[ToolCall],
 ) -> BranchPoint | None:
-    """The point at the answer turn (``step``, which gave ``answer``) that the user's feedback rejected
-    for ``reference``; ``None`` if the stored prompt is not the runtime's (module docstring)."""
+    """The point at the answer turn (``step``, which gave ``answer``) that the user's feedback rejected,
+    with ``judge`` (:func:`_judge`); ``None`` if the stored prompt is not the runtime's."""
     prompt = episode.messages[: step.prompt_messages]
     if not prompt or len(prompt) != step.prompt_messages or prompt[-1].role != "user":
         return None
@@ -143,7 +189,8 @@ def _wrong_answer_point(
         error_type=None,
         observation=previous.content if previous is not None else "",
         failed_action=answer,
-        answer=reference,
+        answer=judge[0],
+        verifier=judge[1],
         source="traffic",
     )
 
@@ -162,15 +209,18 @@ def traffic_branch_points(
             counts["traffic_images_missing"] += 1
             continue
         counts["traffic_episodes"] += 1
-        answer, after_failure = _reference_answer(episode), False
+        judge, after_failure = _judge(episode, counts), False
+        answer, verifier = judge
         made: list[ToolCall] = []
-        if answer is None and episode.reward is not None and episode.reward <= 0:
+        unnamed = _named_answer(episode) is None and _verifier_verdict(episode) is None
+        if unnamed and episode.reward is not None and episode.reward <= 0:
             counts["traffic_wrong_unnamed"] += 1
         for step in episode.steps:
             if isinstance(step.action, Answer):
                 # right after a failure, that failure's point is this same prompt
-                if answer is not None and not after_failure and answered_wrong(episode):
-                    point = _wrong_answer_point(episode, step, step.action, answer, paths, made)
+                judged = answer is not None or verifier is not None
+                if judged and not after_failure and answered_wrong(episode):
+                    point = _wrong_answer_point(episode, step, step.action, judge, paths, made)
                     if point is None:
                         counts["traffic_unmatched"] += 1
                     else:
@@ -200,6 +250,7 @@ def traffic_branch_points(
                     replay=made,
                     source="traffic",
                     answer=answer,
+                    verifier=verifier,
                 )
             )
     return points

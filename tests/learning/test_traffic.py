@@ -1,6 +1,7 @@
 """Branch points from a user's own traffic: no suite task, no reference (issue 13, items 1 and 2).
 
-Also wrong answers: an episode whose calls all worked but whose answer the user's feedback rejected.
+Also wrong answers: an episode whose calls all worked but whose answer the user's feedback rejected,
+and what judges answers there: a named answer, the app's own verifier, or a caller's full reward.
 
 An app's agent (scripted policy, real image tools, real SQLite store) crops its user's image, then
 makes a crop that fails, then answers. The data engine must find that failure, replay the state
@@ -173,3 +174,94 @@ def test_a_right_answer_an_unnamed_miss_or_no_feedback_gives_no_answer_point(sto
     data = build_dataset([], store=store, image_dir=tmp_path, trace_ids=[result.trace_id], progress=False)
     assert data.branch_points == []
     assert data.counts.traffic_wrong_unnamed == (feedback == {"reward": 0.0})  # a miss with nothing to learn
+
+
+def says_seven(task: str, answer: str | None) -> float:
+    """An app's verifier: 7 birds is right, 6 half right; it raises on a non-number, as a careless one
+    would (importable: the trainer calls it by name)."""
+    return {7: 1.0, 6: 0.5}.get(int((answer or "").strip()), 0.0)
+
+
+def test_an_answer_the_apps_verifier_marked_down_is_judged_by_that_verifier(store, tmp_path):
+    from regrpo.learning.judging import answer_score
+
+    agent = answering_agent(store)  # answers 5
+    result = agent.run("How many birds are there?", [user_image()], verifier=says_seven)
+    assert result.reward == 0.0 and answered_wrong(store.get(result.trace_id))
+    assert learnable_trace_ids(store) == [result.trace_id]
+    data = build_dataset([], store=store, image_dir=tmp_path, progress=False)
+    (point,) = data.branch_points
+    assert point.failed_action == Answer("5") and point.answer is None
+    assert point.verifier is not None and point.verifier.name.endswith(":says_seven")
+    assert point.verifier.task == "How many birds are there?"
+    assert (answer_score(point, "7"), answer_score(point, "6"), answer_score(point, "5")) == (1.0, 0.5, 0.0)
+    assert local_fix(point, Answer("7"), None)
+    assert not local_fix(point, Answer("6"), None)  # half marks are no fix
+    assert data.counts.traffic_wrong_answers == 1
+
+
+def test_a_verifier_judges_the_roll_outs_of_a_failed_step_and_gives_partial_credit(store, tmp_path):
+    from regrpo.learning.outcome import roll_out
+    from regrpo.learning.rewards import RewardWeights, score_continuation
+
+    result = app_agent(store).run("How many birds are there?", [user_image()], verifier=says_seven)
+    (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
+    assert point.failed and point.failed_action == BAD_CROP and point.verifier is not None
+    assert result.reward == 0.0
+
+    environment = BranchEnvironment(Toolbox([crop, rotate]))
+    fix = ToolCall("crop", {"image": "img_1", "box": [0, 0, 10, 5]})
+    execution = asyncio.run(environment.execute(point, fix))
+
+    def reach(answer: str):
+        return asyncio.run(
+            roll_out(
+                ScriptedPolicy([f"<answer>{answer}</answer>"]),
+                environment.toolbox,
+                point,
+                call(fix),
+                fix,
+                execution.observation,
+                execution.context,
+                max_steps=6,
+                max_new_tokens=16,
+            )
+        )
+
+    right, half = reach("7"), reach("6")
+    assert (right.score, right.solved, half.score, half.solved) == (1.0, True, 0.5, False)
+    weights = RewardWeights()
+    base = score_continuation(point, fix, execution.outcome, None, 0, weights)
+    partial = score_continuation(point, fix, execution.outcome, None, 0, weights, solved=half.score)
+    assert partial.reward == pytest.approx(base.reward + 0.5 * weights.outcome)
+
+
+def test_a_verifier_the_trainer_cannot_import_is_counted_and_not_used(store, tmp_path):
+    def local_verifier(task: str, answer: str | None) -> float:  # <locals>: no import path reaches it
+        return 0.0
+
+    result = app_agent(store).run("How many birds are there?", [user_image()], verifier=local_verifier)
+    assert answered_wrong(store.get(result.trace_id))
+    data = build_dataset([], store=store, image_dir=tmp_path, progress=False)
+    (point,) = data.branch_points  # the failed step's point, with nothing to judge answers
+    assert point.verifier is None and point.answer is None
+    assert data.counts.traffic_verifier_unresolved == 1 and data.counts.traffic_wrong_unnamed == 0
+
+
+def test_a_broken_verifier_is_an_error_at_scoring_not_a_wrong_answer(store, tmp_path):
+    from regrpo.learning.judging import answer_score
+    from regrpo.verifier import VerifierError
+
+    answering_agent(store).run("How many birds are there?", [user_image()], verifier=says_seven)
+    (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
+    with pytest.raises(VerifierError, match="says_seven raised ValueError"):
+        answer_score(point, "a few")
+
+
+def test_a_callers_full_reward_makes_the_episodes_own_answer_the_reference(store, tmp_path):
+    agent = app_agent(store)  # fails a crop, recovers, answers 5
+    result = agent.run("How many birds are there?", [user_image()])
+    agent.feedback(result.trace_id, reward=1.0)
+    (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
+    assert point.failed and point.answer is not None and point.answer.check("5")
+    assert local_fix(point, Answer("5"), None) and not local_fix(point, Answer("4"), None)
