@@ -291,6 +291,17 @@ def test_the_trainers_gate_rule_is_a_flag_and_defaults_to_the_paired_test():
         parser.parse_args(["trainer", "--registry", "r", "--gate-rule", "vibes"])
 
 
+def test_the_trainer_takes_the_outcome_term_and_refuses_a_negative_budget_before_loading(tmp_path, capsys):
+    from regrpo.cli import _parser, main
+
+    parsed = _parser().parse_args(["trainer", "--registry", "r", "--outcome-max-steps", "6"])
+    assert (parsed.outcome_max_steps, parsed.outcome_weight) == (6, 1.0)
+    store = ["--store", str(tmp_path / "t.sqlite"), "--model", str(tmp_path / "no-model")]
+    code = main(["trainer", "--registry", str(tmp_path / "r"), *store, "--outcome-max-steps", "-1"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2 and "outcome_max_steps must be >= 0" in out
+
+
 def test_a_trainer_without_the_suite_needs_the_users_eval_set(tmp_path, capsys):
     from regrpo.cli import main
 

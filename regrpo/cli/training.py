@@ -226,6 +226,13 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     sampler = _engine_sampler(args)
     tools = chosen_tools(args)  # and a wrong --tool or gate rule
     gate = GateConfig(margin=args.margin, rule=args.gate_rule)
+    config = ReGRPOConfig(  # and bad round settings, before the model loads
+        group_size=args.group_size,
+        max_rollouts=args.max_rollouts,
+        seed=args.train_seed,
+        outcome_max_steps=args.outcome_max_steps,
+        outcome_weight=args.outcome_weight,
+    )
     if args.no_suite and not args.eval_set:
         raise InputError(
             "--no-suite leaves the gate without tasks: give it yours with --eval-set FILE (its held-out "
@@ -244,13 +251,6 @@ def cmd_trainer(args: argparse.Namespace, console: Console) -> int:
     gate_tasks: list[Any] = load_task_file(args.eval_set) if args.eval_set else held_out
     policy = _policy(args, console)
     registry = AdapterRegistry(args.registry)
-    config = ReGRPOConfig(
-        group_size=args.group_size,
-        max_rollouts=args.max_rollouts,
-        seed=args.train_seed,
-        outcome_max_steps=args.outcome_max_steps,
-        outcome_weight=args.outcome_weight,
-    )
     with open_store(args.store) as store:
         round_ = ReGRPORound(
             policy, registry, train_tasks, store, config, warm_start=args.init, sampler=sampler, tools=tools
