@@ -280,6 +280,30 @@ def test_a_bad_tool_is_a_one_line_error_before_anything_loads(command, tmp_path,
     assert code == 2 and "error: cannot import tool module 'no_such_app_xyz'" in out
 
 
+@pytest.mark.parametrize("command", [["run", "task"], ["serve"]], ids=["run", "serve"])
+def test_run_and_serve_take_the_apps_verifier_and_refuse_a_bad_one_before_loading(
+    command, tmp_path, monkeypatch, capsys
+):
+    from regrpo.cli import _parser, main
+    from regrpo.cli.common import chosen_verifier
+
+    (tmp_path / "my_checks.py").write_text("def right(task, answer):\n    return 1.0\nNOT_A_FUNCTION = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parser = _parser()
+    assert chosen_verifier(parser.parse_args(command)) is None
+    found = chosen_verifier(parser.parse_args([*command, "--verifier", "my_checks:right"]))
+    assert found is not None and found("t", "a") == 1.0
+    base = [*command, "--store", str(tmp_path / "t.sqlite"), "--model", str(tmp_path / "no-model")]
+    for name, message in (
+        ("my_checks:NOT_A_FUNCTION", "is a int, not a function"),
+        ("my_checks:wrong", "module 'my_checks' has no 'wrong'"),
+        ("no_such_checks_xyz:right", "cannot import verifier module 'no_such_checks_xyz'"),
+    ):
+        code = main([*base, "--verifier", name])
+        out = " ".join(capsys.readouterr().out.split())
+        assert code == 2 and message in out, out
+
+
 def test_the_trainers_gate_rule_is_a_flag_and_defaults_to_the_paired_test():
     from regrpo.cli import _parser
 

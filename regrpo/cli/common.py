@@ -15,6 +15,8 @@ from rich.console import Console
 
 from regrpo.agent.adapters import WARM_START, WARM_START_MODEL, AdapterChoice, adapter_folder
 from regrpo.agent.model_files import DEFAULT_MODEL
+from regrpo.errors import InputError
+from regrpo.importing import import_named
 from regrpo.paths import default_cache_dir, default_trace_path
 from regrpo.traces import Answer, Step, ToolCall, open_store
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from regrpo.agent.loop import Agent
     from regrpo.agent.policy import Policy
     from regrpo.tools import Tool
+    from regrpo.verifier import Verifier
 
 __all__ = [
     "adapter_options",
@@ -140,6 +143,29 @@ def tool_options() -> argparse.ArgumentParser:
     return options
 
 
+def verifier_options() -> argparse.ArgumentParser:
+    """``--verifier MODULE:NAME``: the app's verifier, scoring every episode's answer (its feedback)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--verifier",
+        metavar="MODULE:NAME",
+        help="a function (task, answer) -> float in [0, 1] by import path: it scores every episode's "
+        "answer, recorded as the episode's feedback, which the trainer learns from",
+    )
+    return options
+
+
+def chosen_verifier(args: argparse.Namespace) -> Verifier | None:
+    """The function ``--verifier`` names (``None`` without one), or an :class:`InputError` saying why not."""
+    name = getattr(args, "verifier", None)
+    if name is None:
+        return None
+    found = import_named(name, "verifier")
+    if not callable(found):
+        raise InputError(f"verifier {name!r} is a {type(found).__name__}, not a function (task, answer)")
+    return found  # type: ignore[no-any-return]
+
+
 def chosen_tools(args: argparse.Namespace) -> list[Tool] | None:
     """The toolbox :func:`tool_options` chose; ``None`` for the built-in one (each command's default)."""
     from regrpo.tools.importing import toolbox_from_names
@@ -194,8 +220,9 @@ def make_agent(args: argparse.Namespace, console: Console) -> Agent:
     """An agent over :func:`make_policy` with the command's adapter, budgets, trigger and trace store."""
     from regrpo.agent import Agent
 
-    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter or --tool fails fast
+    adapter = chosen_adapter(args)  # before the model loads: a bad --adapter, --tool or --verifier fails fast
     tools = chosen_tools(args)
+    verifier = chosen_verifier(args)
     return Agent(
         make_policy(args, console),
         tools=tools,
@@ -204,6 +231,7 @@ def make_agent(args: argparse.Namespace, console: Console) -> Agent:
         max_new_tokens=args.max_new_tokens,
         confidence_trigger=args.confidence_trigger,
         adapter=adapter,
+        verifier=verifier,
     )
 
 

@@ -15,6 +15,7 @@ from regrpo.cli.common import (
     make_agent,
     store_options,
     tool_options,
+    verifier_options,
 )
 from regrpo.errors import RegrpoError
 from regrpo.traces import open_store
@@ -35,7 +36,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"\n[bold]answer:[/] {result.answer!r}  status={result.status}  steps={result.usage.steps}  "
         f"reflections={result.usage.reflections}  adapter={agent.policy.active_adapter or 'none'}  "
-        f"trace={result.trace_id}"
+        f"trace={result.trace_id}" + (f"  reward={result.reward:g}" if result.reward is not None else "")
     )
     return 0
 
@@ -67,7 +68,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``run``, ``models`` and ``export`` to the ``regrpo`` parser."""
     run = commands.add_parser(
         "run",
-        parents=[agent_options(6, 128), adapter_options(), tool_options()],
+        parents=[agent_options(6, 128), adapter_options(), tool_options(), verifier_options()],
         help="run the agent on one task, showing each step",
     )
     confidence_trigger_option(run)

@@ -26,6 +26,7 @@ from regrpo.cli.common import (
     make_policy,
     model_options,
     tool_options,
+    verifier_options,
 )
 from regrpo.server.limits import ConnectionLimits
 from regrpo.server.responses import MAX_ERROR_ITEMS, MAX_JSON_VALUES
@@ -136,7 +137,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``serve-model`` to the ``regrpo`` parser."""
     serve = commands.add_parser(
         "serve",
-        parents=[agent_options(6, 128), adapter_options(), tool_options()],
+        parents=[agent_options(6, 128), adapter_options(), tool_options(), verifier_options()],
         help="serve the agent as an OpenAI-compatible endpoint",
     )
     confidence_trigger_option(serve)

@@ -32,6 +32,7 @@ from regrpo.server.image_urls import ImageResolver, ImageURLError, checked_reque
 from regrpo.server.metrics import ServerMetrics
 from regrpo.server.responses import BodyRefused, InvalidBody, NotJSONText, parse_json_text, read_json_body
 from regrpo.traces import Step
+from regrpo.verifier import VerifierError
 
 __all__ = ["AgentService", "episode_refusal"]
 
@@ -133,10 +134,20 @@ class AgentService:
         on_step: Callable[[Step], None] | None = None,
         trace_id: str | None = None,
     ) -> Result:
-        """Wait for a slot, run the episode under the request deadline; map its failures to refusals."""
+        """Wait for a slot, run the episode under the request deadline; map its failures to refusals.
+
+        A broken verifier (``regrpo serve --verifier``) is the server's fault, not the caller's: the
+        episode ran and is stored, so the caller gets its answer; the episode stays unscored, and the
+        error is logged and counted (``regrpo_verifier_errors_total``).
+        """
         try:
             async with ticket:
                 result = await self.agent.arun(task, images, on_step=on_step, trace_id=trace_id)
+        except VerifierError as exc:  # raised once the episode is stored (Agent.arun sets its trace id)
+            self.metrics.verifier_errors.inc()
+            stored: str = exc.trace_id  # type: ignore[attr-defined]
+            logger.error("the verifier failed; episode %s is stored unscored: %s", stored, exc)
+            result = Result.from_episode(await asyncio.to_thread(self.agent.store.get, stored))
         except RegrpoError as exc:
             self.metrics.episodes.labels("error").inc()
             raise episode_refusal(exc, self.config.retry_after_s) from None

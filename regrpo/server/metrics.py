@@ -54,6 +54,9 @@ class ServerMetrics:
             registry=r,
         )
         self.steps = Counter("regrpo_agent_steps", "Agent steps (model turns).", registry=r)
+        self.verifier_errors = Counter(
+            "regrpo_verifier_errors", "Episodes the server's verifier failed to score.", registry=r
+        )
         self.tool_calls = Counter("regrpo_tool_calls", "Tool calls made by the agent.", registry=r)
         self.tool_failures = Counter("regrpo_tool_failures", "Tool calls that failed.", registry=r)
         self.reflections = Counter("regrpo_reflections", "Reflections written (valid or not).", registry=r)

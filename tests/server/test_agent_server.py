@@ -227,3 +227,38 @@ def test_real_smollm_behind_the_openai_client(store, smollm):
     assert len(extension["steps"]) == len(episode.steps) >= 1
     assert completion.choices[0].message.content == episode.answer
     assert completion.usage.completion_tokens == sum(len(s.completion.token_ids) for s in episode.steps) > 0
+
+
+def crop_size_is_4x3(task: str, answer: str | None) -> float:
+    """The app's verifier, as ``regrpo serve --verifier test_agent_server:crop_size_is_4x3`` names it."""
+    return 1.0 if answer == "4x3" else 0.0
+
+
+def verifier_down(task: str, answer: str | None) -> float:
+    raise ConnectionError("the answer key service is down")
+
+
+@pytest.mark.parametrize("verifier", [crop_size_is_4x3, verifier_down], ids=["scores", "broken"])
+def test_the_servers_verifier_scores_every_episode_and_a_broken_one_costs_the_caller_nothing(store, verifier):
+    from server_helpers import crop_then_report
+
+    from regrpo.verifier import feedback_source
+
+    policy = ScriptedPolicy([crop_then_report], cycle=True)
+    agent = Agent(policy, tools=[crop], store=store, verifier=verifier)
+    with start_in_thread(build_agent_app(agent, ServerConfig(api_keys=(KEY,)))) as server:
+        client = client_for(server)
+        for _ in range(2):
+            completion = client.chat.completions.create(
+                model="regrpo-agent", messages=[image_message("size?", data_url(png_bytes()))]
+            )
+            assert completion.choices[0].message.content == "4x3"  # the answer reaches the caller either way
+        metrics = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    feedback = [store.get(trace_id).feedback for trace_id in store.trace_ids()]
+    if verifier is crop_size_is_4x3:
+        scored = [[(f.reward, f.source) for f in fs] for fs in feedback]
+        assert scored == [[(1.0, feedback_source(verifier))]] * 2
+        assert "regrpo_verifier_errors_total 0.0" in metrics
+    else:  # stored, unscored, counted
+        assert feedback == [[], []] and "regrpo_verifier_errors_total 2.0" in metrics
+        assert [store.get(t).status for t in store.trace_ids()] == ["answered", "answered"]
