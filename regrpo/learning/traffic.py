@@ -145,13 +145,15 @@ def answered_wrong(episode: Episode) -> bool:
 
 
 def wrong_answers(store: TraceStore, trace_ids: Iterable[str]) -> set[str]:
-    """Those of ``trace_ids`` that :func:`answered_wrong`; only answered traffic episodes are read whole
-    (an evaluation's episodes, which carry its verdicts as feedback, are skipped on their header)."""
+    """Those of ``trace_ids`` that :func:`answered_wrong`, from their headers and feedback alone (an
+    evaluation's episodes, which carry its verdicts as feedback, are skipped on their header)."""
     wrong: set[str] = set()
     for trace_id in trace_ids:
         header = store.get_header(trace_id)
-        if header.status == "answered" and is_traffic(header) and answered_wrong(store.get(trace_id)):
-            wrong.add(trace_id)
+        if header.status == "answered" and is_traffic(header):
+            header.feedback = store.feedback(trace_id)
+            if answered_wrong(header):
+                wrong.add(trace_id)
     return wrong
 
 

@@ -223,11 +223,16 @@ class TraceStore:
             self._decode(_step_decoder, b, trace_id)
             for (b,) in self._rows("SELECT body FROM steps WHERE trace_id = ? ORDER BY idx", (trace_id,))
         ]
-        episode.feedback = [
+        episode.feedback = self.feedback(trace_id)
+        return episode
+
+    def feedback(self, trace_id: str) -> list[Feedback]:
+        """The episode's feedback, oldest first, without reading its messages or steps (``[]`` for none,
+        or for an id the store does not hold: :meth:`get_header` tells those apart)."""
+        return [
             self._decode(_feedback_decoder, b, trace_id)
             for (b,) in self._rows("SELECT body FROM feedback WHERE trace_id = ? ORDER BY id", (trace_id,))
         ]
-        return episode
 
     def trace_ids(
         self,

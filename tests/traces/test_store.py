@@ -135,6 +135,8 @@ def test_feedback_is_appended_and_the_latest_reward_wins(store: TraceStore) -> N
     episode = store.get("ep")
     assert [(f.reward, f.answer) for f in episode.feedback] == [(0.0, None), (1.0, "391"), (None, "392")]
     assert episode.reward == 1.0
+    assert store.feedback("ep") == episode.feedback  # alone, without the messages and steps
+    assert store.feedback("missing-id") == [] and store.get_header("ep").feedback == []
 
 
 def test_feedback_for_an_unknown_episode_is_refused_and_not_stored(store: TraceStore) -> None:
