@@ -20,7 +20,8 @@ Every part is a ``regrpo`` process on loopback, as in production:
 Prints one table (traffic, branch points, rollouts, round time, the gate's numbers, the swap) and
 writes the trainer's report to ``--out``. Not a timed test. Usage::
 
-    python benchmarks/traffic_round.py [--traffic 24] [--gate 12] [--max-rollouts 40] [--out DIR]
+    python benchmarks/traffic_round.py [--traffic 24] [--gate 12] [--max-rollouts 40]
+        [--outcome-max-steps 6] [--out DIR]
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def main() -> int:
     parser.add_argument("--gate", type=int, default=12, help="held-out tasks in the app's task file")
     parser.add_argument("--max-rollouts", type=int, default=40, help="the round's sampled continuations")
     parser.add_argument("--concurrency", type=int, default=4, help="traffic requests in flight at once")
+    parser.add_argument(
+        "--outcome-max-steps",
+        type=int,
+        default=0,
+        help="the trainer's outcome term: roll each continuation out within this many turns (0: off)",
+    )
     parser.add_argument("--out", type=Path, help="folder for the trainer's report and the traffic log")
     args = parser.parse_args()
 
@@ -150,6 +157,7 @@ def main() -> int:
                     *("--gate-rule", "any_improvement", "--gate-concurrency", str(args.concurrency)),
                     *("--serve-url", agent_url, "--serve-kind", "regrpo", "--serve-key", ADMIN),
                     *("--min-new-failures", "1", "--max-rollouts", str(args.max_rollouts)),
+                    *("--outcome-max-steps", str(args.outcome_max_steps)),
                 ],
                 capture_output=True,
                 text=True,
@@ -196,6 +204,8 @@ def main() -> int:
                 round_report.get("steps"),
             ),
         ),
+        ("outcome term (roll-out turns; 0 = off)", str(args.outcome_max_steps)),
+        ("fix rate per optimizer step", str(round_report.get("fix_rate"))),
         ("round time", f"{round_report.get('seconds', 0):.0f} s"),
         (
             "gate: candidate vs live success",

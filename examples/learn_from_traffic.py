@@ -7,7 +7,8 @@ Run: ``python examples/learn_from_traffic.py`` (offline, about two minutes on a 
    with a wrong image id first, then recovers. The store keeps every step, the verifier's score,
    and the users' images (by hash).
 2. The data engine finds those failures with **no reference solution**: each is a branch point,
-   replayed from the store alone and judged by what can be verified (the corrected call works).
+   replayed from the store alone and judged by what can be verified (the corrected call works; an
+   answer, by the app's own verifier that scored the episode).
 3. A small ReGRPO round trains a LoRA on the real SmolLM2 at those points.
 4. The version is committed and promoted into a running ``regrpo serve`` (same registry, admin key)
    that serves the real model; the trainer checks the swap took: the server reports it live and
@@ -73,7 +74,10 @@ for shade, place in ((200, "beach"), (220, "snowfield"), (240, "desert")):
 # 2. Branch points from that traffic, with no task and no reference.
 data = build_dataset([], store=store, image_dir=work / "images", progress=False)
 points = [p for p in data.branch_points if p.source == "traffic"]
-print(f"{len(points)} traffic branch points (error type {points[0].error_type}), no reference needed")
+judge = points[0].verifier
+assert judge is not None  # the app's verifier scored these episodes, so it judges their answers here too
+print(f"{len(points)} traffic branch points (error type {points[0].error_type}), no reference needed;")
+print(f"answers there are scored by the app's verifier {judge.name}, as the app scored them")
 
 # 3. One small ReGRPO round on the real model from the shipped warm start, with the app's own tool.
 policy = LocalPolicy()
