@@ -69,6 +69,7 @@ Where we differ from the public reference (``shared/REFERENCES.md`` §2.4) and w
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import statistics
 import time
@@ -97,6 +98,9 @@ from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuati
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
 from regrpo.traces.schema import Completion, Message, Observation, Reflection, ToolCall
+from regrpo.verifier import VerifierError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Group",
@@ -232,6 +236,8 @@ class Group:
     completions: list[Completion]
     rewards: list[LocalReward]
     advantages: list[float] | None
+    unscored: int = 0
+    """Continuations dropped because the user's verifier failed on their answer (not scored as wrong)."""
 
 
 def sample_group(
@@ -258,7 +264,10 @@ def sample_group(
     drawn = len(completions)
     if sampler is not None:
         completions = [c for c in completions if _version(sampler, c) == version]
-    rewards = asyncio.run(_score_all(sampler or policy, policy, environment, point, completions, config))
+    scored = asyncio.run(_score_all(sampler or policy, policy, environment, point, completions, config))
+    kept = [(c, r) for c, r in zip(completions, scored, strict=True) if r is not None]
+    unscored = len(completions) - len(kept)
+    completions, rewards = [c for c, _ in kept], [r for _, r in kept]
     advantages = (
         group_advantages(
             [r.reward for r in rewards],
@@ -269,7 +278,7 @@ def sample_group(
         if len(rewards) >= 2
         else None  # too few left to compare
     )
-    return Group(point, completions, rewards, advantages), drawn - len(completions)
+    return Group(point, completions, rewards, advantages, unscored), drawn - len(completions) - unscored
 
 
 def _version(sampler: Policy, completion: Completion) -> str:
@@ -284,9 +293,10 @@ async def _score_all(
     point: BranchPoint,
     completions: Sequence[Completion],
     config: ReGRPOConfig,
-) -> list[LocalReward]:
+) -> list[LocalReward | None]:
     """Every continuation's reward, executed (and rolled out by ``roller``) concurrently, so the
-    roll-outs' turns can share a batched engine's forward passes."""
+    roll-outs' turns can share a batched engine's forward passes; ``None`` where the user's verifier
+    failed on the answer (a model's odd answer must not stop a round, nor count as a wrong one)."""
     if completions:
         await environment.context(point)  # restore the state once, before the continuations copy it
     scores = (_score(roller, policy, environment, point, c, config) for c in completions)
@@ -294,6 +304,21 @@ async def _score_all(
 
 
 async def _score(
+    roller: Policy,
+    policy: LocalPolicy,
+    environment: BranchEnvironment,
+    point: BranchPoint,
+    completion: Completion,
+    config: ReGRPOConfig,
+) -> LocalReward | None:
+    try:
+        return await _scored(roller, policy, environment, point, completion, config)
+    except VerifierError as exc:
+        log.warning("dropped a continuation at branch point %s: %s", point.id, exc)
+        return None
+
+
+async def _scored(
     roller: Policy,
     policy: LocalPolicy,
     environment: BranchEnvironment,
@@ -365,6 +390,8 @@ class RLReport(msgspec.Struct, frozen=True):
     config: dict[str, object]
     stale_dropped: int = 0
     """Remote samples dropped because they came from another version than the round started from."""
+    unscored: int = 0
+    """Continuations dropped because the user's verifier raised on their answer (counted in ``rollouts``)."""
     stopped_for_staleness: bool = False
     """The round stopped sampling ``max_staleness`` steps past the remote sampler's version."""
 
@@ -484,7 +511,7 @@ class _Tally:
     """Running counts for an RL report and its per-step telemetry."""
 
     def __init__(self) -> None:
-        self.groups = self.skipped = self.rollouts = self.tokens = self.stale_dropped = 0
+        self.groups = self.skipped = self.rollouts = self.tokens = self.stale_dropped = self.unscored = 0
         self.stopped_for_staleness = False
         self.mean_reward: list[float] = []
         self.fix_rate: list[float] = []
@@ -495,7 +522,8 @@ class _Tally:
     def add_group(self, group: Group) -> None:
         self.groups += 1
         self.skipped += group.advantages is None
-        self.rollouts += len(group.completions)
+        self.rollouts += len(group.completions) + group.unscored  # sampled and run: spent budget
+        self.unscored += group.unscored
         self.tokens += sum(len(c.token_ids) for c in group.completions)
         self._recent.append(group)
 
@@ -548,5 +576,6 @@ class _Tally:
             seconds=seconds,
             config=config,
             stale_dropped=self.stale_dropped,
+            unscored=self.unscored,
             stopped_for_staleness=self.stopped_for_staleness,
         )

@@ -265,3 +265,32 @@ def test_a_callers_full_reward_makes_the_episodes_own_answer_the_reference(store
     (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
     assert point.failed and point.answer is not None and point.answer.check("5")
     assert local_fix(point, Answer("5"), None) and not local_fix(point, Answer("4"), None)
+
+
+class GroupOf:
+    """A sampler (the ``Policy`` protocol's ``generate``) whose n samples are given texts, in order."""
+
+    model_name, active_adapter = "given", None
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = texts
+
+    def generate(self, messages, *, n=1, temperature=0.0, max_new_tokens=256, stop=()):
+        from regrpo.traces.schema import Completion
+
+        return [Completion(text=text, token_ids=[1, 2]) for text in self.texts[:n]]
+
+
+def test_a_continuation_whose_answer_the_verifier_cannot_score_is_dropped_and_counted(store, tmp_path):
+    from regrpo.learning.regrpo import ReGRPOConfig, sample_group
+
+    answering_agent(store).run("How many birds are there?", [user_image()], verifier=says_seven)
+    (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
+    sampler = GroupOf("<answer>7</answer>", "<answer>a few</answer>", "<answer>5</answer>")
+    environment = BranchEnvironment(Toolbox([crop, rotate]))
+    config = ReGRPOConfig(group_size=3)
+    scorer = ScriptedPolicy(["unused"])  # only counts reflection tokens here
+    group, dropped = sample_group(scorer, environment, point, config, sampler=sampler, version="given")
+    assert dropped == 0 and group.unscored == 1  # "a few" made says_seven raise: not a wrong answer
+    assert [c.text for c in group.completions] == ["<answer>7</answer>", "<answer>5</answer>"]
+    assert [r.fixed for r in group.rewards] == [True, False] and group.advantages is not None
