@@ -9,7 +9,9 @@ number from 0 to 1. A point with neither cannot score an answer (no outcome term
 
 A verifier is found by import path in the trainer's process, so it must be importable there (an
 app's module, not its ``__main__``); :func:`resolve` says why not, and the data engine counts such
-episodes (``traffic_verifier_unresolved``) instead of making points it cannot score.
+episodes (``traffic_verifier_unresolved``) instead of making points it cannot score. A verifier that
+raises on an answer is a :class:`~regrpo.verifier.VerifierError`, never a 0; a ReGRPO round drops
+that continuation and counts it (``RLReport.unscored``).
 """
 
 from __future__ import annotations
