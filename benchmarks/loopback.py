@@ -5,6 +5,7 @@ Imported by the scripts beside it (``python benchmarks/<script>.py`` puts this f
 
 from __future__ import annotations
 
+import base64
 import multiprocessing as mp
 import socket
 import statistics
@@ -57,3 +58,12 @@ def start_cli(args: list[str], health: str, log: Path) -> tuple[subprocess.Popen
         time.sleep(0.5)  # a start-up poll in a benchmark script, not a test
     process.kill()
     raise RuntimeError(f"regrpo {args[0]} did not answer {health} within 5 min; see {log}")
+
+
+def chat_content(task: Any) -> list[dict[str, Any]]:
+    """A suite task as a user message's content: its question, then its images as data URLs."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": task.question}]
+    for path in task.images:
+        png = base64.b64encode(Path(path).read_bytes()).decode()
+        parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}})
+    return parts

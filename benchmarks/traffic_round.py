@@ -27,7 +27,6 @@ writes the trainer's report to ``--out``. Not a timed test. Usage::
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loopback import start_cli
+from loopback import chat_content, start_cli
 from rich.console import Console
 from rich.table import Table
 
@@ -60,21 +59,13 @@ def _task_row(task: Any) -> dict[str, Any]:
     }
 
 
-def _content(task: Any) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = [{"type": "text", "text": task.question}]
-    for path in task.images:
-        png = base64.b64encode(Path(path).read_bytes()).decode()
-        parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}})
-    return parts
-
-
 def _send(agent_url: str, task: Any) -> dict[str, Any]:
     """One user request and the user's feedback on it; returns what the server said."""
     headers = {"Authorization": f"Bearer {USER}"}
     with httpx.Client(base_url=agent_url, headers=headers, timeout=900) as client:
         reply = client.post(
             "/v1/chat/completions",
-            json={"model": "regrpo-agent", "messages": [{"role": "user", "content": _content(task)}]},
+            json={"model": "regrpo-agent", "messages": [{"role": "user", "content": chat_content(task)}]},
         )
         reply.raise_for_status()
         body = reply.json()

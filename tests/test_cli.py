@@ -304,6 +304,16 @@ def test_run_and_serve_take_the_apps_verifier_and_refuse_a_bad_one_before_loadin
         assert code == 2 and message in out, out
 
 
+def test_the_in_process_engines_batch_size_is_a_flag_checked_before_the_model_loads(tmp_path, capsys):
+    from regrpo.cli import _parser, main
+
+    assert _parser().parse_args(["serve"]).max_batch_size == 8  # LocalPolicy's default
+    assert _parser().parse_args(["serve-model", "--max-batch-size", "1"]).max_batch_size == 1
+    code = main(["run", "task", "--store", str(tmp_path / "t.sqlite"), "--max-batch-size", "0"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2 and "max_batch_size >= 1" in out
+
+
 def test_the_trainers_gate_rule_is_a_flag_and_defaults_to_the_paired_test():
     from regrpo.cli import _parser
 

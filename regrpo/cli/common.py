@@ -63,6 +63,13 @@ def model_options() -> argparse.ArgumentParser:
         default="auto",
         help="weights of the in-process model (auto: bfloat16 on CUDA, float32 on CPU)",
     )
+    options.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        help="most sequences concurrent calls to the in-process model share a forward pass with (1: one "
+        "call at a time)",
+    )
     return options
 
 
@@ -213,7 +220,9 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     hf_logging.disable_progress_bar()  # our own output is enough
     if not is_cached(args.model, args.cache_dir):
         console.print(f"[dim]first use of {args.model}: de-quantising its weights once (about 40 s)...[/]")
-    return LocalPolicy(args.model, cache_dir=args.cache_dir, dtype=args.dtype)
+    return LocalPolicy(
+        args.model, cache_dir=args.cache_dir, dtype=args.dtype, max_batch_size=args.max_batch_size
+    )
 
 
 def make_agent(args: argparse.Namespace, console: Console) -> Agent:
