@@ -42,6 +42,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "ModelUnreachableError",
+    "NothingToLearn",
     "RegrpoError",
     "TaskError",
     "ToolDefinitionError",
@@ -110,6 +111,10 @@ class ModelUnreachableError(ModelError):
 
 class ModelNotFoundError(ModelError):
     """The model name or path does not resolve to weights on this machine."""
+
+
+class NothingToLearn(RegrpoError):
+    """A training round's episodes gave no training data (no failure there can be replayed and scored)."""
 
 
 class AdapterError(RegrpoError):

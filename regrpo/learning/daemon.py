@@ -20,7 +20,10 @@ Crash safety (a ``kill -9`` at any instant):
   training again. Promotion is the gate's atomic pointer move, so nothing half-done is ever live.
 * A ``train_round`` that raises leaves the watermark where it was, discards its folder, and the round
   is retried at the next poll (``run_forever`` backs off exponentially while it keeps failing; a poll
-  that raises, e.g. "database is locked", is logged and retried the same way).
+  that raises, e.g. "database is locked", is logged and retried the same way). Except
+  :class:`~regrpo.errors.NothingToLearn`: those episodes gave no training data (traffic whose
+  failures cannot be replayed or scored), and would give none at every retry, so the watermark moves
+  past them (status ``nothing_to_learn``) instead of holding every later round behind them.
 * A kill between the gate's promotion and saving ``trainer.json``: on restart the pending version is
   already live, so the round is recorded as decided (watermark advanced), not gated again.
 
@@ -46,7 +49,7 @@ from typing import Any, Literal
 import msgspec
 
 from regrpo.agent.policy import Policy
-from regrpo.errors import AdapterError, InputError
+from regrpo.errors import AdapterError, InputError, NothingToLearn
 from regrpo.evaluation.runner import EvalOptions
 from regrpo.learning.gate import GateConfig, GateDecision, evaluate_and_gate
 from regrpo.learning.hotswap import swap_in, swap_to_base
@@ -115,7 +118,9 @@ class DaemonState(msgspec.Struct):
 class RoundReport(msgspec.Struct, frozen=True):
     """What one :meth:`TrainerDaemon.run_once` did."""
 
-    status: Literal["waiting", "decided", "failed"]
+    status: Literal["waiting", "decided", "failed", "nothing_to_learn"]
+    """``nothing_to_learn``: the new episodes gave no training data; they are consumed (the watermark
+    moves past them) and no version is made."""
     new_failures: int = 0
     """Usable new failure episodes seen past the watermark."""
     trace_ids: list[str] = []
@@ -267,6 +272,15 @@ class TrainerDaemon:
         try:
             info = self.train_round(list(trace_ids), folder)
             meta = self.registry.commit(folder, self._meta(trace_ids, info))
+        except NothingToLearn as exc:  # retrying the same episodes would fail the same way: consume them
+            self.registry.discard(folder)
+            log.warning("%s; moving past them", exc)
+            if until is not None:
+                state.started_at, state.trace_id = until
+                self._save(state)
+            return RoundReport(
+                status="nothing_to_learn", new_failures=len(trace_ids), trace_ids=trace_ids, error=str(exc)
+            )
         except Exception as exc:  # the trainer's failure is reported, and the round retried later
             self.registry.discard(folder)
             log.exception("training round on %d episodes failed", len(trace_ids))

@@ -33,7 +33,7 @@ import msgspec
 
 from regrpo.agent.local import LocalPolicy
 from regrpo.agent.openai_policy import OpenAIPolicy
-from regrpo.errors import ModelError
+from regrpo.errors import ModelError, NothingToLearn
 from regrpo.learning.data_engine import build_dataset
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.registry import AdapterRegistry
@@ -89,7 +89,11 @@ class ReGRPORound:
         self.progress = progress
 
     def points(self, trace_ids: Sequence[str]) -> list[BranchPoint]:
-        """The round's branch points: from the given episodes first, then executed near-misses."""
+        """The round's branch points: from the given episodes first, then executed near-misses.
+
+        Raises :class:`NothingToLearn` when there are none (traffic alone, whose failures could not
+        be replayed or scored), saying why from the data engine's counts.
+        """
         data = build_dataset(
             self.tasks,
             store=self.store,
@@ -99,6 +103,15 @@ class ReGRPORound:
             progress=self.progress,
             toolbox=Toolbox(self.tools) if self.tools is not None else None,
         )
+        if not data.branch_points:
+            counts = data.counts
+            raise NothingToLearn(
+                f"{len(trace_ids)} episodes gave no branch points (traffic episodes mined "
+                f"{counts.traffic_episodes}, images missing {counts.traffic_images_missing}, prompts "
+                f"unmatched {counts.traffic_unmatched}, verifiers not importable "
+                f"{counts.traffic_verifier_unresolved}, reward 0 with nothing to score against "
+                f"{counts.traffic_wrong_unnamed})"
+            )
         from_traces = [p for p in data.branch_points if p.source in ("trace", "traffic")]
         others = [p for p in data.branch_points if p.source not in ("trace", "traffic")]
         return (from_traces + others)[: self.max_points]

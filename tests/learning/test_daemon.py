@@ -215,6 +215,28 @@ def test_a_failing_round_leaves_nothing_behind_and_is_retried(store, tmp_path, t
     assert daemon(store, registry, rounds, held_out).run_once().status == "decided" and rounds.calls == [ids]
 
 
+def test_episodes_that_give_nothing_to_learn_are_consumed_not_retried(store, tmp_path, tiny_model, held_out):
+    from regrpo.errors import NothingToLearn
+
+    registry = AdapterRegistry(tmp_path / "registry")
+    ids = [episode(store), episode(store)]
+
+    def barren(trace_ids, folder):
+        raise NothingToLearn(f"{len(trace_ids)} episodes gave no branch points")
+
+    report = daemon(store, registry, barren, held_out).run_once()
+    assert (
+        report.status == "nothing_to_learn" and report.trace_ids == ids and "no branch points" in report.error
+    )
+    assert registry.list() == [] and list((registry.root / ".incoming").iterdir()) == []
+    assert daemon(store, registry, barren, held_out).state().trace_id == ids[-1]  # the watermark moved on
+    later = [episode(store), episode(store)]
+    rounds = LoraRounds(tiny_model)
+    assert daemon(store, registry, rounds, held_out).run_once().status == "decided" and rounds.calls == [
+        later
+    ]
+
+
 CHILD = textwrap.dedent(
     """
     import os, sys

@@ -294,3 +294,17 @@ def test_a_continuation_whose_answer_the_verifier_cannot_score_is_dropped_and_co
     assert dropped == 0 and group.unscored == 1  # "a few" made says_seven raise: not a wrong answer
     assert [c.text for c in group.completions] == ["<answer>7</answer>", "<answer>5</answer>"]
     assert [r.fixed for r in group.rewards] == [True, False] and group.advantages is not None
+
+
+def test_a_round_on_traffic_that_gives_no_points_says_why(store, tmp_path):
+    from regrpo.errors import NothingToLearn
+    from regrpo.learning.online import ReGRPORound
+    from regrpo.learning.registry import AdapterRegistry
+    from regrpo.learning.regrpo import ReGRPOConfig
+
+    result = app_agent(store, keep_images=False).run("How many birds are there?", [user_image()])
+    round_ = ReGRPORound(
+        ScriptedPolicy(["unused"]), AdapterRegistry(tmp_path / "registry"), [], store, ReGRPOConfig()
+    )
+    with pytest.raises(NothingToLearn, match="1 episodes gave no branch points .*images missing 1"):
+        round_.points([result.trace_id])
