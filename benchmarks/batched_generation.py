@@ -87,9 +87,11 @@ def main() -> None:
         queue.max_rows = 1
         serial, serial_tokens = concurrent_calls(policy, chats[:k], args.max_new_tokens)
         queue.max_rows = max(args.ks)
-        before = len(queue.batch_sizes)
+        before, split = len(queue.batch_sizes), queue.split_batches
         batched, tokens = concurrent_calls(policy, chats[:k], args.max_new_tokens)
         sizes = ",".join(map(str, queue.batch_sizes[before:]))
+        if queue.split_batches > split:  # a batch failed and ran request by request (logged)
+            sizes += f" ({queue.split_batches - split} split)"
         print(
             f"| {k} | {serial:.1f} s | {batched:.1f} s | {batched / serial:.2f} × | "
             f"{tokens} (alone: {serial_tokens}) | {sizes} |"

@@ -10,7 +10,9 @@ requests it holds, and the others wait on a condition until their result is in.
   ``LocalPolicy``: the temperature), up to ``max_rows`` rows (a request's ``n`` samples are its
   rows). A request with more rows than ``max_rows`` still runs, alone.
 * Errors stay with their request: when a batch of several fails, each request is run again alone,
-  so one bad request fails by itself and the queue never wedges.
+  so one bad request fails by itself and the queue never wedges. The split is logged (a warning with
+  the batch's error) and counted (``split_batches``): a batch that fails for no request's fault
+  would otherwise cost the batching silently.
 * A request cancelled before its batch starts (:meth:`BatchQueue.cancel`, e.g. by an ``agenerate``
   whose task was cancelled) is dropped; once it runs it finishes, and its result is discarded.
 
@@ -21,6 +23,7 @@ per row).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -32,6 +35,8 @@ from typing import Any, Generic, TypeVar
 import torch
 
 __all__ = ["BatchQueue", "RowStops", "Ticket", "padded_rows"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -76,6 +81,7 @@ class BatchQueue(Generic[T, R]):
         self._pending: deque[Ticket[T, R]] = deque()
         self._busy = False  # a batch is running (the model is taken)
         self.batch_sizes: list[int] = []  # requests per batch run so far, for tests and benchmarks
+        self.split_batches = 0  # batches that failed and were rerun request by request (not in batch_sizes)
 
     def __len__(self) -> int:
         """Requests waiting (not yet in a batch)."""
@@ -173,7 +179,16 @@ class BatchQueue(Generic[T, R]):
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
                 return
-            for ticket in batch:  # each alone, so the error lands on the request that caused it
+            # each alone, so the error lands on the request that caused it; said, since a batch that
+            # fails for no request's fault silently costs the batching it was for
+            self.split_batches += 1
+            log.warning(
+                "a batch of %d requests failed (%s: %s); running each alone",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            for ticket in batch:
                 self._run([ticket])
             return
         except BaseException as exc:  # KeyboardInterrupt in the running thread: nobody may hang

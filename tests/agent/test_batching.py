@@ -56,11 +56,13 @@ def test_max_rows_one_runs_every_request_alone_in_order():
     assert batches == [["a"], ["b"], ["c"]]
 
 
-def test_a_failing_request_fails_alone_and_the_queue_goes_on():
+def test_a_failing_request_fails_alone_and_the_queue_goes_on(caplog):
     queue, batches = fake_queue(fail={"b"})
     tickets = [queue.submit((name, 1, 0.0)) for name in "abc"]
     queue.wait(tickets[0])
     assert batches == [["a", "b", "c"], ["a"], ["b"], ["c"]]  # the batch failed: rerun one by one
+    assert queue.split_batches == 1 and queue.batch_sizes == [3]  # the split is counted, and said:
+    assert "a batch of 3 requests failed (ModelError: boom); running each alone" in caplog.text
     assert tickets[0].future.result() == "a!" and tickets[2].future.result() == "c!"
     with pytest.raises(ModelError, match="boom"):
         queue.wait(tickets[1])
