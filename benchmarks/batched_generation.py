@@ -33,7 +33,10 @@ def step_chats(k: int) -> list[list[dict[str, str]]]:
     """The first step of k suite tasks, as the agent loop renders it."""
     system = render_system_prompt(default_tools())
     chats = []
-    for task in builtin_suite(n=12)[:k]:
+    tasks = builtin_suite(n=max(12, k))[:k]
+    if len(tasks) < k:  # the sweep's rows must be k distinct calls, or the table says less than it shows
+        raise SystemExit(f"the suite gave {len(tasks)} tasks for {k} calls")
+    for task in tasks:
         infos = []
         for number, path in enumerate(task.images):
             with Image.open(path) as image:
