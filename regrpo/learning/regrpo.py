@@ -299,26 +299,18 @@ async def _score_all(
     failed on the answer (a model's odd answer must not stop a round, nor count as a wrong one)."""
     if completions:
         await environment.context(point)  # restore the state once, before the continuations copy it
-    scores = (_score(roller, policy, environment, point, c, config) for c in completions)
-    return list(await asyncio.gather(*scores))
+
+    async def scored(completion: Completion) -> LocalReward | None:
+        try:
+            return await _score(roller, policy, environment, point, completion, config)
+        except VerifierError as exc:
+            log.warning("dropped a continuation at branch point %s: %s", point.id, exc)
+            return None
+
+    return list(await asyncio.gather(*(scored(c) for c in completions)))
 
 
 async def _score(
-    roller: Policy,
-    policy: LocalPolicy,
-    environment: BranchEnvironment,
-    point: BranchPoint,
-    completion: Completion,
-    config: ReGRPOConfig,
-) -> LocalReward | None:
-    try:
-        return await _scored(roller, policy, environment, point, completion, config)
-    except VerifierError as exc:
-        log.warning("dropped a continuation at branch point %s: %s", point.id, exc)
-        return None
-
-
-async def _scored(
     roller: Policy,
     policy: LocalPolicy,
     environment: BranchEnvironment,
