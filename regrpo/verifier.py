@@ -11,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from regrpo.errors import InputError
+from regrpo.importing import import_named
 
 __all__ = [
     "Verifier",
     "VerifierError",
     "feedback_source",
+    "import_verifier",
     "score_answer",
     "verifier_from_source",
     "verifier_name",
@@ -35,6 +37,15 @@ def verifier_name(verifier: Verifier) -> str:
     """``module:qualified_name`` of a verifier function (what feedback records as its source)."""
     module = getattr(verifier, "__module__", None) or "?"
     return f"{module}:{getattr(verifier, '__qualname__', type(verifier).__name__)}"
+
+
+def import_verifier(name: str, error: type[InputError] = InputError) -> Verifier:
+    """The function ``"package.module:function"`` names, or ``error`` saying why not (task files,
+    ``--verifier``, and the trainer calling the verifier a traffic episode recorded)."""
+    function = import_named(name, "verifier", error)
+    if not callable(function):
+        raise error(f"verifier {name!r} is a {type(function).__name__}, not a function")
+    return function  # type: ignore[no-any-return]
 
 
 def feedback_source(verifier: Verifier) -> str:

@@ -15,8 +15,6 @@ from rich.console import Console
 
 from regrpo.agent.adapters import WARM_START, WARM_START_MODEL, AdapterChoice, adapter_folder
 from regrpo.agent.model_files import DEFAULT_MODEL
-from regrpo.errors import InputError
-from regrpo.importing import import_named
 from regrpo.paths import default_cache_dir, default_trace_path
 from regrpo.traces import Answer, Step, ToolCall, open_store
 
@@ -164,13 +162,10 @@ def verifier_options() -> argparse.ArgumentParser:
 
 def chosen_verifier(args: argparse.Namespace) -> Verifier | None:
     """The function ``--verifier`` names (``None`` without one), or an :class:`InputError` saying why not."""
+    from regrpo.verifier import import_verifier
+
     name = getattr(args, "verifier", None)
-    if name is None:
-        return None
-    found = import_named(name, "verifier")
-    if not callable(found):
-        raise InputError(f"verifier {name!r} is a {type(found).__name__}, not a function (task, answer)")
-    return found  # type: ignore[no-any-return]
+    return import_verifier(name) if name is not None else None
 
 
 def chosen_tools(args: argparse.Namespace) -> list[Tool] | None:

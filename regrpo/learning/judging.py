@@ -17,19 +17,15 @@ that continuation and counts it (``RLReport.unscored``).
 from __future__ import annotations
 
 from regrpo.errors import InputError
-from regrpo.importing import import_named
 from regrpo.learning.records import BranchPoint, UserVerifier
-from regrpo.verifier import Verifier, VerifierError, score_answer
+from regrpo.verifier import Verifier, VerifierError, import_verifier, score_answer
 
 __all__ = ["answer_score", "judges_answers", "resolve"]
 
 
 def resolve(verifier: UserVerifier) -> Verifier:
     """The function ``verifier.name`` imports to, or a :class:`VerifierError` saying why not."""
-    found = import_named(verifier.name, "verifier", VerifierError)
-    if not callable(found):
-        raise VerifierError(f"verifier {verifier.name!r} is a {type(found).__name__}, not a function")
-    return found  # type: ignore[no-any-return]
+    return import_verifier(verifier.name, VerifierError)
 
 
 def judges_answers(point: BranchPoint) -> bool:

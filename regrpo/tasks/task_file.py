@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from regrpo.errors import InputError
-from regrpo.importing import import_named
 from regrpo.tasks.schema import AnswerSpec, ReferenceStep
-from regrpo.verifier import Verifier, VerifierError, score_answer
+from regrpo.verifier import Verifier, VerifierError, import_verifier, score_answer
 
-__all__ = ["TaskFileError", "UserTask", "VerifierAnswer", "import_verifier", "load_task_file"]
+__all__ = ["TaskFileError", "UserTask", "VerifierAnswer", "load_task_file"]
 
 _FIELDS = {
     "id",
@@ -103,14 +102,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def import_verifier(name: str) -> Verifier:
-    """The function ``"package.module:function"`` names, or a :class:`TaskFileError` saying why not."""
-    function = import_named(name, "verifier", TaskFileError)
-    if not callable(function):
-        raise TaskFileError(f"verifier {name!r} is a {type(function).__name__}, not a function")
-    return function  # type: ignore[no-any-return]
-
-
 def _answer(row: dict[str, Any], where: str, verifiers: dict[str, Verifier]) -> AnswerSpec | VerifierAnswer:
     has_answer, has_verifier = "answer" in row, "verifier" in row
     if has_answer == has_verifier:
@@ -128,7 +119,7 @@ def _answer(row: dict[str, Any], where: str, verifiers: dict[str, Verifier]) -> 
             raise TaskFileError(f"{where}: 'pass_score' must be a number in (0, 1], got {pass_score!r}")
         if name not in verifiers:
             try:
-                verifiers[name] = import_verifier(name)
+                verifiers[name] = import_verifier(name, TaskFileError)
             except TaskFileError as exc:
                 raise TaskFileError(f"{where}: {exc}") from exc.__cause__
         return VerifierAnswer(name, verifiers[name], float(pass_score))
