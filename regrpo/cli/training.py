@@ -147,8 +147,10 @@ def _rl_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
     from regrpo.learning.data_engine import Dataset
+    from regrpo.learning.distributed import init_from_environment
     from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
 
+    place = init_from_environment()  # under torchrun: one rank of a data-parallel job
     tools = chosen_tools(args)  # a wrong --tool fails before anything loads
     data = Dataset.load(args.data)
     points = data.branch_points
@@ -175,7 +177,9 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
     report = train_regrpo(
         _policy(args, console), points, config, args.out, init_from=args.init, tools=tools, sampler=sampler
     )
-    _print_rl(console, report)
+    if not place.main:
+        return 0  # rank 0 reports and writes
+    _print_rl(console, report, place.world)
     if sampler is not None:
         console.print(
             f"sampled on {args.sample_url} ({args.sample_model}): {report.stale_dropped} samples from "
@@ -185,15 +189,19 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_grpo(args: argparse.Namespace, console: Console) -> int:
+    from regrpo.learning.distributed import init_from_environment
     from regrpo.learning.grpo import GRPOConfig, train_grpo
 
+    place = init_from_environment()  # under torchrun: one rank of a data-parallel job
     tasks = select_tasks(args)
     config = GRPOConfig(
         max_steps=args.max_steps, tool_cost=args.tool_cost, fault_rate=args.fault_rate, **_rl_settings(args)
     )
     with open_store(args.store) as store:
         report = train_grpo(_policy(args, console), tasks, config, args.out, store=store, init_from=args.init)
-    _print_rl(console, report)
+    if not place.main:
+        return 0  # rank 0 reports and writes
+    _print_rl(console, report, place.world)
     return _finish(args, console, report, report.method)
 
 
@@ -319,10 +327,11 @@ def _engine_sampler(args: argparse.Namespace) -> Any:
     return OpenAIPolicy(args.serve_url[0], args.served_name, api_key=args.serve_key)
 
 
-def _print_rl(console: Console, report: Any) -> None:
+def _print_rl(console: Console, report: Any, world: int) -> None:
     console.print(
         f"{report.method}: {report.groups} groups ({report.skipped_zero_variance} skipped, zero variance), "
-        f"{report.rollouts} rollouts, {report.steps} optimizer steps, {report.seconds:.0f} s"
+        f"{report.rollouts} rollouts, {report.steps} optimizer steps on {world} rank(s), "
+        f"{report.seconds:.0f} s"
     )
 
 

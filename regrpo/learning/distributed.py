@@ -10,6 +10,14 @@ with gloo on the CPU). Only rank 0 writes the adapter and the metrics. The backe
 GPUs and ``gloo`` on the CPU; a rank that dies makes the others' next all-reduce fail, so the job
 ends with an error instead of hanging (``timeout_s`` bounds any wait).
 
+RL (``regrpo train regrpo`` / ``grpo``) runs the same way: every rank visits its shard of the same
+shuffled points (or tasks) with its share of the rollout budget and samples with its own seed; the
+ranks step together (:func:`any_rank` decides whether anyone has something to train on, so a rank
+whose groups were all skipped, or that ran out of points, joins the step with zero gradients instead
+of leaving the others waiting in the all-reduce), the loss is normalised by the *global* number of
+completion tokens, and the report and telemetry are summed over ranks
+(:mod:`regrpo.learning.regrpo`, :mod:`regrpo.learning.grpo`).
+
 A plain process (no ``WORLD_SIZE`` above 1 in the environment) is rank 0 of 1 and nothing changes.
 """
 
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,7 +34,16 @@ import torch
 
 from regrpo.errors import InputError
 
-__all__ = ["Ranks", "all_reduce_gradients", "init_from_environment", "ranks", "summed"]
+__all__ = [
+    "Ranks",
+    "all_reduce_gradients",
+    "any_rank",
+    "init_from_environment",
+    "ranks",
+    "reseed",
+    "summed",
+    "summed_each",
+]
 
 T = TypeVar("T")
 
@@ -45,6 +63,10 @@ class Ranks:
     def shard(self, items: Sequence[T]) -> list[T]:
         """This rank's share of ``items``: every ``world``-th one, starting at ``rank``."""
         return list(items[self.rank :: self.world])
+
+    def share(self, total: int) -> int:
+        """This rank's part of a budget of ``total`` (the first ``total % world`` ranks take one more)."""
+        return total // self.world + (self.rank < total % self.world)
 
 
 def ranks() -> Ranks:
@@ -78,6 +100,12 @@ def init_from_environment(timeout_s: float = 600.0) -> Ranks:
     return ranks()
 
 
+def reseed(seed: int) -> None:
+    """Seed torch's and Python's global generators (a rank's own sampling stream)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
 def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
     """Sum every parameter's gradient over all ranks (a rank with no share this step adds zeros)."""
     import torch.distributed as dist
@@ -92,11 +120,24 @@ def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
 
 def summed(value: float) -> float:
     """``value`` summed over all ranks (itself on one process)."""
+    return summed_each([value])[0]
+
+
+def summed_each(values: Sequence[float]) -> list[float]:
+    """Each of ``values`` summed over all ranks, in one all-reduce (themselves on one process).
+
+    Every rank must call it at the same point with as many values.
+    """
     import torch.distributed as dist
 
     if ranks().world == 1:
-        return value
+        return [float(v) for v in values]
     device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    total = torch.tensor([value], dtype=torch.float64, device=device)
+    total = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return float(total.item())
+    return [float(v) for v in total.tolist()]
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on at least one rank (``flag`` itself on one process)."""
+    return summed(float(flag)) > 0

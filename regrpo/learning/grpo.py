@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -30,8 +30,9 @@ import msgspec
 from regrpo.agent.local import LocalPolicy
 from regrpo.agent.loop import Agent
 from regrpo.errors import InputError
+from regrpo.learning.distributed import any_rank, ranks, reseed, summed_each
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
-from regrpo.learning.policy_gradient import group_advantages, policy_gradient_steps
+from regrpo.learning.policy_gradient import Rollout, group_advantages, policy_gradient_steps
 from regrpo.learning.progress import training_bar
 from regrpo.learning.regrpo import RLReport
 from regrpo.learning.rewards import episode_reward
@@ -99,13 +100,18 @@ def train_grpo(
         toolbox = inject_faults(toolbox, FaultConfig(rate=config.fault_rate, seed=config.seed))
     order = [t for _ in range(config.epochs) for t in tasks]
     random.Random(config.seed).shuffle(order)
+    place = ranks()  # data-parallel: this rank's shard of the tasks, its share of the budget
+    mine = place.shard(order)
+    budget = place.share(config.max_rollouts) if config.max_rollouts is not None else None
     rollouts = tokens = groups = skipped = 0
     mean_reward: list[float] = []
     correct_rate: list[float] = []
     with (
         LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
-        StepLog(out_dir) as log,
+        StepLog(out_dir, enabled=place.main) as log,
     ):
+        if place.rank:  # the LoRA start is the same on every rank; the samples are not
+            reseed(config.seed + place.rank)
         agent = Agent(
             policy,
             toolbox,
@@ -115,50 +121,50 @@ def train_grpo(
             temperature=config.temperature,
             keep_images=False,  # suite tasks: their images are on disk
         )
-        with training_bar("GRPO", len(order), progress) as advance:
-            group_started = time.perf_counter()
-            for task in order:
-                episodes = _group(agent, store, task, config, rollouts)
-                rollouts += sum(len(e.steps) for e in episodes)
-                if len(episodes) < 2:  # the budget ran out: one episode has no group to be relative to
-                    break
-                correct = [task.check(e.answer) for e in episodes]
-                calls = [e.usage.tool_calls for e in episodes]
-                fewest = min((c for c, ok in zip(calls, correct, strict=True) if ok), default=None)
-                rewards = [
-                    episode_reward(ok, c, fewest, tool_cost=config.tool_cost)
-                    for ok, c in zip(correct, calls, strict=True)
-                ]
-                groups += 1
-                tokens += sum(len(s.completion.token_ids) for e in episodes for s in e.steps)
-                mean_reward.append(sum(rewards) / len(rewards))
-                correct_rate.append(sum(correct) / len(correct))
-                advantages = group_advantages(rewards, normalise_std=config.normalise_std, eps=config.eps)
-                if advantages is None:
-                    skipped += 1
-                else:
-                    update = _update(trainer, policy, episodes, advantages, config)
-                    if update:
-                        turns = [s.completion for e in episodes for s in e.steps]
-                        log.log(
-                            trainer.steps,
-                            {
-                                **update,
-                                "reward_mean": mean_reward[-1],
-                                "reward_spread": max(rewards) - min(rewards),
-                                "correct_rate": correct_rate[-1],
-                                "skipped_groups": float(skipped),
-                                "truncation_rate": statistics.fmean(
-                                    c.finish_reason == "length" for c in turns
-                                ),
-                                "tokens_per_s": sum(len(c.token_ids) for c in turns)
-                                / max(1e-9, time.perf_counter() - group_started),
-                            },
-                        )
+        left = iter(mine)
+        exhausted = False
+        with training_bar("GRPO", len(mine), progress and place.main) as advance:
+            while True:
                 group_started = time.perf_counter()
-                advance(f"rollouts {rollouts}  skipped {skipped}  correct {correct_rate[-1]:.2f}")
-        trainer.save(out_dir)
+                task = None if exhausted else next(left, None)
+                episodes = _group(agent, store, task, config, rollouts, budget) if task is not None else []
+                rollouts += sum(len(e.steps) for e in episodes)
+                # the budget ran out (one episode has no group to be relative to), or the tasks did
+                exhausted = len(episodes) < 2
+                if not any_rank(not exhausted):  # every rank goes round together, until all are done
+                    break
+                advantages = None
+                rewards: list[float] = []
+                correct: list[bool] = []
+                if task is not None and not exhausted:
+                    correct = [task.check(e.answer) for e in episodes]
+                    calls = [e.usage.tool_calls for e in episodes]
+                    fewest = min((c for c, ok in zip(calls, correct, strict=True) if ok), default=None)
+                    rewards = [
+                        episode_reward(ok, c, fewest, tool_cost=config.tool_cost)
+                        for ok, c in zip(correct, calls, strict=True)
+                    ]
+                    groups += 1
+                    tokens += sum(len(s.completion.token_ids) for e in episodes for s in e.steps)
+                    mean_reward.append(sum(rewards) / len(rewards))
+                    correct_rate.append(sum(correct) / len(correct))
+                    advantages = group_advantages(rewards, normalise_std=config.normalise_std, eps=config.eps)
+                    skipped += advantages is None
+                trained = _rollouts(episodes, advantages) if advantages is not None else []
+                if any_rank(bool(trained)):  # one step for all ranks; one with no group adds zeros
+                    update = policy_gradient_steps(
+                        trainer, policy, trained, clip_eps=config.clip_eps, beta=config.beta
+                    )
+                    kept = _StepGroup(episodes, rewards, correct) if trained else _StepGroup([], [], [])
+                    log.log(
+                        trainer.steps, update | kept.metrics(skipped, time.perf_counter() - group_started)
+                    )
+                if rewards:
+                    advance(f"rollouts {rollouts}  skipped {skipped}  correct {correct_rate[-1]:.2f}")
+        if place.main:
+            trainer.save(out_dir)
         steps = trainer.steps
+    groups, skipped, rollouts, tokens = (int(v) for v in summed_each([groups, skipped, rollouts, tokens]))
     return RLReport(
         method="grpo+otc" if config.tool_cost else "grpo",
         groups=groups,
@@ -173,16 +179,18 @@ def train_grpo(
     )
 
 
-def _group(agent: Agent, store: TraceStore, task: Task, config: GRPOConfig, spent: int) -> list[Episode]:
+def _group(
+    agent: Agent, store: TraceStore, task: Task, config: GRPOConfig, spent: int, budget: int | None
+) -> list[Episode]:
     """Up to G episodes of ``task``, run concurrently so their model calls share batched forward passes.
 
     An episode's length is known only at its end, so the group starts as many episodes as the budget
     left after ``spent`` turns covers at ``max_steps`` turns each (rounded up, at most G): the group
-    passes the budget by at most ``max_steps - 1`` turns.
+    passes the ``budget`` (this rank's share of ``max_rollouts``) by at most ``max_steps - 1`` turns.
     """
     count = config.group_size
-    if config.max_rollouts is not None:
-        count = min(count, max(0, -(-(config.max_rollouts - spent) // config.max_steps)))
+    if budget is not None:
+        count = min(count, max(0, -(-(budget - spent) // config.max_steps)))
 
     async def episodes() -> list[str]:
         runs = [
@@ -193,23 +201,47 @@ def _group(agent: Agent, store: TraceStore, task: Task, config: GRPOConfig, spen
     return [store.get(trace_id) for trace_id in asyncio.run(episodes())] if count else []
 
 
-def _update(
-    trainer: LoraTrainer,
-    policy: LocalPolicy,
-    episodes: Sequence[Episode],
-    advantages: Sequence[float],
-    config: GRPOConfig,
-) -> dict[str, float]:
-    """One optimizer step: every generated turn of every episode, weighted by its episode's advantage.
-
-    Returns the step's metrics, or ``{}`` when no turn had token ids (no step was taken).
-    """
-    rollouts = [
+def _rollouts(episodes: Sequence[Episode], advantages: Sequence[float]) -> list[Rollout]:
+    """Every generated turn of every episode, weighted by its episode's advantage (turns without
+    token ids, e.g. from a remote engine that sent none, cannot be trained on and are left out)."""
+    return [
         (episode.messages[: step.prompt_messages], step.completion, advantage)
         for episode, advantage in zip(episodes, advantages, strict=True)
         for step in episode.steps
         if step.completion.token_ids
     ]
-    if not rollouts:
-        return {}
-    return policy_gradient_steps(trainer, policy, rollouts, clip_eps=config.clip_eps, beta=config.beta)
+
+
+@dataclass(frozen=True)
+class _StepGroup:
+    """The group an optimizer step trained on (empty on a rank that trained on none)."""
+
+    episodes: Sequence[Episode]
+    rewards: Sequence[float]
+    correct: Sequence[bool]
+
+    def metrics(self, skipped: int, seconds: float) -> dict[str, float]:
+        """The step's group telemetry, over every rank's group (every rank calls it at each step)."""
+        turns = [s.completion for e in self.episodes for s in e.steps]
+        spread = max(self.rewards) - min(self.rewards) if self.rewards else 0.0
+        groups, count, reward, spreads, right, truncated, n_turns, n_tokens, n_skipped = summed_each(
+            [
+                bool(self.rewards),
+                len(self.rewards),
+                sum(self.rewards),
+                spread,
+                sum(self.correct),
+                sum(c.finish_reason == "length" for c in turns),
+                len(turns),
+                sum(len(c.token_ids) for c in turns),
+                skipped,
+            ]
+        )
+        return {
+            "reward_mean": reward / max(1.0, count),
+            "reward_spread": spreads / max(1.0, groups),
+            "correct_rate": right / max(1.0, count),
+            "skipped_groups": n_skipped,
+            "truncation_rate": truncated / max(1.0, n_turns),
+            "tokens_per_s": n_tokens / max(1e-9, seconds),
+        }

@@ -15,11 +15,16 @@ import torch
 
 from regrpo.agent.local import LocalPolicy
 from regrpo.errors import InputError
+from regrpo.learning.distributed import summed, summed_each
 from regrpo.learning.lora_trainer import LoraTrainer
 from regrpo.learning.sequences import TokenSample, rollout_sample
 from regrpo.traces.schema import Completion, Message
 
+Rollout = tuple[Sequence[Message], Completion, float]
+"""One trained completion: ``(the prompt it answered, the completion, its advantage)``."""
+
 __all__ = [
+    "Rollout",
     "clipped_surrogate",
     "group_advantages",
     "k3_kl",
@@ -111,7 +116,7 @@ def old_logprobs(
 def policy_gradient_steps(
     trainer: LoraTrainer,
     policy: LocalPolicy,
-    rollouts: Sequence[tuple[Sequence[Message], Completion, float]],
+    rollouts: Sequence[Rollout],
     *,
     clip_eps: float,
     beta: float,
@@ -124,12 +129,17 @@ def policy_gradient_steps(
     once. Shared by ReGRPO (one turn per branch point) and the trajectory GRPO baseline (every turn).
     ``remote``: the completions came from a sampler serving the round's starting weights, so those
     (the KL reference) are ``π_old``. Returns the last update's telemetry (:mod:`regrpo.learning.telemetry`).
+
+    Data-parallel (:mod:`regrpo.learning.distributed`): ``rollouts`` are this rank's share of the step
+    (possibly none); the token-mean is over every rank's completion tokens, so N ranks' summed
+    gradients are the step one process would take on all the rollouts, and the telemetry is global.
+    Every rank must call it for every step.
     """
     samples = [rollout_sample(policy, messages, completion) for messages, completion, _ in rollouts]
     advantages = [advantage for _, _, advantage in rollouts]
     reference = trainer.logprobs(samples, reference=True)
     old = reference if remote else old_logprobs(trainer, policy, samples, [c for _, c, _ in rollouts])
-    total = sum(len(s.completion_ids) for s in samples)
+    total = max(1, round(summed(sum(len(s.completion_ids) for s in samples))))  # every rank's tokens
     terms = {"policy_loss": 0.0, "kl": 0.0, "clipped_tokens": 0.0}
 
     def loss_of(i: int, logprobs: torch.Tensor) -> torch.Tensor:
@@ -147,12 +157,22 @@ def policy_gradient_steps(
         terms.update(policy_loss=0.0, kl=0.0, clipped_tokens=0.0)
         result = trainer.backward(samples, loss_of)
         grad_norm = trainer.step()
+        local_tokens = sum(len(s.completion_ids) for s in samples)
+        loss, surrogate, kl, clipped, entropy = summed_each(
+            [
+                result.loss,
+                terms["policy_loss"],
+                terms["kl"],
+                terms["clipped_tokens"],
+                result.entropy * local_tokens,
+            ]
+        )
         metrics = {
-            "loss": result.loss,
-            "policy_loss": terms["policy_loss"] / total,
-            "kl": terms["kl"] / total,
-            "entropy": result.entropy,
-            "clip_fraction": terms["clipped_tokens"] / total,
+            "loss": loss,
+            "policy_loss": surrogate / total,
+            "kl": kl / total,
+            "entropy": entropy / total,
+            "clip_fraction": clipped / total,
             "grad_norm": grad_norm,
             "learning_rate": trainer.learning_rate,
         }

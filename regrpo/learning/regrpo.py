@@ -84,20 +84,18 @@ from regrpo.agent.local import LocalPolicy
 from regrpo.agent.policy import Policy
 from regrpo.agent.turn import execute_action
 from regrpo.errors import InputError
+from regrpo.learning.distributed import any_rank, ranks, reseed, summed_each
 from regrpo.learning.judging import judges_answers
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.outcome import roll_out
-from regrpo.learning.policy_gradient import (
-    group_advantages,
-    policy_gradient_steps,
-)
+from regrpo.learning.policy_gradient import Rollout, group_advantages, policy_gradient_steps
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
-from regrpo.traces.schema import Completion, Message, Observation, Reflection, ToolCall
+from regrpo.traces.schema import Completion, Observation, Reflection, ToolCall
 from regrpo.verifier import VerifierError
 
 log = logging.getLogger(__name__)
@@ -409,59 +407,62 @@ def train_regrpo(
     if not points:
         raise InputError("no branch points to train on; build them with `regrpo train data` first")
     started = time.perf_counter()
-    order = point_order(points, config)
+    place = ranks()  # data-parallel: this rank's shard of the points, its share of the budget
+    mine = place.shard(point_order(points, config))
+    budget = place.share(config.max_rollouts) if config.max_rollouts is not None else None
     environment = BranchEnvironment(Toolbox(list(tools) if tools is not None else default_tools()))
     stats = _Tally()
     version = (sampler.active_adapter or sampler.model_name) if sampler is not None else None
     with (
         LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
-        StepLog(out_dir) as log,
+        StepLog(out_dir, enabled=place.main) as log,
     ):
+        if place.rank:  # the LoRA start is the same on every rank; the samples are not
+            reseed(config.seed + place.rank)
         pending: list[Group] = []  # groups with advantages, waiting for an optimizer step
         anchors: list[Group] = []  # skipped groups sampled meanwhile (kl_on_skipped)
-        with training_bar("ReGRPO", len(order), progress) as advance:
-            for point in order:
-                if (
-                    config.max_rollouts is not None
-                    and stats.rollouts + config.group_size > config.max_rollouts
-                ):
+        left = iter(mine)
+        exhausted = False
+        with training_bar("ReGRPO", len(mine), progress and place.main) as advance:
+            while True:
+                while not exhausted and len(pending) < config.groups_per_step:
+                    point = next(left, None)
+                    if point is None or (budget is not None and stats.rollouts + config.group_size > budget):
+                        exhausted = True
+                        break
+                    if sampler is not None and trainer.steps >= config.max_staleness:
+                        stats.stopped_for_staleness = exhausted = True
+                        break
+                    group, dropped = sample_group(
+                        policy, environment, point, config, sampler=sampler, version=version
+                    )
+                    stats.stale_dropped += dropped
+                    stats.add_group(group)
+                    if group.advantages is not None:
+                        pending.append(group)
+                    elif group.completions:
+                        anchors.append(group)
+                    advance(stats.status())
+                # every rank steps together; one with nothing to train on adds zero gradients
+                if not any_rank(bool(pending)):
                     break
-                if sampler is not None and trainer.steps >= config.max_staleness:
-                    stats.stopped_for_staleness = True
-                    break
-                group, dropped = sample_group(
-                    policy, environment, point, config, sampler=sampler, version=version
-                )
-                stats.stale_dropped += dropped
-                stats.add_group(group)
-                if group.advantages is not None:
-                    pending.append(group)
-                elif group.completions:
-                    anchors.append(group)
-                if len(pending) >= config.groups_per_step:
-                    step = trainer.steps + 1
-                    update = _update(trainer, policy, pending, anchors, config, remote=sampler is not None)
-                    stats.close_step(log, step, update)
-                    pending, anchors = [], []
-                advance(stats.status())
-            if pending:
                 step = trainer.steps + 1
                 update = _update(trainer, policy, pending, anchors, config, remote=sampler is not None)
                 stats.close_step(log, step, update)
-        trainer.save(out_dir)
+                pending, anchors = [], []
+        if place.main:
+            trainer.save(out_dir)
         steps = trainer.steps
     return stats.report("regrpo", steps, time.perf_counter() - started, msgspec.to_builtins(config))
 
 
-def step_rollouts(
-    groups: Sequence[Group], anchors: Sequence[Group], config: ReGRPOConfig
-) -> list[tuple[Sequence[Message], Completion, float]]:
+def step_rollouts(groups: Sequence[Group], anchors: Sequence[Group], config: ReGRPOConfig) -> list[Rollout]:
     """The ``(prompt, completion, advantage)`` rollouts of one optimizer step.
 
     ``groups`` (with advantages) as they are; the skipped ``anchors`` at advantage 0 when
     ``config.kl_on_skipped`` and ``β > 0`` (module docstring, step 4), else not at all.
     """
-    rollouts: list[tuple[Sequence[Message], Completion, float]] = []
+    rollouts: list[Rollout] = []
     for group in groups:
         if group.advantages is None:
             raise InputError(f"group at point {group.point.id} was skipped; pass it as an anchor")
@@ -520,28 +521,44 @@ class _Tally:
         self._recent.append(group)
 
     def close_step(self, log: StepLog, step: int, update: dict[str, float]) -> None:
-        """Record the groups sampled since the last optimizer step, with the step's ``update`` metrics."""
+        """Record the groups sampled since the last optimizer step, with the step's ``update`` metrics.
+
+        Data-parallel: the means are over every rank's groups (every rank calls this at each step).
+        """
         rewards = [r for g in self._recent for r in g.rewards]
         completions = [c for g in self._recent for c in g.completions]
+        spreads = [
+            max(r.reward for r in g.rewards) - min(r.reward for r in g.rewards)
+            for g in self._recent
+            if g.rewards
+        ]
         now = time.perf_counter()
         self._last = update
-        if rewards:
-            self.mean_reward.append(statistics.fmean(r.reward for r in rewards))
-            self.fix_rate.append(statistics.fmean(r.fixed for r in rewards))
+        count, reward, fixed, spread, groups, truncated, turns, tokens = summed_each(
+            [
+                len(rewards),
+                sum(r.reward for r in rewards),
+                sum(r.fixed for r in rewards),
+                sum(spreads),  # a remote group whose samples were all dropped has none
+                len(spreads),
+                sum(c.finish_reason == "length" for c in completions),
+                len(completions),
+                sum(len(c.token_ids) for c in completions),
+            ]
+        )
+        if count:
+            self.mean_reward.append(reward / count)
+            self.fix_rate.append(fixed / count)
             log.log(
                 step,
                 {
                     **update,
                     "reward_mean": self.mean_reward[-1],
-                    "reward_spread": statistics.fmean(
-                        max(r.reward for r in g.rewards) - min(r.reward for r in g.rewards)
-                        for g in self._recent
-                        if g.rewards  # a remote group whose samples were all dropped has none
-                    ),
+                    "reward_spread": spread / max(1.0, groups),
                     "fix_rate": self.fix_rate[-1],
-                    "skipped_groups": float(self.skipped),
-                    "truncation_rate": statistics.fmean(c.finish_reason == "length" for c in completions),
-                    "tokens_per_s": sum(len(c.token_ids) for c in completions) / max(1e-9, now - self._since),
+                    "skipped_groups": summed_each([self.skipped])[0],
+                    "truncation_rate": truncated / max(1.0, turns),
+                    "tokens_per_s": tokens / max(1e-9, now - self._since),
                 },
             )
         self._recent = []
@@ -556,18 +573,30 @@ class _Tally:
         return f"rollouts {self.rollouts}  skipped {self.skipped}  fixed {fixed:.2f}{last}"
 
     def report(self, method: str, steps: int, seconds: float, config: dict[str, object]) -> RLReport:
+        """The round's report, its counts summed over ranks (every rank calls this once, at the end)."""
+        groups, skipped, rollouts, tokens, stale, unscored, stopped = summed_each(
+            [
+                self.groups,
+                self.skipped,
+                self.rollouts,
+                self.tokens,
+                self.stale_dropped,
+                self.unscored,
+                self.stopped_for_staleness,
+            ]
+        )
         return RLReport(
             method=method,
-            groups=self.groups,
-            skipped_zero_variance=self.skipped,
-            rollouts=self.rollouts,
-            generated_tokens=self.tokens,
+            groups=int(groups),
+            skipped_zero_variance=int(skipped),
+            rollouts=int(rollouts),
+            generated_tokens=int(tokens),
             steps=steps,
             mean_reward=self.mean_reward,
             fix_rate=self.fix_rate,
             seconds=seconds,
             config=config,
-            stale_dropped=self.stale_dropped,
-            unscored=self.unscored,
-            stopped_for_staleness=self.stopped_for_staleness,
+            stale_dropped=int(stale),
+            unscored=int(unscored),
+            stopped_for_staleness=stopped > 0,
         )

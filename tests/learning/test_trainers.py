@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 import torch
+from rl_helpers import CALCULATOR, SYSTEM, TARGET, calculator_point
 
-from regrpo.agent.prompts import render_system_prompt
 from regrpo.errors import ErrorType, InputError
-from regrpo.learning.records import BranchPoint, SFTExample
+from regrpo.learning.records import SFTExample
 from regrpo.learning.regrpo import ReGRPOConfig, train_regrpo
-from regrpo.learning.replay import observation_of
 from regrpo.learning.sft import SFTConfig, train_sft
 from regrpo.learning.telemetry import read_metrics
-from regrpo.tools import Toolbox, ToolContext, default_tools
-from regrpo.tools.images import ImageStore
-from regrpo.traces.schema import Message, ToolCall
+from regrpo.tools import Toolbox
+from regrpo.traces.schema import Message
 
 pytestmark = pytest.mark.slow
-
-CALCULATOR = [t for t in default_tools() if t.name == "calculator"]
-SYSTEM = render_system_prompt(CALCULATOR)
-TARGET = '<tool_call>{"name": "calculator", "arguments": {"expression": "17 * 23"}}</tool_call>'
 
 
 def test_sft_teaches_a_target_turn_and_only_the_target_turn_is_trained(smollm, tmp_path):
@@ -64,31 +57,6 @@ def test_sft_refuses_an_example_set_without_the_chosen_kinds(smollm, tmp_path):
     )
     with pytest.raises(InputError, match="no SFT examples"):
         train_sft(smollm, [example], SFTConfig(kinds=("reference",)), tmp_path / "x", progress=False)
-
-
-def calculator_point() -> BranchPoint:
-    """A real failure branch point: a misspelled tool name, whose fix is the calculator call."""
-    bad = ToolCall("calculater", {"expression": "17 * 23"})
-    outcome = asyncio.run(Toolbox(CALCULATOR).call(bad.name, bad.arguments, ToolContext(images=ImageStore())))
-    observation = observation_of(outcome)
-    return BranchPoint(
-        id="p1",
-        task_id="t",
-        messages=[
-            Message("system", SYSTEM),
-            Message("user", "What is 17 * 23?"),
-            Message("assistant", TARGET.replace("calculator", "calculater")),
-            Message("user", observation.content),
-        ],
-        images=[],
-        replay=[],
-        failed=True,
-        error_type=observation.error_type,
-        observation=observation.content,
-        failed_action=bad,
-        target=ToolCall("calculator", {"expression": "17 * 23"}),
-        expects=["391"],
-    )
 
 
 def test_regrpo_round_samples_executes_scores_and_saves(smollm, tmp_path):
