@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -27,6 +28,7 @@ from regrpo.errors import InputError
 from regrpo.evaluation import EvalOptions, EvalReport, evaluate, read_report, write_comparison, write_report
 from regrpo.evaluation.paired import PairedComparison, compare_reports
 from regrpo.evaluation.report import report_rows
+from regrpo.evaluation.seeds import compare_seed_reports
 from regrpo.paths import default_cache_dir
 from regrpo.traces import open_store
 
@@ -163,7 +165,10 @@ def paired_lines(paired: PairedComparison) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    a, b = read_report(args.before), read_report(args.after)
+    before, after = _runs(args.before), _runs(args.after)
+    if len(before) > 1 or len(after) > 1:
+        return _compare_seeds(before, after, args.out, console)
+    a, b = read_report(before[0]), read_report(after[0])
     out = write_comparison(a, b, args.out)
     console.print(summary_table(a))
     console.print(summary_table(b))
@@ -176,6 +181,41 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             console.print(escape(line))
     console.print(f"comparison: {out / 'comparison.md'} and {out / 'comparison.png'}")
     return 0
+
+
+def _runs(argument: str) -> list[str]:
+    """The report folders one side of ``regrpo compare`` names: one, or several seeds comma-separated."""
+    runs = [part.strip() for part in argument.split(",") if part.strip()]
+    if not runs:
+        raise InputError(f"no report named in {argument!r}: pass a report folder, or several comma-separated")
+    return runs
+
+
+def _compare_seeds(before: list[str], after: list[str], out: Path, console: Console) -> int:
+    """Two methods over their training seeds (:mod:`regrpo.evaluation.seeds`); writes seeds.json."""
+    a_reports, b_reports = [read_report(r) for r in before], [read_report(r) for r in after]
+    names = ([_run_name(r) for r in before], [_run_name(r) for r in after])
+    labels = (_method_label(names[0]), _method_label(names[1]))
+    compared = compare_seed_reports(a_reports, b_reports, labels=labels)
+    for label, runs, rates in zip(labels, names, (compared.rates_a, compared.rates_b), strict=True):
+        shown = ", ".join(f"{run} {rate:.1%}" for run, rate in zip(runs, rates, strict=True))
+        console.print(escape(f"{label}: {shown}"))
+    console.print(escape(compared.summary()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.json").write_bytes(msgspec.json.format(msgspec.json.encode(compared)))
+    console.print(f"comparison: {out / 'seeds.json'}")
+    return 0
+
+
+def _run_name(path: str) -> str:
+    """A run's name: its report's folder (evaluation labels are often all ``eval``)."""
+    folder = Path(path) if not path.endswith(".json") else Path(path).parent
+    return folder.resolve().name
+
+
+def _method_label(names: list[str]) -> str:
+    """A method's label: its first run's name, and how many more runs there are."""
+    return names[0] + (f" +{len(names) - 1}" if len(names) > 1 else "")
 
 
 def suite_selection_options(tasks: int, split: str = "all") -> argparse.ArgumentParser:
@@ -233,7 +273,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluation.set_defaults(handler=cmd_eval)
 
     compare = commands.add_parser("compare", parents=[store_options()], help="compare two evaluation reports")
-    compare.add_argument("before", type=Path, help="report.json (or its folder) of the first run")
-    compare.add_argument("after", type=Path, help="report.json (or its folder) of the second run")
+    compare.add_argument(
+        "before",
+        help="report.json (or its folder) of the first run; several comma-separated: one method's seeds",
+    )
+    compare.add_argument(
+        "after",
+        help="report.json (or its folder) of the second run; several comma-separated: the other method's "
+        "seeds, compared over tasks and seeds (docs/results.md)",
+    )
     compare.add_argument("--out", type=Path, default=reports / "comparison")
     compare.set_defaults(handler=cmd_compare)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -52,3 +53,20 @@ def test_compare_of_missing_reports_is_a_one_line_error(tmp_path):
     done = regrpo("compare", str(tmp_path / "nope"), str(tmp_path / "nope2"))
     assert done.returncode == 2 and "no evaluation report" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_compare_of_comma_separated_seeds_compares_the_methods_over_tasks_and_seeds(tmp_path):
+    for name, outcomes in [("g0", [False, True]), ("g1", [False, False]), ("r0", [True, True])]:
+        write_report(make_report(name, {"count": outcomes}), tmp_path / f"e-{name}")
+    before = f"{tmp_path / 'e-g0'},{tmp_path / 'e-g1'}"
+    done = regrpo("compare", before, str(tmp_path / "e-r0"), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 0, done.stderr
+    assert "e-g0 +1: e-g0 50.0%, e-g1 0.0%" in done.stdout  # each seed's success, by its folder
+    # B solves both tasks; A's two seeds average 1/4 of them: +75 points
+    assert "e-r0 (1 seed) − e-g0 +1 (2 seeds): +75.0 points" in done.stdout
+    assert "seed pairs +50.0 to +100.0; verdict: too_few_seeds" in done.stdout.replace("\n", "")
+    saved = json.loads((tmp_path / "cmp" / "seeds.json").read_text())
+    assert saved["seeds"] == [2, 1] and saved["pairwise"] == [[0.5], [1.0]]
+    broken = regrpo("compare", f"{tmp_path / 'e-g0'},{tmp_path / 'nope'}", str(tmp_path / "e-r0"))
+    assert broken.returncode != 0 and "no evaluation report at" in broken.stderr + broken.stdout
+    assert "Traceback" not in broken.stderr
