@@ -51,8 +51,10 @@ __all__ = [
     "PairedComparison",
     "PairedTest",
     "Verdict",
+    "check_same_fault_seed",
     "compare_outcomes",
     "compare_reports",
+    "interval_verdict",
     "mcnemar_exact_p",
     "min_tasks_for",
     "newcombe_paired_ci",
@@ -228,15 +230,6 @@ def compare_outcomes(
     a_only = sum(x and not y for x, y in pairs)
     low, high = newcombe_paired_ci(both, b_only, a_only, n - both - b_only - a_only, test.confidence)
     needed = test.tasks_needed
-    verdict: Verdict
-    if n < needed:
-        verdict = "too_few_tasks"
-    elif low > 0:
-        verdict = "better"
-    elif high < 0:
-        verdict = "worse"
-    else:
-        verdict = "no_difference"
     return PairedComparison(
         labels=labels,
         n_tasks=n,
@@ -249,7 +242,7 @@ def compare_outcomes(
         a_only=a_only,
         p_value=mcnemar_exact_p(b_only, a_only),
         tasks_needed=needed,
-        verdict=verdict,
+        verdict=interval_verdict(n, needed, low, high),
         test=test,
     )
 
@@ -269,6 +262,24 @@ def report_outcomes(report: EvalReport) -> dict[str, bool]:
 
 def compare_reports(a: EvalReport, b: EvalReport, test: PairedTest | None = None) -> PairedComparison:
     """B against A, paired by task id; reports with faults drawn from different seeds do not pair."""
+    check_same_fault_seed(a, b)
+    return compare_outcomes(report_outcomes(a), report_outcomes(b), test, labels=(a.label, b.label))
+
+
+def interval_verdict(n_tasks: int, tasks_needed: int, low: float, high: float) -> Verdict:
+    """``too_few_tasks`` below ``tasks_needed`` tasks, else ``better`` / ``worse`` / ``no_difference``
+    by whether the interval ``[low, high]`` of B − A lies above, below or across zero."""
+    if n_tasks < tasks_needed:
+        return "too_few_tasks"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no_difference"
+
+
+def check_same_fault_seed(a: EvalReport, b: EvalReport) -> None:
+    """Raise :class:`InputError` when both reports injected faults, drawn from different seeds."""
     seeds = [_fault_seed(report) for report in (a, b)]
     if None not in seeds and seeds[0] != seeds[1]:
         raise InputError(
@@ -276,7 +287,6 @@ def compare_reports(a: EvalReport, b: EvalReport, test: PairedTest | None = None
             f"{b.label!r}: {seeds[1]}), so the same task met different failures; rerun one with "
             "the other's --fault-seed to pair them"
         )
-    return compare_outcomes(report_outcomes(a), report_outcomes(b), test, labels=(a.label, b.label))
 
 
 def _fault_seed(report: EvalReport) -> object | None:

@@ -35,7 +35,7 @@ import msgspec
 import numpy as np
 
 from regrpo.errors import InputError
-from regrpo.evaluation.paired import PairedTest, compare_reports, report_outcomes
+from regrpo.evaluation.paired import PairedTest, check_same_fault_seed, interval_verdict, report_outcomes
 from regrpo.evaluation.records import EvalReport
 
 __all__ = ["PairedSeeds", "SeedComparison", "SeedVerdict", "compare_seed_outcomes", "compare_seed_reports"]
@@ -132,17 +132,11 @@ def compare_seed_outcomes(
     draws = (per_task_b[rows, picked_tasks] - per_task_a[rows, picked_tasks]).mean(axis=1)
     tail = (1.0 - settings.test.confidence) / 2
     low, high = (float(q) for q in np.quantile(draws, [tail, 1.0 - tail]))
-    verdict: SeedVerdict
-    if min(len(a), len(b)) < settings.min_seeds:
-        verdict = "too_few_seeds"
-    elif len(tasks) < settings.test.tasks_needed:
-        verdict = "too_few_tasks"
-    elif low > 0:
-        verdict = "better"
-    elif high < 0:
-        verdict = "worse"
-    else:
-        verdict = "no_difference"
+    verdict: SeedVerdict = (
+        "too_few_seeds"
+        if min(len(a), len(b)) < settings.min_seeds
+        else interval_verdict(len(tasks), settings.test.tasks_needed, low, high)
+    )
     return SeedComparison(
         labels=labels,
         n_tasks=len(tasks),
@@ -167,7 +161,7 @@ def compare_seed_reports(
     """:func:`compare_seed_outcomes` on evaluation reports; their faults must come from one seed."""
     reports = [*a_reports, *b_reports]
     for report in reports[1:]:
-        compare_reports(reports[0], report)  # raises on different fault seeds or task sets
+        check_same_fault_seed(reports[0], report)
     return compare_seed_outcomes(
         [report_outcomes(r) for r in a_reports], [report_outcomes(r) for r in b_reports], settings, labels
     )
