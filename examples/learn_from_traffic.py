@@ -78,6 +78,8 @@ judge = points[0].verifier
 assert judge is not None  # the app's verifier scored these episodes, so it judges their answers here too
 print(f"{len(points)} traffic branch points (error type {points[0].error_type}), no reference needed;")
 print(f"answers there are scored by the app's verifier {judge.name}, as the app scored them")
+counts = data.counts  # a real engine's traces hold token ids, so the turn really taken joins each group
+print(f"taken turns: {counts.traffic_taken_turns}; without token ids: {counts.traffic_taken_untokenised}")
 
 # 3. One small ReGRPO round on the real model from the shipped warm start, with the app's own tool.
 policy = LocalPolicy()

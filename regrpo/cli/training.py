@@ -163,6 +163,7 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
         outcome_max_steps=args.outcome_max_steps,
         outcome_weight=args.outcome_weight,
         kl_on_skipped=not args.no_kl_anchors,
+        taken_turn=not args.no_taken_turn,
         stratify=args.stratify,
         max_staleness=args.max_staleness,
         **_rl_settings(args),
@@ -415,6 +416,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--stratify",
         action="store_true",
         help="visit points round-robin over (target tool, source) strata, so a capped round sees each",
+    )
+    regrpo.add_argument(
+        "--no-taken-turn",
+        action="store_true",
+        help="sample traffic points' groups only (default: the turn the served model really took "
+        "there joins its group, scored by where its episode ended)",
     )
     regrpo.add_argument(
         "--no-kl-anchors",

@@ -27,7 +27,7 @@ _WHERE = {
     "LoraTrainer": "lora_trainer",
     "ReGRPOConfig": "regrpo",
     "ReGRPORound": "online",
-    "RLReport": "regrpo",
+    "RLReport": "round_report",
     "SFTConfig": "sft",
     "SFTExample": "records",
     "StepLog": "telemetry",

@@ -463,6 +463,8 @@ class _Collector:
             traffic_wrong_answers=self.tally["traffic_wrong_answers"],
             traffic_wrong_unnamed=self.tally["traffic_wrong_unnamed"],
             traffic_verifier_unresolved=self.tally["traffic_verifier_unresolved"],
+            traffic_taken_turns=self.tally["traffic_taken_turns"],
+            traffic_taken_untokenised=self.tally["traffic_taken_untokenised"],
             unquotable_failures=self.tally["unquotable_failures"],
             target_token_budget=self.budget,
             target_tokens=token_percentiles([n for lengths in self.lengths.values() for n in lengths]),

@@ -34,8 +34,8 @@ from regrpo.learning.distributed import any_rank, ranks, reseed, summed_each
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.policy_gradient import Rollout, group_advantages, policy_gradient_steps
 from regrpo.learning.progress import training_bar
-from regrpo.learning.regrpo import RLReport
 from regrpo.learning.rewards import episode_reward
+from regrpo.learning.round_report import RLReport
 from regrpo.learning.telemetry import StepLog
 from regrpo.tasks.schema import Task
 from regrpo.tools import Tool, default_tools

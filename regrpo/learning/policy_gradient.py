@@ -106,11 +106,19 @@ def old_logprobs(
     within 1e-4, tests/agent/test_local_policy.py), so nothing is recomputed. A bfloat16 sampler's
     differ from the trainer's forward pass by rounding, which would make the first update's ratio
     ≠ 1 for no change of policy; then they are recomputed by the trainer's own forward pass (its
-    log-softmax in float32) before any update, and the ratio is exact.
+    log-softmax in float32) before any update, and the ratio is exact. A completion without
+    log-probs (a traffic point's taken turn, which this round did not sample) gets the trainer's
+    own too (:mod:`regrpo.learning.regrpo`, "The taken turn").
     """
-    if policy.dtype == torch.float32:
-        return [torch.tensor(completion.logprobs, device=policy.device) for completion in completions]
-    return trainer.logprobs(samples)
+    if policy.dtype != torch.float32:
+        return trainer.logprobs(samples)
+    old: list[torch.Tensor | None] = [
+        torch.tensor(c.logprobs, device=policy.device) if c.logprobs else None for c in completions
+    ]
+    missing = [i for i, logprobs in enumerate(old) if logprobs is None]
+    for i, fresh in zip(missing, trainer.logprobs([samples[i] for i in missing]), strict=True):
+        old[i] = fresh
+    return [logprobs for logprobs in old if logprobs is not None]
 
 
 def policy_gradient_steps(
@@ -138,7 +146,10 @@ def policy_gradient_steps(
     samples = [rollout_sample(policy, messages, completion) for messages, completion, _ in rollouts]
     advantages = [advantage for _, _, advantage in rollouts]
     reference = trainer.logprobs(samples, reference=True)
-    old = reference if remote else old_logprobs(trainer, policy, samples, [c for _, c, _ in rollouts])
+    completions = [c for _, c, _ in rollouts]
+    old = old_logprobs(trainer, policy, samples, completions)
+    if remote:  # sampled by the round's starting weights; a taken turn keeps the trainer's own
+        old = [reference[i] if c.logprobs else old[i] for i, c in enumerate(completions)]
     total = max(1, round(summed(sum(len(s.completion_ids) for s in samples))))  # every rank's tokens
     terms = {"policy_loss": 0.0, "kl": 0.0, "clipped_tokens": 0.0}
 

@@ -37,6 +37,7 @@ from regrpo.traces.schema import Answer, Message, Step, ToolCall, Unparseable
 
 __all__ = [
     "BranchPoint",
+    "TakenTurn",
     "UserVerifier",
     "Dataset",
     "DatasetCounts",
@@ -72,6 +73,22 @@ class UserVerifier(msgspec.Struct, frozen=True):
     """What the episode was given (the verifier's first argument)."""
 
 
+class TakenTurn(msgspec.Struct, frozen=True):
+    """The turn the serving model really wrote at a traffic point, and where its episode ended.
+
+    A ReGRPO group at the point holds it beside the sampled continuations
+    (:mod:`regrpo.learning.regrpo`, "The taken turn").
+    """
+
+    text: str
+    token_ids: list[int]
+    """The serving engine's token ids of ``text`` (the trainer's base model: the same vocabulary)."""
+    adapter: str | None
+    """The adapter version that wrote it (``None``: the base model)."""
+    final_answer: str | None
+    """The episode's answer (``None``: it ended without one), what its outcome is judged on."""
+
+
 class BranchPoint(msgspec.Struct, frozen=True):
     """A state to sample a group of continuations from, and what a good continuation must do."""
 
@@ -103,6 +120,9 @@ class BranchPoint(msgspec.Struct, frozen=True):
     verifier: UserVerifier | None = None
     """At a traffic point with no reference answer: the user's verifier that scored the episode, which
     judges answers instead (:mod:`regrpo.learning.judging`)."""
+    taken: TakenTurn | None = None
+    """At a traffic point: the turn the serving model really took next, when the trace holds its token
+    ids; ``None`` elsewhere (suite points are sampled only)."""
     source: Literal["near_miss", "fault", "trace", "reference", "traffic"] = "near_miss"
     """Where it came from: an executed near-miss, the reference call under an injected transient fault
     (``failed_action == target``: the right move is to retry), a suite episode's failure, a clean
@@ -123,6 +143,7 @@ class BranchPoint(msgspec.Struct, frozen=True):
         expects: Sequence[str] = (),
         answer: AnswerSpec | None = None,
         verifier: UserVerifier | None = None,
+        taken: TakenTurn | None = None,
     ) -> BranchPoint:
         """The point right after a stored episode's failed ``step``, ``prompt`` being what came next."""
         return cls(
@@ -139,6 +160,7 @@ class BranchPoint(msgspec.Struct, frozen=True):
             expects=list(expects),
             answer=answer,
             verifier=verifier,
+            taken=taken,
             source=source,
         )
 
@@ -222,6 +244,10 @@ class DatasetCounts(msgspec.Struct, kw_only=True):
     traffic_verifier_unresolved: int = 0
     """Traffic episodes scored by a verifier that cannot be imported here (e.g. one defined in the app's
     ``__main__``): mined without it, as if no verifier had scored them."""
+    traffic_taken_turns: int = 0
+    """Traffic points that carry the turn the serving model really took there (``BranchPoint.taken``)."""
+    traffic_taken_untokenised: int = 0
+    """Traffic points whose taken turn was left out: the serving engine gave no token ids for it."""
     unquotable_failures: int = 0
     """Failures whose observation holds nothing to quote (a bare ``Error:``, an empty ``[]``): no RoT
     example is made (a trace failure still gives a branch point)."""

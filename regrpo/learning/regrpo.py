@@ -37,6 +37,17 @@ The method, as this module runs it (one round = one pass over the branch points)
    reference pass: the KL keeps a round near where it started instead of pulling a tool-using warm
    start back towards a base model that never calls tools.
 
+**The taken turn** (traffic points; ``taken_turn=True``, the default): a user's episode already holds
+one continuation of its failed step, the turn the serving model really wrote next, and it ran to
+the episode's real end. The group holds it beside the ``G`` sampled ones (``BranchPoint.taken``,
+token ids as the serving engine gave them): it is executed and scored like them, and with the
+outcome term on, its outcome is where the episode really ended — its own final answer, judged as a
+roll-out's would be — not a roll-out. So a recovery the user saw succeed is in the group even when
+no sample finds it again. It is not sampled by this round (it does not count in ``rollouts``:
+``RLReport.taken_turns`` counts it) and its log-probs are of whichever version wrote it, maybe at
+another temperature, so its ``π_old`` is the trainer's own weights at the step (ratio 1 at the first
+update: it enters as if on-policy, as off-policy guidance in LUFFY does).
+
 **Sampling through a serving engine** (``train_regrpo(sampler=...)``, ``regrpo train regrpo
 --sample-url``): the groups are sampled by another engine (a GPU vLLM, ``regrpo serve-model``) through
 :class:`~regrpo.agent.OpenAIPolicy` with ``n=G`` and the server's token ids, and this process only
@@ -71,7 +82,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,8 +94,8 @@ from regrpo.agent.local import LocalPolicy
 from regrpo.agent.policy import Policy
 from regrpo.agent.turn import execute_action
 from regrpo.errors import InputError
-from regrpo.learning.distributed import any_rank, ranks, reseed, summed_each
-from regrpo.learning.judging import judges_answers
+from regrpo.learning.distributed import any_rank, ranks, reseed
+from regrpo.learning.judging import answer_score, judges_answers
 from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.outcome import roll_out
 from regrpo.learning.policy_gradient import Rollout, group_advantages, policy_gradient_steps
@@ -93,6 +103,7 @@ from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
+from regrpo.learning.round_report import RLReport, RoundTally
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
 from regrpo.traces.schema import Completion, Observation, Reflection, ToolCall
@@ -103,7 +114,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Group",
     "ReGRPOConfig",
-    "RLReport",
     "point_order",
     "sample_group",
     "scored_reflection",
@@ -151,6 +161,8 @@ class ReGRPOConfig(msgspec.Struct, frozen=True):
     """Visit points round-robin over strata (the target's tool, or answer, × the point's source)
     instead of in one shuffled order, so a round capped by ``max_rollouts`` sees every kind of
     decision (:func:`point_order`). Off by default until a round with it is measured."""
+    taken_turn: bool = True
+    """Hold a traffic point's taken turn in its group (module docstring, "The taken turn")."""
     max_staleness: int = 8
     """With a remote sampler: optimizer steps the trainer may take past the version it serves before
     the round stops sampling (module docstring). Unused when the round samples itself."""
@@ -236,6 +248,13 @@ class Group:
     advantages: list[float] | None
     unscored: int = 0
     """Continuations dropped because the user's verifier failed on their answer (not scored as wrong)."""
+    taken: int = 0
+    """1 when the last of ``completions`` is the point's taken turn (not sampled by this round)."""
+
+    @property
+    def sampled(self) -> list[Completion]:
+        """The completions this round sampled (the taken turn left out)."""
+        return self.completions[: len(self.completions) - self.taken]
 
 
 def sample_group(
@@ -250,7 +269,8 @@ def sample_group(
     """Sample G continuations at ``point`` in one batched call, execute each, score each.
 
     ``sampler`` (default: ``policy``) draws them; with one, completions that name another version than
-    ``version`` are dropped. Returns the group and how many were dropped.
+    ``version`` are dropped. A traffic point's taken turn joins them last (``config.taken_turn``).
+    Returns the group and how many were dropped.
     """
     completions = (sampler or policy).generate(
         point.messages,
@@ -262,9 +282,14 @@ def sample_group(
     drawn = len(completions)
     if sampler is not None:
         completions = [c for c in completions if _version(sampler, c) == version]
-    scored = asyncio.run(_score_all(sampler or policy, policy, environment, point, completions, config))
-    kept = [(c, r) for c, r in zip(completions, scored, strict=True) if r is not None]
-    unscored = len(completions) - len(kept)
+    taken = _taken_completion(point) if config.taken_turn else None
+    members = completions + ([taken] if taken is not None else [])
+    scored = asyncio.run(
+        _score_all(sampler or policy, policy, environment, point, completions, config, taken=taken)
+    )
+    kept = [(c, r) for c, r in zip(members, scored, strict=True) if r is not None]
+    held = int(taken is not None and scored[-1] is not None)
+    unscored = len(members) - len(kept) - (taken is not None and not held)
     completions, rewards = [c for c, _ in kept], [r for _, r in kept]
     advantages = (
         group_advantages(
@@ -276,7 +301,17 @@ def sample_group(
         if len(rewards) >= 2
         else None  # too few left to compare
     )
-    return Group(point, completions, rewards, advantages, unscored), drawn - len(completions) - unscored
+    group = Group(point, completions, rewards, advantages, unscored, held)
+    return group, drawn - len(group.sampled) - unscored
+
+
+def _taken_completion(point: BranchPoint) -> Completion | None:
+    """The point's taken turn as a group member: no log-probs of its own (module docstring)."""
+    if point.taken is None:
+        return None
+    return Completion(
+        text=point.taken.text, token_ids=list(point.taken.token_ids), adapter=point.taken.adapter
+    )
 
 
 def _version(sampler: Policy, completion: Completion) -> str:
@@ -291,21 +326,25 @@ async def _score_all(
     point: BranchPoint,
     completions: Sequence[Completion],
     config: ReGRPOConfig,
+    *,
+    taken: Completion | None = None,
 ) -> list[LocalReward | None]:
-    """Every continuation's reward, executed (and rolled out by ``roller``) concurrently, so the
-    roll-outs' turns can share a batched engine's forward passes; ``None`` where the user's verifier
-    failed on the answer (a model's odd answer must not stop a round, nor count as a wrong one)."""
-    if completions:
+    """Every continuation's reward (then the ``taken`` turn's, if given), executed (and rolled out by
+    ``roller``) concurrently, so the roll-outs' turns can share a batched engine's forward passes;
+    ``None`` where the user's verifier failed on the answer (a model's odd answer must not stop a
+    round, nor count as a wrong one)."""
+    if completions or taken is not None:
         await environment.context(point)  # restore the state once, before the continuations copy it
 
-    async def scored(completion: Completion) -> LocalReward | None:
+    async def scored(completion: Completion, is_taken: bool) -> LocalReward | None:
         try:
-            return await _score(roller, policy, environment, point, completion, config)
+            return await _score(roller, policy, environment, point, completion, config, taken=is_taken)
         except VerifierError as exc:
             log.warning("dropped a continuation at branch point %s: %s", point.id, exc)
             return None
 
-    return list(await asyncio.gather(*(scored(c) for c in completions)))
+    members = [(c, False) for c in completions] + ([(taken, True)] if taken is not None else [])
+    return list(await asyncio.gather(*(scored(c, is_taken) for c, is_taken in members)))
 
 
 async def _score(
@@ -315,12 +354,17 @@ async def _score(
     point: BranchPoint,
     completion: Completion,
     config: ReGRPOConfig,
+    *,
+    taken: bool = False,
 ) -> LocalReward:
     action = parse_action(completion.text)
     execution = await environment.execute(point, action) if isinstance(action, ToolCall) else None
     reflection, tokens = scored_reflection(completion.text, point.observation, policy.count_tokens)
     solved = None
-    if config.outcome_max_steps and judges_answers(point):
+    if config.outcome_max_steps and judges_answers(point) and taken and point.taken is not None:
+        final = point.taken.final_answer  # where the episode really ended, judged as a roll-out's answer
+        solved = answer_score(point, final) if final is not None else 0.0
+    elif config.outcome_max_steps and judges_answers(point):
         observation: Observation | None
         if execution is not None:
             context, observation = execution.context, execution.observation
@@ -361,31 +405,6 @@ def scored_reflection(
 # -- a round -------------------------------------------------------------------------------------------
 
 
-class RLReport(msgspec.Struct, frozen=True):
-    """What an RL round did (ReGRPO or the GRPO baseline)."""
-
-    method: str
-    groups: int
-    skipped_zero_variance: int
-    """Groups skipped for too little reward spread (``min_reward_spread``; all-equal groups included)."""
-    rollouts: int
-    """Sampled completions (model turns), the budget two methods are compared at."""
-    generated_tokens: int
-    steps: int
-    mean_reward: list[float]
-    """Mean reward of the rollouts sampled before each optimizer step (skipped groups included)."""
-    fix_rate: list[float]
-    """Fraction of fixed continuations (ReGRPO) or correct episodes (GRPO), per optimizer step."""
-    seconds: float
-    config: dict[str, object]
-    stale_dropped: int = 0
-    """Remote samples dropped because they came from another version than the round started from."""
-    unscored: int = 0
-    """Continuations dropped because the user's verifier raised on their answer (counted in ``rollouts``)."""
-    stopped_for_staleness: bool = False
-    """The round stopped sampling ``max_staleness`` steps past the remote sampler's version."""
-
-
 def train_regrpo(
     policy: LocalPolicy,
     points: Sequence[BranchPoint],
@@ -411,7 +430,7 @@ def train_regrpo(
     mine = place.shard(point_order(points, config))
     budget = place.share(config.max_rollouts) if config.max_rollouts is not None else None
     environment = BranchEnvironment(Toolbox(list(tools) if tools is not None else default_tools()))
-    stats = _Tally()
+    stats = RoundTally()
     version = (sampler.active_adapter or sampler.model_name) if sampler is not None else None
     with (
         LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
@@ -498,105 +517,3 @@ def _update(
     )
     trained = sum(len(group.completions) for group in groups)
     return metrics | {"anchor_completions": float(len(rollouts) - trained)}
-
-
-class _Tally:
-    """Running counts for an RL report and its per-step telemetry."""
-
-    def __init__(self) -> None:
-        self.groups = self.skipped = self.rollouts = self.tokens = self.stale_dropped = self.unscored = 0
-        self.stopped_for_staleness = False
-        self.mean_reward: list[float] = []
-        self.fix_rate: list[float] = []
-        self._recent: list[Group] = []
-        self._since = time.perf_counter()
-        self._last: dict[str, float] = {}  # the latest step's update metrics, for the progress bar
-
-    def add_group(self, group: Group) -> None:
-        self.groups += 1
-        self.skipped += group.advantages is None
-        self.rollouts += len(group.completions) + group.unscored  # sampled and run: spent budget
-        self.unscored += group.unscored
-        self.tokens += sum(len(c.token_ids) for c in group.completions)
-        self._recent.append(group)
-
-    def close_step(self, log: StepLog, step: int, update: dict[str, float]) -> None:
-        """Record the groups sampled since the last optimizer step, with the step's ``update`` metrics.
-
-        Data-parallel: the means are over every rank's groups (every rank calls this at each step).
-        """
-        rewards = [r for g in self._recent for r in g.rewards]
-        completions = [c for g in self._recent for c in g.completions]
-        spreads = [
-            max(r.reward for r in g.rewards) - min(r.reward for r in g.rewards)
-            for g in self._recent
-            if g.rewards
-        ]
-        now = time.perf_counter()
-        self._last = update
-        count, reward, fixed, spread, groups, truncated, turns, tokens = summed_each(
-            [
-                len(rewards),
-                sum(r.reward for r in rewards),
-                sum(r.fixed for r in rewards),
-                sum(spreads),  # a remote group whose samples were all dropped has none
-                len(spreads),
-                sum(c.finish_reason == "length" for c in completions),
-                len(completions),
-                sum(len(c.token_ids) for c in completions),
-            ]
-        )
-        if count:
-            self.mean_reward.append(reward / count)
-            self.fix_rate.append(fixed / count)
-            log.log(
-                step,
-                {
-                    **update,
-                    "reward_mean": self.mean_reward[-1],
-                    "reward_spread": spread / max(1.0, groups),
-                    "fix_rate": self.fix_rate[-1],
-                    "skipped_groups": summed_each([self.skipped])[0],
-                    "truncation_rate": truncated / max(1.0, turns),
-                    "tokens_per_s": tokens / max(1e-9, now - self._since),
-                },
-            )
-        self._recent = []
-        self._since = now
-
-    def status(self) -> str:
-        recent = [r for g in self._recent for r in g.rewards]
-        fixed = statistics.fmean(r.fixed for r in recent) if recent else 0.0
-        last = (
-            f"  kl {self._last['kl']:.3f}  grad {self._last['grad_norm']:.2f}" if "kl" in self._last else ""
-        )
-        return f"rollouts {self.rollouts}  skipped {self.skipped}  fixed {fixed:.2f}{last}"
-
-    def report(self, method: str, steps: int, seconds: float, config: dict[str, object]) -> RLReport:
-        """The round's report, its counts summed over ranks (every rank calls this once, at the end)."""
-        groups, skipped, rollouts, tokens, stale, unscored, stopped = summed_each(
-            [
-                self.groups,
-                self.skipped,
-                self.rollouts,
-                self.tokens,
-                self.stale_dropped,
-                self.unscored,
-                self.stopped_for_staleness,
-            ]
-        )
-        return RLReport(
-            method=method,
-            groups=int(groups),
-            skipped_zero_variance=int(skipped),
-            rollouts=int(rollouts),
-            generated_tokens=int(tokens),
-            steps=steps,
-            mean_reward=self.mean_reward,
-            fix_rate=self.fix_rate,
-            seconds=seconds,
-            config=config,
-            stale_dropped=int(stale),
-            unscored=int(unscored),
-            stopped_for_staleness=stopped > 0,
-        )

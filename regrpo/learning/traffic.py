@@ -32,6 +32,11 @@ target (``target=None``, ``source="traffic"``):
 With a judge, the outcome term (:mod:`regrpo.learning.outcome`) scores roll-outs from the
 episode's failed steps, and an ``<answer>`` continuation is a fix when the judge gives it full marks.
 
+**The taken turn**: each point also records the turn the serving model really took there
+(``BranchPoint.taken``: its text and token ids, the adapter version, the episode's final answer),
+which the ReGRPO round scores beside its samples (:mod:`regrpo.learning.regrpo`). A trace without
+token ids for it (an engine that returns none) leaves it out, counted (``traffic_taken_untokenised``).
+
 **Wrong answers** are failures too, though no step failed: an episode whose named reference answer
 its own answer does not match, or that its verifier gave less than full marks
 (:func:`answered_wrong`), gets a point at its answer turn (``failed=False``: the runtime asked for no
@@ -57,7 +62,7 @@ from pathlib import Path
 from regrpo.errors import TraceStoreError
 from regrpo.learning.classify import classify_failure
 from regrpo.learning.judging import resolve
-from regrpo.learning.records import BranchPoint, UserVerifier, branch_point_id
+from regrpo.learning.records import BranchPoint, TakenTurn, UserVerifier, branch_point_id
 from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces import TraceStore
 from regrpo.traces.schema import Answer, Episode, Step, ToolCall
@@ -167,6 +172,24 @@ def learnable_trace_ids(store: TraceStore, *, since: float | None = None) -> lis
     return [trace_id for trace_id in store.trace_ids(since=since) if trace_id in picked]
 
 
+def _taken_turn(episode: Episode, prompt_messages: int, counts: Counter[str]) -> TakenTurn | None:
+    """The turn the episode really took at the prompt of its first ``prompt_messages`` messages, when
+    the trace holds its token ids (an engine that gives none is counted: ``traffic_taken_untokenised``)."""
+    step = next((s for s in episode.steps if s.prompt_messages == prompt_messages), None)
+    if step is None:
+        return None
+    if not step.completion.token_ids:
+        counts["traffic_taken_untokenised"] += 1
+        return None
+    counts["traffic_taken_turns"] += 1
+    return TakenTurn(
+        text=step.completion.text,
+        token_ids=list(step.completion.token_ids),
+        adapter=step.adapter,
+        final_answer=episode.answer,
+    )
+
+
 def _wrong_answer_point(
     episode: Episode,
     step: Step,
@@ -174,6 +197,7 @@ def _wrong_answer_point(
     judge: tuple[AnswerSpec | None, UserVerifier | None],
     paths: list[str],
     replay: list[ToolCall],
+    counts: Counter[str],
 ) -> BranchPoint | None:
     """The point at the answer turn (``step``, which gave ``answer``) that the user's feedback rejected,
     with ``judge`` (:func:`_judge`); ``None`` if the stored prompt is not the runtime's."""
@@ -193,6 +217,7 @@ def _wrong_answer_point(
         failed_action=answer,
         answer=judge[0],
         verifier=judge[1],
+        taken=_taken_turn(episode, step.prompt_messages, counts),
         source="traffic",
     )
 
@@ -222,7 +247,7 @@ def traffic_branch_points(
                 # right after a failure, that failure's point is this same prompt
                 judged = answer is not None or verifier is not None
                 if judged and not after_failure and answered_wrong(episode):
-                    point = _wrong_answer_point(episode, step, step.action, judge, paths, made)
+                    point = _wrong_answer_point(episode, step, step.action, judge, paths, made, counts)
                     if point is None:
                         counts["traffic_unmatched"] += 1
                     else:
@@ -253,6 +278,7 @@ def traffic_branch_points(
                     source="traffic",
                     answer=answer,
                     verifier=verifier,
+                    taken=_taken_turn(episode, end, counts),
                 )
             )
     return points

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -308,3 +309,71 @@ def test_a_round_on_traffic_that_gives_no_points_says_why(store, tmp_path):
     )
     with pytest.raises(NothingToLearn, match="1 episodes gave no branch points .*images missing 1"):
         round_.points([result.trace_id])
+
+
+class TokenisingScript(ScriptedPolicy):
+    """An app's scripted model whose turns carry token ids, as a real engine's do (one per word here)."""
+
+    def generate(self, messages, **kwargs):
+        return [
+            msgspec.structs.replace(c, token_ids=list(range(1, 1 + self.count_tokens(c.text))))
+            for c in super().generate(messages, **kwargs)
+        ]
+
+
+FIX_CROP = ToolCall("crop", {"image": "img_1", "box": [0, 0, 10, 5]})  # img_1: the first crop
+
+
+def recovering_episode(store, policy_type=TokenisingScript) -> str:
+    """Traffic that fails a crop, fixes it and answers 7, which the app's verifier gives full marks."""
+    script = [call(GOOD_CROP), call(BAD_CROP), call(FIX_CROP), "<answer>7</answer>"]
+    agent = Agent(policy_type(script), tools=[crop, rotate], store=store)
+    result = agent.run("How many birds are there?", [user_image()], verifier=says_seven)
+    assert result.reward == 1.0 and result.steps[1].failed and not result.steps[2].failed
+    return result.trace_id
+
+
+def test_a_traffic_point_carries_the_turn_the_model_really_took_there(store, tmp_path):
+    from regrpo.learning.records import TakenTurn
+
+    recovering_episode(store)
+    data = build_dataset([], store=store, image_dir=tmp_path, progress=False)
+    (point,) = data.branch_points
+    assert point.failed_action == BAD_CROP
+    assert point.taken == TakenTurn(
+        text=call(FIX_CROP), token_ids=list(range(1, 11)), adapter=None, final_answer="7"
+    )
+    assert data.counts.traffic_taken_turns == 1 and data.counts.traffic_taken_untokenised == 0
+
+
+def test_a_taken_turn_without_token_ids_is_left_out_and_counted(store, tmp_path):
+    recovering_episode(store, policy_type=ScriptedPolicy)  # an engine that gives no token ids
+    data = build_dataset([], store=store, image_dir=tmp_path, progress=False)
+    (point,) = data.branch_points
+    assert point.taken is None
+    assert data.counts.traffic_taken_turns == 0 and data.counts.traffic_taken_untokenised == 1
+
+
+def test_the_taken_turn_joins_its_group_scored_by_where_the_episode_really_ended(store, tmp_path):
+    from regrpo.learning.regrpo import ReGRPOConfig, sample_group
+
+    recovering_episode(store)
+    (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
+    environment = BranchEnvironment(Toolbox([crop, rotate]))
+    sampler = GroupOf(call(BAD_CROP), call(BAD_CROP))  # the samples repeat the failed call
+    scorer = ScriptedPolicy(["unused"])  # only counts reflection tokens here
+    config = ReGRPOConfig(group_size=2, outcome_max_steps=2)
+    group, dropped = sample_group(scorer, environment, point, config, sampler=sampler, version="given")
+    assert dropped == 0 and group.taken == 1 and len(group.sampled) == 2
+    assert group.completions[-1].text == call(FIX_CROP) and group.completions[-1].logprobs == []
+    samples, taken = group.rewards[:2], group.rewards[-1]
+    assert not any(r.fixed for r in samples) and taken.fixed
+    assert taken.solved == 1.0 and [r.solved for r in samples] == [
+        0.0,
+        0.0,
+    ]  # its episode's own answer, 7, judged
+    assert group.advantages is not None and group.advantages[-1] > 0 > group.advantages[0]
+
+    without = ReGRPOConfig(group_size=2, outcome_max_steps=2, taken_turn=False)
+    alone, _ = sample_group(scorer, environment, point, without, sampler=sampler, version="given")
+    assert alone.taken == 0 and len(alone.completions) == 2 and alone.advantages is None  # no spread

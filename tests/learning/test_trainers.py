@@ -166,6 +166,33 @@ def test_rl_on_a_bfloat16_policy_recomputes_old_logprobs_so_the_first_ratio_is_e
                 assert not torch.equal(sampled, fresh)  # bfloat16 sampling's own log-probs are not
 
 
+def test_a_taken_turn_trains_beside_the_samples_with_the_trainers_own_old_logprobs(smollm, tmp_path):
+    import msgspec
+
+    from regrpo.learning.lora_trainer import LoraTrainer
+    from regrpo.learning.policy_gradient import old_logprobs
+    from regrpo.learning.records import TakenTurn
+    from regrpo.learning.sequences import rollout_sample
+    from regrpo.traces.schema import Completion
+
+    ids = smollm.tokenizer(TARGET, add_special_tokens=False)["input_ids"]
+    point = msgspec.structs.replace(calculator_point(), taken=TakenTurn(TARGET, ids, None, None))
+    messages = point.messages
+    with LoraTrainer(smollm) as trainer:
+        (sampled,) = smollm.generate(messages, temperature=1.0, max_new_tokens=16, seed=3)
+        taken = Completion(text=TARGET, token_ids=ids)  # no log-probs: this round did not sample it
+        samples = [rollout_sample(smollm, messages, c) for c in (sampled, taken)]
+        old_sampled, old_taken = old_logprobs(trainer, smollm, samples, [sampled, taken])
+        assert torch.equal(old_sampled, torch.tensor(sampled.logprobs))  # the sampler's own
+        (fresh,) = trainer.logprobs(samples[1:])
+        assert torch.equal(old_taken, fresh) and len(old_taken) == len(ids)  # first ratio exactly 1
+
+    config = ReGRPOConfig(group_size=2, max_new_tokens=24, groups_per_step=1, seed=2)
+    report = train_regrpo(smollm, [point], config, tmp_path / "rl", tools=CALCULATOR, progress=False)
+    assert report.groups == 1 and report.rollouts == 2 and report.taken_turns == 1  # not a rollout
+    assert report.generated_tokens <= 2 * config.max_new_tokens  # the taken turn's tokens not counted
+
+
 def test_grpo_rolls_out_whole_episodes_into_the_store(smollm, store, tmp_path):
     from regrpo.learning.grpo import GRPOConfig, train_grpo
     from regrpo.tasks.suite import builtin_suite
