@@ -99,6 +99,8 @@ def old_logprobs(
     policy: LocalPolicy,
     samples: Sequence[TokenSample],
     completions: Sequence[Completion],
+    *,
+    sampler_reference: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """``π_old``'s per-token log-probs of each sampled completion, as the update's ratio needs them.
 
@@ -106,19 +108,22 @@ def old_logprobs(
     within 1e-4, tests/agent/test_local_policy.py), so nothing is recomputed. A bfloat16 sampler's
     differ from the trainer's forward pass by rounding, which would make the first update's ratio
     ≠ 1 for no change of policy; then they are recomputed by the trainer's own forward pass (its
-    log-softmax in float32) before any update, and the ratio is exact. A completion without
-    log-probs (a traffic point's taken turn, which this round did not sample) gets the trainer's
-    own too (:mod:`regrpo.learning.regrpo`, "The taken turn").
+    log-softmax in float32) before any update, and the ratio is exact. ``sampler_reference``: the
+    completions came from a sampler serving the round's starting weights, whose log-probs (the KL
+    reference, already computed) these are. A completion without log-probs (a traffic point's taken
+    turn, which this round did not sample) gets the trainer's own in every case
+    (:mod:`regrpo.learning.regrpo`, "The taken turn").
     """
-    if policy.dtype != torch.float32:
-        return trainer.logprobs(samples)
-    old: list[torch.Tensor | None] = [
-        torch.tensor(c.logprobs, device=policy.device) if c.logprobs else None for c in completions
-    ]
-    missing = [i for i, logprobs in enumerate(old) if logprobs is None]
-    for i, fresh in zip(missing, trainer.logprobs([samples[i] for i in missing]), strict=True):
+    if sampler_reference is not None:
+        old = list(sampler_reference)
+    elif policy.dtype == torch.float32:
+        old = [torch.tensor(c.logprobs, device=policy.device) for c in completions]
+    else:
+        return trainer.logprobs(samples)  # every completion, taken turns included
+    taken = [i for i, completion in enumerate(completions) if not completion.logprobs]
+    for i, fresh in zip(taken, trainer.logprobs([samples[i] for i in taken]), strict=True):
         old[i] = fresh
-    return [logprobs for logprobs in old if logprobs is not None]
+    return old
 
 
 def policy_gradient_steps(
@@ -147,9 +152,7 @@ def policy_gradient_steps(
     advantages = [advantage for _, _, advantage in rollouts]
     reference = trainer.logprobs(samples, reference=True)
     completions = [c for _, c, _ in rollouts]
-    old = old_logprobs(trainer, policy, samples, completions)
-    if remote:  # sampled by the round's starting weights; a taken turn keeps the trainer's own
-        old = [reference[i] if c.logprobs else old[i] for i, c in enumerate(completions)]
+    old = old_logprobs(trainer, policy, samples, completions, sampler_reference=reference if remote else None)
     total = max(1, round(summed(sum(len(s.completion_ids) for s in samples))))  # every rank's tokens
     terms = {"policy_loss": 0.0, "kl": 0.0, "clipped_tokens": 0.0}
 

@@ -186,6 +186,11 @@ def test_a_taken_turn_trains_beside_the_samples_with_the_trainers_own_old_logpro
         assert torch.equal(old_sampled, torch.tensor(sampled.logprobs))  # the sampler's own
         (fresh,) = trainer.logprobs(samples[1:])
         assert torch.equal(old_taken, fresh) and len(old_taken) == len(ids)  # first ratio exactly 1
+        given = [torch.zeros(len(sampled.token_ids)), torch.zeros(len(ids))]  # a sampler's reference
+        remote_sampled, remote_taken = old_logprobs(
+            trainer, smollm, samples, [sampled, taken], sampler_reference=given
+        )
+        assert remote_sampled is given[0] and torch.equal(remote_taken, fresh)  # the taken turn: own
 
     config = ReGRPOConfig(group_size=2, max_new_tokens=24, groups_per_step=1, seed=2)
     report = train_regrpo(smollm, [point], config, tmp_path / "rl", tools=CALCULATOR, progress=False)
