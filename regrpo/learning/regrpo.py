@@ -289,7 +289,7 @@ def sample_group(
     )
     kept = [(c, r) for c, r in zip(members, scored, strict=True) if r is not None]
     held = int(taken is not None and scored[-1] is not None)
-    unscored = len(members) - len(kept) - (taken is not None and not held)
+    unscored = sum(r is None for r in scored[: len(completions)])  # sampled ones only
     completions, rewards = [c for c, _ in kept], [r for _, r in kept]
     advantages = (
         group_advantages(
