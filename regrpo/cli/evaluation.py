@@ -169,6 +169,9 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     if len(before) > 1 or len(after) > 1:
         return _compare_seeds(before, after, args.out, console)
     a, b = read_report(before[0]), read_report(after[0])
+    if a.label == b.label:  # e.g. both "eval": name the sides by their folders, as the seed comparison does
+        a = msgspec.structs.replace(a, label=_run_name(before[0]))
+        b = msgspec.structs.replace(b, label=_run_name(after[0]))
     out = write_comparison(a, b, args.out)
     console.print(summary_table(a))
     console.print(summary_table(b))

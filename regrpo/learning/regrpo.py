@@ -101,12 +101,12 @@ from regrpo.learning.outcome import roll_out
 from regrpo.learning.policy_gradient import Rollout, group_advantages, policy_gradient_steps
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
-from regrpo.learning.replay import BranchEnvironment
+from regrpo.learning.replay import BranchEnvironment, Execution
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
 from regrpo.learning.round_report import RLReport, RoundTally
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
-from regrpo.traces.schema import Completion, Observation, Reflection, ToolCall
+from regrpo.traces.schema import Action, Completion, Observation, Reflection, ToolCall
 from regrpo.verifier import VerifierError
 
 log = logging.getLogger(__name__)
@@ -360,31 +360,48 @@ async def _score(
     action = parse_action(completion.text)
     execution = await environment.execute(point, action) if isinstance(action, ToolCall) else None
     reflection, tokens = scored_reflection(completion.text, point.observation, policy.count_tokens)
-    solved = None
-    if config.outcome_max_steps and judges_answers(point) and taken and point.taken is not None:
-        final = point.taken.final_answer  # where the episode really ended, judged as a roll-out's answer
-        solved = answer_score(point, final) if final is not None else 0.0
-    elif config.outcome_max_steps and judges_answers(point):
-        observation: Observation | None
-        if execution is not None:
-            context, observation = execution.context, execution.observation
-        else:  # an answer (needs no state) or an unparseable turn (its observation says so)
-            context = await environment.context(point)
-            observation, _ = await execute_action(environment.toolbox, action, context)
-        reached = await roll_out(
-            roller,
-            environment.toolbox,
-            point,
-            completion.text,
-            action,
-            observation,
-            context,
-            max_steps=config.outcome_max_steps,
-            max_new_tokens=config.max_new_tokens,
-        )
-        solved = reached.score
+    solved = (
+        await _solved(roller, environment, point, completion.text, action, execution, config, taken)
+        if config.outcome_max_steps and judges_answers(point)
+        else None
+    )
     outcome = execution.outcome if execution is not None else None
     return score_continuation(point, action, outcome, reflection, tokens, config.weights, solved=solved)
+
+
+async def _solved(
+    roller: Policy,
+    environment: BranchEnvironment,
+    point: BranchPoint,
+    text: str,
+    action: Action,
+    execution: Execution | None,
+    config: ReGRPOConfig,
+    taken: bool,
+) -> float:
+    """The outcome term: the episode's own final answer for the taken turn (where the episode really
+    ended), else the score of a roll-out by ``roller`` from this continuation to an answer."""
+    if taken and point.taken is not None:
+        final = point.taken.final_answer
+        return answer_score(point, final) if final is not None else 0.0
+    observation: Observation | None
+    if execution is not None:
+        context, observation = execution.context, execution.observation
+    else:  # an answer (needs no state) or an unparseable turn (its observation says so)
+        context = await environment.context(point)
+        observation, _ = await execute_action(environment.toolbox, action, context)
+    reached = await roll_out(
+        roller,
+        environment.toolbox,
+        point,
+        text,
+        action,
+        observation,
+        context,
+        max_steps=config.outcome_max_steps,
+        max_new_tokens=config.max_new_tokens,
+    )
+    return reached.score
 
 
 def scored_reflection(

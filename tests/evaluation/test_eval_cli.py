@@ -40,6 +40,16 @@ def test_compare_prints_the_paired_test_and_refuses_a_verdict_on_two_tasks(tmp_p
     assert "- verdict: **too_few_tasks**" in markdown and "- exact McNemar p = 1" in markdown
 
 
+def test_compare_of_two_reports_with_one_label_names_the_sides_by_their_folders(tmp_path):
+    write_report(make_report("eval", {"count": [False, True]}), tmp_path / "e-warm")
+    write_report(make_report("eval", {"count": [True, True]}), tmp_path / "e-tuned")
+    warm, tuned = str(tmp_path / "e-warm"), str(tmp_path / "e-tuned")
+    done = regrpo("compare", warm, tuned, "--out", str(tmp_path / "c"))
+    assert done.returncode == 0, done.stderr
+    assert "1 solved only by e-tuned, 0 only by e-warm" in done.stdout
+    assert "# Comparison: e-warm → e-tuned" in (tmp_path / "c" / "comparison.md").read_text()
+
+
 def test_compare_of_different_task_sets_keeps_the_tables_and_says_why_it_cannot_pair(tmp_path):
     write_report(make_report("base", {"count": [False, True]}), tmp_path / "a")
     write_report(make_report("tuned", {"count": [True, True, False]}), tmp_path / "b")
