@@ -52,10 +52,11 @@ from regrpo.agent.batching import BatchQueue, RowStops, padded_rows
 from regrpo.agent.local_adapters import LoraAdapters
 from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
+from regrpo.agent.sampling import end_of_turn_ids, sampled_length, sampled_logprobs, sampling_arguments
 from regrpo.errors import InputError, ModelError
 from regrpo.traces.schema import Completion
 
-__all__ = ["ACTIVE_ADAPTER", "DTYPES", "LocalPolicy"]
+__all__ = ["ACTIVE_ADAPTER", "DTYPES", "LocalPolicy", "checked_dtype"]
 
 
 class _ActiveAdapter:
@@ -128,7 +129,7 @@ class LocalPolicy(LoraAdapters):
         self.model_dir = resolve_model_dir(model, cache_dir)
         self.model_name = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = _checked_dtype(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        dtype = checked_dtype(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_dir)
             loaded: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
@@ -138,7 +139,7 @@ class LocalPolicy(LoraAdapters):
         self.model.eval()
         if self.tokenizer.chat_template is None:
             raise ModelError(f"{self.model_dir} has no chat template; regrpo needs an instruct/chat model")
-        self._end_ids = self._end_of_turn_ids()
+        self._end_ids = end_of_turn_ids(self.model.generation_config, self.tokenizer)
         self.active_adapter: str | None = None
         self._adapters: set[str] = set()
         self._lock = threading.Lock()  # one generate or adapter switch at a time on the shared model
@@ -157,13 +158,6 @@ class LocalPolicy(LoraAdapters):
     def dtype(self) -> torch.dtype:
         """The base weights' dtype (LoRA adapters peft adds train in float32 whatever it is)."""
         return next(self.model.parameters()).dtype
-
-    def _end_of_turn_ids(self) -> set[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
 
     # -- tokenisation: one path for rollout and training ------------------------------------------
 
@@ -297,13 +291,6 @@ class LocalPolicy(LoraAdapters):
         if not isinstance(adapter, _ActiveAdapter) and adapter != self.active_adapter:
             self._switch_adapter(adapter)
 
-    def _sampling(self, temperature: float) -> dict[str, Any]:
-        return (
-            {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
-            if temperature > 0
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        )
-
     def _generate_alone(self, request: _Request, adapter: str | None) -> list[Completion]:
         """One request: its ``n`` rows repeat one prompt, so no padding (hold the lock)."""
         prompt, n, temperature, stop = request.prompt, request.n, request.temperature, request.stop
@@ -320,12 +307,12 @@ class LocalPolicy(LoraAdapters):
                 pad_token_id=self._pad_id,
                 return_dict_in_generate=True,
                 output_logits=True,
-                **self._sampling(temperature),
+                **sampling_arguments(temperature),
             )
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"generation failed: {exc}") from exc
         generated = out.sequences[:, len(prompt) :]  # (n, new_tokens)
-        token_logprobs = _sampled_logprobs(out.logits, generated, temperature)  # (n, new_tokens)
+        token_logprobs = sampled_logprobs(out.logits, generated, temperature)  # (n, new_tokens)
         return [
             self._completion(generated[i].tolist(), token_logprobs[i].tolist(), stop, len(prompt), adapter)
             for i in range(n)
@@ -397,12 +384,12 @@ class LocalPolicy(LoraAdapters):
                 pad_token_id=self._pad_id,
                 return_dict_in_generate=True,
                 output_logits=True,
-                **self._sampling(temperature),
+                **sampling_arguments(temperature),
             )
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"generation failed: {exc}") from exc
         generated = out.sequences[:, width:]  # (rows, new_tokens)
-        token_logprobs = _sampled_logprobs(out.logits, generated, temperature)  # (rows, new_tokens)
+        token_logprobs = sampled_logprobs(out.logits, generated, temperature)  # (rows, new_tokens)
         completions = [
             self._completion(
                 generated[i, : r.max_new_tokens].tolist(),
@@ -428,7 +415,7 @@ class LocalPolicy(LoraAdapters):
         adapter: str | None,
     ) -> Completion:
         """Cut one row after its last sampled token: the one completing a stop string, or end-of-turn."""
-        keep = self._sampled_length(tokens, stop)
+        keep = sampled_length(tokens, stop, self._end_ids, self._decode)
         stopped = keep is not None
         if keep is not None:
             tokens, logprobs = tokens[:keep], logprobs[:keep]
@@ -441,27 +428,6 @@ class LocalPolicy(LoraAdapters):
             adapter=adapter,
         )
 
-    def _sampled_length(self, tokens: list[int], stop: Sequence[str]) -> int | None:
-        """How many leading tokens the model sampled before it stopped, or ``None`` (hit the length limit).
-
-        The first end-of-turn token ends the turn and is kept (the model chose it: the RL loss needs
-        it). A stop string ends the turn at the token that completes it, which may run past it;
-        everything after is ``generate``'s padding, never a sampled token.
-        """
-        end = next((p + 1 for p, token in enumerate(tokens) if token in self._end_ids), None)
-        searched = tokens[: end - 1] if end is not None else tokens
-        if stop and any(s in self._decode(searched) for s in stop):
-            # the shortest prefix whose text holds a stop string (text grows with the prefix)
-            low, high = 1, len(searched)
-            while low < high:
-                middle = (low + high) // 2
-                if any(s in self._decode(searched[:middle]) for s in stop):
-                    high = middle
-                else:
-                    low = middle + 1
-            return low
-        return end
-
     def __repr__(self) -> str:
         return (
             f"LocalPolicy({self.model_name!r}, device={self.device.type!r}, adapter={self.active_adapter!r})"
@@ -472,7 +438,8 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 """The weight dtypes ``LocalPolicy(dtype=)`` takes by name (float16 is left out: it overflows on CPU)."""
 
 
-def _checked_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+def checked_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """``dtype`` as a ``torch.dtype`` from :data:`DTYPES` (``None``: auto), else :class:`InputError`."""
     if dtype is None or dtype == "auto":
         return None
     if isinstance(dtype, str) and dtype in DTYPES:
@@ -480,16 +447,3 @@ def _checked_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
     raise InputError(f"dtype must be one of auto, {', '.join(DTYPES)} (or that torch.dtype); got {dtype!r}")
-
-
-def _sampled_logprobs(
-    logits: Sequence[torch.Tensor], generated: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Each generated token's log-prob under the distribution it was sampled from: (rows, new_tokens).
-
-    ``logits`` is ``generate``'s tuple of new_tokens tensors of (rows, vocab), raw (before the logits
-    processors), so they are scaled by T here; greedy (T = 0) keeps the raw ones.
-    """
-    stacked = torch.stack(tuple(logits), dim=1).float()  # (rows, new_tokens, vocab)
-    logprobs = (stacked / temperature if temperature > 0 else stacked).log_softmax(-1)
-    return logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)

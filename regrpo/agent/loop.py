@@ -324,7 +324,8 @@ class Agent:
             log.episode.images.append(record)
         log.update_header()
         log.message(Message("system", self.system_prompt))
-        log.message(Message("user", render_task(task.strip(), store.infos())))
+        shown = tuple(info.image_id for info in store.infos())
+        log.message(Message("user", render_task(task.strip(), store.infos()), images=shown))
         return store
 
     def _read_reflection(
@@ -369,6 +370,7 @@ class Agent:
                 log.episode.messages,
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,
+                images=images,
             )
             generate_s = time.perf_counter() - started
             await asyncio.to_thread(log.message, Message("assistant", completion.text))
@@ -391,7 +393,8 @@ class Agent:
                     reflect=self.reflect,
                     confidence=confidence,
                 )
-                await asyncio.to_thread(log.message, Message("user", text))
+                made = tuple(observation.new_images)
+                await asyncio.to_thread(log.message, Message("user", text, images=made))
 
             step = Step(
                 index=index,

@@ -23,21 +23,28 @@ from typing import Any
 import msgspec
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS
-from regrpo.agent.policy import Policy, as_chat
+from regrpo.agent.image_parts import chat_for
+from regrpo.agent.policy import Policy
 from regrpo.agent.prompts import observation_text, reflection_request
 from regrpo.agent.trigger import ReflectionTrigger, is_empty_output
 from regrpo.errors import ErrorType
-from regrpo.tools import ImageInfo, Toolbox, ToolContext, ToolOutcome
+from regrpo.tools import ImageInfo, ImageStore, Toolbox, ToolContext, ToolOutcome
 from regrpo.traces.schema import Action, Completion, Message, Observation, ToolCall, Unparseable
 
 __all__ = ["execute_action", "generate_turn", "observation_of", "user_turn"]
 
 
 async def generate_turn(
-    policy: Policy, messages: Sequence[Message], *, temperature: float, max_new_tokens: int
+    policy: Policy,
+    messages: Sequence[Message],
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    images: ImageStore | None = None,
 ) -> Completion:
-    """One model turn: a single completion of the chat, stopped at the end of its action."""
-    chat = as_chat(messages)
+    """One model turn: a single completion of the chat, stopped at the end of its action; an engine
+    that takes images is shown each message's images from ``images`` (:func:`chat_for`)."""
+    chat = chat_for(policy, messages, images)
     options: dict[str, Any] = {
         "n": 1,
         "temperature": temperature,

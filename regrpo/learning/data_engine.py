@@ -180,7 +180,7 @@ def _failure_records(
     prompt = [
         *recording.prefix(k),
         Message("assistant", failure.text),
-        Message("user", observation.content + "\n" + request),
+        Message("user", observation.content + "\n" + request, images=tuple(observation.new_images)),
     ]
     good = reference_call(task, k)
     target, error_type = _fitted_turn(failure.action, observation, good, recording.images[k], variant, fits)

@@ -87,8 +87,10 @@ async def roll_out(
     turns = remaining_turns(point, max_steps)
     for turn in range(turns):
         text, _ = user_turn(observation, action, trigger, context.images.infos())
-        messages.append(Message("user", text))
-        completion = await generate_turn(policy, messages, temperature=0.0, max_new_tokens=max_new_tokens)
+        messages.append(Message("user", text, images=tuple(observation.new_images)))
+        completion = await generate_turn(
+            policy, messages, temperature=0.0, max_new_tokens=max_new_tokens, images=context.images
+        )
         messages.append(Message("assistant", completion.text))
         action = parse_action(completion.text)
         if isinstance(action, Answer):

@@ -65,7 +65,11 @@ async def record_reference(task: Task, toolbox: Toolbox, system_prompt: str) -> 
     context = ToolContext(images=store)
     messages = [
         Message("system", system_prompt),
-        Message("user", render_task(task.question.strip(), store.infos())),
+        Message(
+            "user",
+            render_task(task.question.strip(), store.infos()),
+            images=tuple(info.image_id for info in store.infos()),
+        ),
     ]
     observations: list[Observation] = []
     images: list[list[ImageInfo]] = [store.infos()]
@@ -81,7 +85,11 @@ async def record_reference(task: Task, toolbox: Toolbox, system_prompt: str) -> 
         observations.append(observation)
         messages += [
             Message("assistant", call_text(call)),
-            Message("user", user_turn(observation, call, ReflectionTrigger(), store.infos())[0]),
+            Message(
+                "user",
+                user_turn(observation, call, ReflectionTrigger(), store.infos())[0],
+                images=tuple(observation.new_images),
+            ),
         ]
         if not observation.ok:
             return stop(

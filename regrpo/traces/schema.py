@@ -37,11 +37,16 @@ __all__ = [
 ]
 
 
-class Message(msgspec.Struct, frozen=True):
-    """One chat message, as sent to the policy."""
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One chat message, as sent to the policy (encoded without ``images`` when it shows none, so a
+    text-only message encodes, and a branch point over text-only messages hashes, as it always did)."""
 
     role: Literal["system", "user", "assistant"]
     content: str
+    images: tuple[str, ...] = ()
+    """Ids of the images that appear in this message (the task's, or those a tool just made): an
+    engine that takes images is shown them here, before ``content``, and only here; a text-only
+    engine reads the ids and sizes that ``content`` names (``regrpo.agent.image_parts``)."""
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}

@@ -1,0 +1,297 @@
+"""``VisionPolicy``: a transformers image-text-to-text model in this process, with LoRA adapters via peft.
+
+The engine half of vision in the model (issue 15). It loads any model transformers' own
+``AutoModelForImageTextToText`` and ``AutoProcessor`` load (Idefics3/SmolVLM and the Qwen2-VL family
+among them) and takes images inside the chat, as the processor's chat templates do: a message's
+``content`` is either a string or a list of parts, ``{"type": "text", "text": ...}`` and
+``{"type": "image", "image": <PIL image>}``. The processor renders the chat and turns each image into
+its image tokens and pixel inputs; so the prompt accounting (``Completion.prompt_tokens``) includes the
+image tokens.
+
+One pixel budget holds for every image: one larger than ``max_image_pixels`` is resized down (aspect
+kept) before the processor sees it (:func:`fit_pixel_budget` returns the scale, so a caller can map
+boxes back into the original image's frame).
+
+Completions follow the same rules as :class:`~regrpo.agent.local.LocalPolicy`
+(:mod:`regrpo.agent.sampling`): exactly the sampled tokens, cut after a stop string or the end of the
+turn, each with its log-prob under the distribution it was sampled from; :meth:`VisionPolicy.token_logprobs`
+recomputes them in one forward pass with the same images (tests/agent/test_vision_policy.py checks
+they agree). Calls run one at a time (no batching across calls yet, no prefix cache: a KV cache of a
+prompt with images is not reused), and ``n`` samples of one call share one ``generate``.
+
+Not built yet (issue 15 stays open): images in the agent's episodes and traces, and training
+(SFT, ReGRPO) with pixel inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from regrpo.agent.local import checked_dtype
+from regrpo.agent.local_adapters import LoraAdapters
+from regrpo.agent.policy import check_sampling
+from regrpo.agent.sampling import end_of_turn_ids, sampled_length, sampled_logprobs, sampling_arguments
+from regrpo.errors import InputError, ModelError
+from regrpo.traces.schema import Completion, Message
+
+__all__ = ["VisionMessage", "VisionPolicy", "fit_pixel_budget", "language_model_targets"]
+
+VisionMessage = Message | Mapping[str, Any]
+"""A chat message whose ``content`` is a string or a list of text and image parts (module docstring)."""
+
+
+def fit_pixel_budget(image: Any, max_pixels: int) -> tuple[Any, float]:
+    """``(image, scale)``: the image resized down (aspect kept) to at most ``max_pixels`` pixels, and
+    the factor its sides were multiplied by (1.0 when it already fits, and it is then returned as is)."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image, 1.0
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+    return image.resize(size), size[0] / width
+
+
+def language_model_targets(modules: Sequence[str]) -> str:
+    """A peft ``target_modules`` regex for ``modules`` (e.g. ``q_proj``) in the language model only:
+    LoRA leaves the vision tower alone, as vLLM's LoRA for Qwen-VL does by default."""
+    names = "|".join(sorted(set(modules)))
+    return rf"^(?!.*(?:vision|visual)).*\.(?:{names})$"
+
+
+class VisionPolicy(LoraAdapters):
+    """A Hugging Face image-text-to-text model as a :class:`~regrpo.agent.Policy` that takes images.
+
+    Args:
+        model: A local model folder or a hub id (``Qwen/Qwen2.5-VL-3B-Instruct`` on a machine with a
+            hub; offline, :func:`regrpo.agent.vision_models.build_tiny_idefics3` makes a folder).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
+        dtype: ``"float32"``, ``"bfloat16"`` (or the ``torch.dtype``); default bfloat16 on CUDA, float32
+            on CPU.
+        max_image_pixels: The pixel budget of one image (width × height) before the processor.
+    """
+
+    takes_images = True
+    """Engines that take image parts say so; the agent renders images as text for the others."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | str | None = None,
+        max_image_pixels: int = 512 * 512,
+    ) -> None:
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        if max_image_pixels < 1:
+            raise InputError(f"max_image_pixels must be >= 1; got {max_image_pixels}")
+        self.model_name = str(model)
+        self.max_image_pixels = max_image_pixels
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        chosen = checked_dtype(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        try:
+            config = AutoConfig.from_pretrained(model)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read a model config from {model!r}: {exc}") from exc
+        if not hasattr(config, "vision_config"):
+            raise ModelError(
+                f"{model!r} is a text-only model ({config.model_type}); use LocalPolicy for it, or "
+                "pass an image-text-to-text model (Idefics3/SmolVLM, Qwen2-VL, ...)"
+            )
+        try:
+            self.processor: Any = AutoProcessor.from_pretrained(model)
+            loaded: Any = AutoModelForImageTextToText.from_pretrained(model, dtype=chosen)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load an image-text-to-text model from {model!r}: {exc}") from exc
+        if self.processor.chat_template is None:
+            raise ModelError(f"{model!r} has no chat template; regrpo needs an instruct/chat model")
+        self.model: Any = loaded.to(self.device).eval()
+        self.tokenizer: Any = self.processor.tokenizer
+        self.active_adapter: str | None = None
+        self._adapters: set[str] = set()
+        self._lock = threading.Lock()
+        self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # unused: see module doc
+        self._end_ids = end_of_turn_ids(self.model.generation_config, self.tokenizer)
+        self._pad_id: int = self.tokenizer.pad_token_id or next(iter(self._end_ids))
+
+    # -- prompts ------------------------------------------------------------------------------------
+
+    def encode(self, messages: Sequence[VisionMessage]) -> dict[str, torch.Tensor]:
+        """The model inputs of the chat plus the assistant header: token ids (image tokens included) and
+        the processor's pixel inputs, exactly what :meth:`generate` feeds the model."""
+        chat = [self._checked_message(i, m) for i, m in enumerate(messages)]
+        try:
+            encoded = self.processor.apply_chat_template(
+                chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+            )
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"the processor cannot render this chat: {exc}") from exc
+        return {key: value.to(self.device) for key, value in encoded.items()}
+
+    def _checked_message(self, index: int, message: VisionMessage) -> dict[str, Any]:
+        if isinstance(message, Message):
+            return message.to_dict()
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str):
+            raise InputError(f"message {index} has no string 'role'; got {role!r}")
+        if isinstance(content, str):
+            return {"role": role, "content": content}
+        if not isinstance(content, list):
+            raise InputError(
+                f"message {index}: 'content' must be a string or a list of text and image parts; "
+                f"got {type(content).__name__}"
+            )
+        return {"role": role, "content": [self._checked_part(index, part) for part in content]}
+
+    def _checked_part(self, index: int, part: Any) -> dict[str, Any]:
+        from PIL import Image
+
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            return {"type": "text", "text": part["text"]}
+        if kind == "image":
+            image = part.get("image")
+            if not isinstance(image, Image.Image):
+                raise InputError(
+                    f"message {index}: an image part needs a PIL image under 'image'; got "
+                    f"{type(image).__name__} (open files with PIL.Image.open first)"
+                )
+            fitted, _ = fit_pixel_budget(image.convert("RGB"), self.max_image_pixels)
+            return {"type": "image", "image": fitted}
+        raise InputError(
+            f"message {index}: a content part must be {{'type': 'text', 'text': str}} or "
+            f"{{'type': 'image', 'image': PIL.Image}}; got {part!r:.80}"
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _decode(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
+
+    # -- sampling -----------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        messages: Sequence[VisionMessage],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Completion]:
+        """Sample ``n`` completions of the chat (see :class:`~regrpo.agent.Policy`); ``seed`` makes a
+        sampled call repeatable."""
+        check_sampling(n, temperature, max_new_tokens)
+        inputs = self.encode(messages)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        rows = n if temperature > 0 else 1  # greedy rows are all the same: decode one, copy it
+        with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
+            if seed is not None:
+                torch.manual_seed(seed)
+            try:
+                out = self.model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=rows,
+                    stop_strings=list(stop) or None,
+                    tokenizer=self.tokenizer if stop else None,
+                    pad_token_id=self._pad_id,
+                    return_dict_in_generate=True,
+                    output_logits=True,
+                    **sampling_arguments(temperature),
+                )
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"generation failed: {exc}") from exc
+            adapter = self.active_adapter
+        generated = out.sequences[:, prompt_tokens:]  # (rows, new_tokens)
+        logprobs = sampled_logprobs(out.logits, generated, temperature)
+        completions = [
+            self._completion(generated[i].tolist(), logprobs[i].tolist(), stop, prompt_tokens, adapter)
+            for i in range(rows)
+        ]
+        return completions if rows == n else completions * n
+
+    async def agenerate(
+        self,
+        messages: Sequence[VisionMessage],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Completion]:
+        """:meth:`generate` in a worker thread."""
+        return await asyncio.to_thread(
+            self.generate,
+            messages,
+            n=n,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            seed=seed,
+        )
+
+    def _rng_devices(self) -> list[torch.device]:
+        return [self.device] if self.device.type == "cuda" else []
+
+    def _completion(
+        self,
+        tokens: list[int],
+        logprobs: list[float],
+        stop: Sequence[str],
+        prompt_tokens: int,
+        adapter: str | None,
+    ) -> Completion:
+        keep = sampled_length(tokens, stop, self._end_ids, self._decode)
+        if keep is not None:
+            tokens, logprobs = tokens[:keep], logprobs[:keep]
+        return Completion(
+            text=self._decode(tokens),
+            token_ids=tokens,
+            logprobs=logprobs,
+            finish_reason="stop" if keep is not None else "length",
+            prompt_tokens=prompt_tokens,
+            adapter=adapter,
+        )
+
+    # -- scoring ------------------------------------------------------------------------------------
+
+    def token_logprobs(
+        self,
+        messages: Sequence[VisionMessage],
+        tokens: Sequence[int],
+        *,
+        temperature: float = 1.0,
+        grad: bool = False,
+    ) -> torch.Tensor:
+        """Log-probs of ``tokens`` after the chat at ``temperature``, in one forward pass with the
+        chat's images (with ``grad``, differentiable: a LoRA step can follow)."""
+        if not tokens:
+            raise InputError("token_logprobs needs at least one token to score")
+        if temperature <= 0:
+            raise InputError(f"token_logprobs needs temperature > 0; got {temperature}")
+        inputs = self.encode(messages)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        continuation = torch.tensor([list(tokens)], device=self.device)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], continuation], dim=1)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        with torch.set_grad_enabled(grad):
+            logits = self.model(**inputs).logits[0, prompt_tokens - 1 : -1].float()
+            logprobs = (logits / temperature).log_softmax(-1)
+            return logprobs.gather(-1, continuation[0].unsqueeze(-1)).squeeze(-1)
+
+    def __repr__(self) -> str:
+        return (
+            f"VisionPolicy({self.model_name!r}, device={self.device.type!r}, adapter={self.active_adapter!r})"
+        )

@@ -1,0 +1,78 @@
+"""An agent episode on an engine that takes images: the user's image in the task turn, a crop's output
+in the observation after the crop, each shown once, recorded in the trace by id, and rendered again
+from the trace by the same code path.
+
+The engine is the real :class:`VisionPolicy` (tiny Idefics3, real processor) with its sampling
+replaced by a script, because a randomly initialised model never writes a valid tool call: every
+chat the loop gives it still goes through the real processor (``encode``) before the scripted reply.
+"""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from regrpo import Agent, ScriptedPolicy
+from regrpo.agent.image_parts import chat_for
+from regrpo.agent.vision import VisionPolicy
+from regrpo.agent.vision_models import build_tiny_idefics3
+from regrpo.tools import ImageStore
+from regrpo.traces.schema import Completion, Message
+
+CROP = '<tool_call>{"name": "crop", "arguments": {"image": "img_0", "box": [0, 0, 30, 20]}}</tool_call>'
+PICTURE = Image.new("RGB", (60, 40), (200, 30, 30))
+
+
+class ScriptedVision(VisionPolicy):
+    """A real ``VisionPolicy`` whose replies come from a script; it records each chat it was given."""
+
+    def __init__(self, folder, script):
+        super().__init__(folder)
+        self.script, self.chats, self.prompt_tokens = list(script), [], []
+
+    def generate(self, messages, *, n=1, temperature=0.0, max_new_tokens=256, stop=(), seed=None):
+        self.chats.append(messages)
+        self.prompt_tokens.append(int(self.encode(messages)["input_ids"].shape[1]))  # the real processor
+        return [Completion(text=self.script.pop(0), adapter=self.active_adapter)] * n
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return build_tiny_idefics3(tmp_path_factory.mktemp("tiny-idefics3"))
+
+
+def images_in(message):
+    content = message["content"]
+    return [] if isinstance(content, str) else [p["image"] for p in content if p["type"] == "image"]
+
+
+def test_each_image_is_shown_once_where_it_appears_and_the_trace_names_it(folder, store):
+    policy = ScriptedVision(folder, [CROP, "<answer>red</answer>"])
+    result = Agent(policy, store=store, adapter=None).run("What colour is the top-left corner?", PICTURE)
+
+    assert result.answer == "red"
+    first, second = policy.chats
+    assert [len(images_in(m)) for m in first] == [0, 1]  # system, task with the user's image
+    assert images_in(first[1])[0].size == (60, 40)
+    assert [len(images_in(m)) for m in second] == [0, 1, 0, 1]  # ... crop call, observation with its output
+    assert images_in(second[3])[0].size == (30, 20)
+    assert policy.prompt_tokens[1] > policy.prompt_tokens[0] + 4  # the crop's image tokens joined the prompt
+
+    episode = store.get(result.trace_id)
+    assert [m.images for m in episode.messages] == [(), ("img_0",), (), ("img_1",), ()]
+    assert "img_0 (60x40)" in episode.messages[1].content  # the text names it for a text-only engine
+
+
+def test_a_text_only_engine_gets_the_same_text_and_no_parts():
+    store = ImageStore()
+    store.add(PICTURE)
+    messages = [Message("user", "Look: img_0 (60x40)", images=("img_0",))]
+    assert chat_for(ScriptedPolicy(["x"]), messages, store) == [
+        {"role": "user", "content": messages[0].content}
+    ]
+
+    class TakesImages:
+        takes_images = True
+
+    image, text = chat_for(TakesImages(), messages, store)[0]["content"]
+    assert image["image"].size == (60, 40) and text == {"type": "text", "text": messages[0].content}
