@@ -284,8 +284,11 @@ class VisionPolicy(LoraAdapters):
         inputs = self.encode(messages)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         continuation = torch.tensor([list(tokens)], device=self.device)
+        for key, value in inputs.items():  # per-token inputs grow too (mask 1; Qwen2-VL's types 0: text)
+            if value.dim() == 2 and value.shape == (1, prompt_tokens) and key != "input_ids":
+                grown = torch.full_like(continuation, int(key == "attention_mask"))
+                inputs[key] = torch.cat([value, grown], dim=1)
         inputs["input_ids"] = torch.cat([inputs["input_ids"], continuation], dim=1)
-        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
         with torch.set_grad_enabled(grad):
             logits = self.model(**inputs).logits[0, prompt_tokens - 1 : -1].float()
             logprobs = (logits / temperature).log_softmax(-1)

@@ -1,12 +1,18 @@
 """Small vision-language models built offline, for tests, examples and CPU experiments.
 
 No pretrained VLM weights are reachable from this project's package registries (docs/decisions.md,
-"Vision in the model"), so :func:`build_tiny_idefics3` assembles an Idefics3 model from a config:
-SmolLM2's real tokenizer (the ``<image>`` tokens the processor needs are added to it), a ChatML chat
-template that renders image parts, and randomly initialised weights (a 2-layer text model and a
-1-layer vision tower, about 6 M parameters). It is saved as an ordinary Hugging Face folder, so
-:class:`~regrpo.agent.vision.VisionPolicy` loads it exactly as it loads a hub model such as
-``Qwen/Qwen2.5-VL-3B-Instruct``: it exercises every code path, and knows nothing.
+"Vision in the model"), so these assemble one of each family :class:`~regrpo.agent.vision.VisionPolicy`
+is tested with from a config: SmolLM2's real tokenizer (with the image tokens the family's processor
+needs added), a ChatML chat template that renders image parts, and randomly initialised weights (a
+2-layer text model and a 1-layer vision tower, about 6 M parameters).
+
+* :func:`build_tiny_idefics3` (Idefics3/SmolVLM): every image is resized to a fixed size, so it is
+  always the same number of image tokens.
+* :func:`build_tiny_qwen2_vl` (Qwen2-VL, the Qwen2.5-VL layout): the image tokens grow with the
+  image's pixels (one per 28 × 28 pixels), so the pixel budget decides the prompt's length.
+
+Each is saved as an ordinary Hugging Face folder, so ``VisionPolicy`` loads it exactly as it loads a
+hub model such as ``Qwen/Qwen2.5-VL-3B-Instruct``: it exercises every code path, and knows nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
 
-__all__ = ["CHATML_WITH_IMAGES", "build_tiny_idefics3"]
+__all__ = ["CHATML_WITH_IMAGES", "build_tiny_idefics3", "build_tiny_qwen2_vl"]
 
 CHATML_WITH_IMAGES = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -35,7 +41,6 @@ def build_tiny_idefics3(folder: str | Path, *, image_size: int = 32, seed: int =
     Every image is resized to ``image_size`` pixels on its longest side and becomes 4 image tokens
     (8-pixel patches, pixel shuffle by 2). ``seed`` fixes the weights.
     """
-    import torch
     from transformers import (
         AutoTokenizer,
         Idefics3Config,
@@ -44,7 +49,6 @@ def build_tiny_idefics3(folder: str | Path, *, image_size: int = 32, seed: int =
         Idefics3Processor,
     )
 
-    folder = Path(folder)
     tokenizer: Any = AutoTokenizer.from_pretrained(resolve_model_dir(DEFAULT_MODEL, None))
     image_processor = Idefics3ImageProcessor(
         size={"longest_edge": image_size},
@@ -59,16 +63,7 @@ def build_tiny_idefics3(folder: str | Path, *, image_size: int = 32, seed: int =
         chat_template=CHATML_WITH_IMAGES,
     )  # adds <image>, <fake_token_around_image> and <end_of_utterance> to the tokenizer
     config = Idefics3Config(
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        text_config={"model_type": "llama", **_text_sizes(tokenizer)},
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -80,11 +75,84 @@ def build_tiny_idefics3(folder: str | Path, *, image_size: int = 32, seed: int =
         scale_factor=2,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )
+    return _saved(Idefics3ForConditionalGeneration, config, processor, tokenizer, folder, seed)
+
+
+def build_tiny_qwen2_vl(folder: str | Path, *, seed: int = 0) -> Path:
+    """Save a randomly initialised Qwen2-VL with SmolLM2's tokenizer to ``folder`` and return it.
+
+    Images keep their size (between 28 × 28 and 448 × 448 pixels, the processor's own limits here) and
+    become one image token per 28 × 28 pixels. ``seed`` fixes the weights.
+    """
+    from transformers import (
+        AutoTokenizer,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(resolve_model_dir(DEFAULT_MODEL, None))
+    marks = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": marks})
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=448 * 448),
+        video_processor=Qwen2VLVideoProcessor(),
+        tokenizer=tokenizer,
+        chat_template=CHATML_WITH_IMAGES.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>"),
+    )
+    ids = dict(zip(marks, tokenizer.convert_tokens_to_ids(marks), strict=True))
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = Qwen2VLConfig(
+        text_config={
+            **_text_sizes(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": end,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        },
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": 64,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    return _saved(Qwen2VLForConditionalGeneration, config, processor, tokenizer, folder, seed)
+
+
+def _text_sizes(tokenizer: Any) -> dict[str, int]:
+    """The tiny language model's shape, over the whole (extended) vocabulary."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def _saved(
+    model_class: Any, config: Any, processor: Any, tokenizer: Any, folder: str | Path, seed: int
+) -> Path:
+    """Initialise ``model_class(config)`` under ``seed``, end turns at ``<|im_end|>``, save it all."""
+    import torch
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = Idefics3ForConditionalGeneration(config)
+        model = model_class(config)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    return folder
+    return Path(folder)
