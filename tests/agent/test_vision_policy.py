@@ -115,3 +115,11 @@ def test_bad_message_content_is_an_input_error_saying_what_to_pass(vlm, content,
 def test_a_text_only_model_is_refused_with_the_engine_to_use():
     with pytest.raises(ModelError, match="text-only model .*use LocalPolicy"):
         VisionPolicy(resolve_model_dir(DEFAULT_MODEL, None))
+
+
+def test_the_pixel_budget_decides_how_many_image_tokens_a_qwen2_vl_prompt_holds(tmp_path):
+    folder = build_tiny_qwen2_vl(tmp_path / "qwen")
+    square = Image.new("RGB", (224, 224), (10, 200, 10))
+    wide, narrow = VisionPolicy(folder), VisionPolicy(folder, max_image_pixels=56 * 56)
+    tokens = [policy.encode(chat(square))["input_ids"].shape[1] for policy in (wide, narrow)]
+    assert tokens[0] - tokens[1] == (224 // 28) ** 2 - (56 // 28) ** 2  # one token per 28 x 28 pixels
