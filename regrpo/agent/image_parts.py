@@ -13,6 +13,8 @@ rebuilds the same parts from the same ids.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +22,7 @@ from regrpo.agent.policy import as_chat
 from regrpo.tools import ImageStore
 from regrpo.traces.schema import Message
 
-__all__ = ["chat_for", "takes_images"]
+__all__ = ["chat_for", "takes_images", "wire_messages"]
 
 
 def takes_images(policy: object) -> bool:
@@ -44,3 +46,25 @@ def _with_image_parts(message: Message, images: ImageStore) -> dict[str, Any]:
         {"type": "image", "image": Image.fromarray(images.get(image_id))} for image_id in message.images
     ]
     return {"role": message.role, "content": [*parts, {"type": "text", "text": message.content}]}
+
+
+def wire_messages(chat: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chat with image parts in the OpenAI wire format: each PIL image part becomes an ``image_url``
+    part holding a PNG ``data:`` URL (what vLLM takes for a multimodal model); text is unchanged."""
+    return [
+        message if isinstance(message["content"], str) else {**message, "content": _wire_parts(message)}
+        for message in chat
+    ]
+
+
+def _wire_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = []
+    for part in message["content"]:
+        if part.get("type") == "image":
+            buffer = io.BytesIO()
+            part["image"].save(buffer, "PNG")
+            url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        else:
+            parts.append(part)
+    return parts

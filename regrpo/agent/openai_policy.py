@@ -55,6 +55,7 @@ import httpx
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from regrpo.agent.image_parts import wire_messages
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.errors import AdapterError, ModelError, ModelUnreachableError, RegrpoError
 from regrpo.openai_wire import (
@@ -177,6 +178,9 @@ class OpenAIPolicy:
         tokenizer: A Hugging Face tokenizer object, or a local tokenizer folder, for exact ``count_tokens``.
         hot_swap: How a reload of a loaded adapter is done with ``vllm=True`` (see the module docstring);
             ``"auto"`` asks ``GET /version``.
+        images: The served model takes images (a vLLM serving Qwen2.5-VL, say): the agent then shows it
+            each message's images, sent as ``image_url`` parts with PNG ``data:`` URLs
+            (:func:`regrpo.agent.image_parts.wire_messages`).
     """
 
     def __init__(
@@ -190,12 +194,14 @@ class OpenAIPolicy:
         max_retries: int = 3,
         tokenizer: Any = None,
         hot_swap: HotSwap = "auto",
+        images: bool = False,
     ) -> None:
         if max_retries < 0 or timeout_s <= 0:
             raise ValueError(f"need max_retries >= 0 and timeout_s > 0, got {max_retries}, {timeout_s}")
         root = base_url.rstrip("/")
         self.base_url = root.removesuffix("/v1")
         self.model_name = model
+        self.takes_images = images
         self.active_adapter: str | None = None
         self.vllm, self.timeout_s, self.max_retries, self.hot_swap = vllm, timeout_s, max_retries, hot_swap
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -282,7 +288,7 @@ class OpenAIPolicy:
         adapter, served = self._serving()
         body: dict[str, Any] = {
             "model": served,
-            "messages": as_chat(messages),
+            "messages": wire_messages(as_chat(messages)),
             "n": n,
             "temperature": temperature,
             "max_tokens": max_new_tokens,

@@ -9,11 +9,14 @@ chat the loop gives it still goes through the real processor (``encode``) before
 
 from __future__ import annotations
 
+import base64
+import io
+
 import pytest
 from PIL import Image
 
 from regrpo import Agent, ScriptedPolicy
-from regrpo.agent.image_parts import chat_for
+from regrpo.agent.image_parts import chat_for, wire_messages
 from regrpo.agent.vision import VisionPolicy
 from regrpo.agent.vision_models import build_tiny_idefics3
 from regrpo.tools import ImageStore
@@ -63,16 +66,34 @@ def test_each_image_is_shown_once_where_it_appears_and_the_trace_names_it(folder
     assert "img_0 (60x40)" in episode.messages[1].content  # the text names it for a text-only engine
 
 
-def test_a_text_only_engine_gets_the_same_text_and_no_parts():
+class TakesImagesEngine:
+    """All :func:`chat_for` reads of an engine that takes images."""
+
+    takes_images = True
+
+
+def store_with(picture):
     store = ImageStore()
-    store.add(PICTURE)
+    store.add(picture)
+    return store
+
+
+def test_a_text_only_engine_gets_the_same_text_and_no_parts():
+    store = store_with(PICTURE)
     messages = [Message("user", "Look: img_0 (60x40)", images=("img_0",))]
     assert chat_for(ScriptedPolicy(["x"]), messages, store) == [
         {"role": "user", "content": messages[0].content}
     ]
 
-    class TakesImages:
-        takes_images = True
-
-    image, text = chat_for(TakesImages(), messages, store)[0]["content"]
+    image, text = chat_for(TakesImagesEngine(), messages, store)[0]["content"]
     assert image["image"].size == (60, 40) and text == {"type": "text", "text": messages[0].content}
+
+
+def test_image_parts_go_over_the_wire_as_png_data_urls_with_the_same_pixels():
+    chat = chat_for(TakesImagesEngine(), [Message("user", "Look", images=("img_0",))], store_with(PICTURE))
+    (message,) = wire_messages(chat)
+    image, text = message["content"]
+    header, data = image["image_url"]["url"].split(",", 1)
+    assert image["type"] == "image_url" and header == "data:image/png;base64" and text["text"] == "Look"
+    assert Image.open(io.BytesIO(base64.b64decode(data))).tobytes() == PICTURE.tobytes()
+    assert wire_messages([{"role": "user", "content": "plain"}]) == [{"role": "user", "content": "plain"}]

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from regrpo.agent.openai_policy import OpenAIPolicy
+from regrpo.errors import ModelError
 from regrpo.openai_wire import (
     ModelCard,
 )
@@ -34,6 +36,8 @@ pytestmark = pytest.mark.slow
 
 VLLM_DIR = Path(__file__).resolve().parents[2] / "build" / "vllm-protocol"
 CHAT = [{"role": "user", "content": "Name a colour."}]
+IMAGE_PARTS = [{"type": "image", "image": Image.new("RGB", (8, 8))}, {"type": "text", "text": "Colour?"}]
+IMAGE_CHAT = [{"role": "user", "content": IMAGE_PARTS}]
 
 CHECK = r"""
 import json, sys
@@ -45,6 +49,7 @@ from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest, UnloadL
 
 s = json.load(open(sys.argv[1]))
 request = ChatCompletionRequest.model_validate(s["request"])
+image_request = ChatCompletionRequest.model_validate(s["image_request"])
 response = ChatCompletionResponse.model_validate(s["response"])
 models = ModelList.model_validate(s["models"])
 out = {
@@ -57,6 +62,8 @@ out = {
     "top_logprobs": len(response.choices[0].logprobs.content[0].top_logprobs),
     "card_keys": sorted(models.model_dump()["data"][0]),
     "lora_card": models.model_dump()["data"][1],
+    "image_parts": [part["type"] for part in image_request.messages[0]["content"]],
+    "image_extra": sorted((image_request.model_extra or {}).keys()),
 }
 ChatCompletionStreamResponse.model_validate(s["chunk"])
 LoadLoRAAdapterRequest.model_validate(s["load"])
@@ -103,6 +110,8 @@ def test_our_json_validates_against_vllms_protocol_classes(smollm, tmp_path, vll
     recorder = Recorder(build_model_app(smollm))
     with running_server(recorder) as url:
         OpenAIPolicy(url, smollm.model_name).generate(CHAT, max_new_tokens=2, stop=["</answer>"])
+        with pytest.raises(ModelError, match="text-only model"):  # serve-model's model takes no images
+            OpenAIPolicy(url, smollm.model_name, images=True).generate(IMAGE_CHAT, max_new_tokens=2)
         body = {
             "messages": CHAT,
             "max_tokens": 2,
@@ -120,6 +129,7 @@ def test_our_json_validates_against_vllms_protocol_classes(smollm, tmp_path, vll
     )
     samples = {
         "request": recorder.bodies[0],
+        "image_request": recorder.bodies[1],
         "response": response,
         "chunk": json.loads(stream.split("\n\n")[1][len("data: ") :]),
         "models": models,
@@ -151,4 +161,6 @@ def test_our_json_validates_against_vllms_protocol_classes(smollm, tmp_path, vll
     assert out["token_ids"] == response["choices"][0]["token_ids"] and out["top_logprobs"] == 2
     assert out["card_keys"] == sorted(models["data"][0])
     assert out["lora_card"]["root"] == "/adapters/policy/step-000001"
+    # an image request (a vision engine's turn) is vLLM's multimodal chat: image_url parts, no extras
+    assert out["image_parts"] == ["image_url", "text"] and out["image_extra"] == []
     assert out["error"]["error"]["code"] == 404 and out["error"]["error"]["param"] == "model"
