@@ -315,12 +315,9 @@ class Agent:
             store.add(image)
         log.episode.images = []
         for info in store.infos():
-            pixels = store.get(info.image_id)
-            record = ImageRecord(
-                info.image_id, info.width, info.height, hashlib.sha256(pixels.tobytes()).hexdigest()
-            )
+            record = image_record(store, info.image_id)
             if self.keep_images and not self.store.has_image(record.sha256):  # encode each image once
-                self.store.put_image(record.sha256, png_bytes(pixels))
+                self.store.put_image(record.sha256, png_bytes(store.get(info.image_id)))
             log.episode.images.append(record)
         log.update_header()
         log.message(Message("system", self.system_prompt))
@@ -411,6 +408,7 @@ class Agent:
                 timings=StepTimings(
                     generate_s=generate_s, tool_s=tool_s, total_s=time.perf_counter() - started
                 ),
+                images_made=[image_record(images, i) for i in observation.new_images] if observation else [],
             )
             _count(usage, step)
             await asyncio.to_thread(log.step, step)
@@ -453,6 +451,12 @@ def _policy_with_adapter(policy: Policy | None, adapter: AdapterChoice | _Defaul
             )
     activate(policy, choice)
     return policy
+
+
+def image_record(images: ImageStore, image_id: str) -> ImageRecord:
+    """An episode image by reference: id, size and the SHA-256 of its RGB pixel bytes."""
+    pixels, info = images.get(image_id), images.info(image_id)
+    return ImageRecord(image_id, info.width, info.height, hashlib.sha256(pixels.tobytes()).hexdigest())
 
 
 def _episode_key(episode: Episode) -> str:

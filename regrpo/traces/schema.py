@@ -120,6 +120,18 @@ class StepTimings(msgspec.Struct, frozen=True):
     total_s: float = 0.0
 
 
+class ImageRecord(msgspec.Struct, frozen=True):
+    """An episode image, by reference: its id, size and content hash. An input image's pixels are
+    kept once per store, under that hash, by an agent with ``keep_images=True``
+    (``TraceStore.get_image``); a tool-made one is rebuilt by re-running its call."""
+
+    image_id: str
+    width: int
+    height: int
+    sha256: str
+    """SHA-256 of the RGB pixel bytes, to find the same image again."""
+
+
 class Step(msgspec.Struct, frozen=True):
     """One turn of the loop: the model's completion, the action parsed from it, and what it caused."""
 
@@ -142,6 +154,9 @@ class Step(msgspec.Struct, frozen=True):
     adapter: str | None = None
     """The LoRA adapter version that produced this step (``None`` = base model)."""
     timings: StepTimings = StepTimings()
+    images_made: list[ImageRecord] = []
+    """The images this step's tool call made (``observation.new_images``), with their content hashes:
+    a replay that re-runs the call can check it rebuilt the same pixels the model was shown."""
 
     @property
     def failed(self) -> bool:
@@ -149,17 +164,6 @@ class Step(msgspec.Struct, frozen=True):
         if isinstance(self.action, Unparseable):
             return True
         return self.observation is not None and not self.observation.ok
-
-
-class ImageRecord(msgspec.Struct, frozen=True):
-    """An input image, by reference: its id, size and content hash (the pixels are kept once per
-    store, under that hash, by an agent with ``keep_images=True``: ``TraceStore.get_image``)."""
-
-    image_id: str
-    width: int
-    height: int
-    sha256: str
-    """SHA-256 of the RGB pixel bytes, to find the same image again."""
 
 
 class Usage(msgspec.Struct):

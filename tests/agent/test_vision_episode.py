@@ -10,8 +10,10 @@ chat the loop gives it still goes through the real processor (``encode``) before
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,7 +22,7 @@ from regrpo.agent.image_parts import chat_for, wire_messages
 from regrpo.agent.vision import VisionPolicy
 from regrpo.agent.vision_models import build_tiny_idefics3
 from regrpo.tools import ImageStore
-from regrpo.traces.schema import Completion, Message
+from regrpo.traces.schema import Completion, ImageRecord, Message
 
 CROP = '<tool_call>{"name": "crop", "arguments": {"image": "img_0", "box": [0, 0, 30, 20]}}</tool_call>'
 PICTURE = Image.new("RGB", (60, 40), (200, 30, 30))
@@ -64,6 +66,9 @@ def test_each_image_is_shown_once_where_it_appears_and_the_trace_names_it(folder
     episode = store.get(result.trace_id)
     assert [m.images for m in episode.messages] == [(), ("img_0",), (), ("img_1",), ()]
     assert "img_0 (60x40)" in episode.messages[1].content  # the text names it for a text-only engine
+    corner = np.asarray(PICTURE)[:20, :30].tobytes()  # the crop's pixels, hashed in the step that made them
+    assert episode.steps[0].images_made == [ImageRecord("img_1", 30, 20, hashlib.sha256(corner).hexdigest())]
+    assert episode.steps[1].images_made == []
 
 
 class TakesImagesEngine:
