@@ -52,7 +52,7 @@ from regrpo.agent.batching import BatchQueue, RowStops, padded_rows
 from regrpo.agent.local_adapters import LoraAdapters
 from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
-from regrpo.agent.sampling import end_of_turn_ids, sampled_length, sampled_logprobs, sampling_arguments
+from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
 from regrpo.errors import InputError, ModelError
 from regrpo.traces.schema import Completion
 
@@ -89,7 +89,7 @@ class _Request:
         return (self.temperature, self.adapter, alone)
 
 
-class LocalPolicy(LoraAdapters):
+class LocalPolicy(LoraAdapters, SampledRows):
     """A Hugging Face causal LM as a :class:`~regrpo.agent.Policy`.
 
     Args:
@@ -171,9 +171,6 @@ class LocalPolicy(LoraAdapters):
         )
         return list(encoded["input_ids"])
 
-    def _decode(self, tokens: list[int]) -> str:
-        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
-
     def system_prefix_ids(self, messages: Sequence[ChatMessage], prompt: list[int]) -> list[int]:
         """Token ids of the leading system message, when they are a strict prefix of the prompt."""
         chat = as_chat(messages)
@@ -205,9 +202,6 @@ class LocalPolicy(LoraAdapters):
         """Drop cached keys and values: call after changing the model's weights in place (training)."""
         with self._lock:
             self._prefix_cache.clear()
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- sampling ---------------------------------------------------------------------------------
 
@@ -302,12 +296,7 @@ class LocalPolicy(LoraAdapters):
                 attention_mask=torch.ones_like(input_ids),
                 past_key_values=past,
                 max_new_tokens=request.max_new_tokens,
-                stop_strings=list(stop) or None,
-                tokenizer=self.tokenizer if stop else None,
-                pad_token_id=self._pad_id,
-                return_dict_in_generate=True,
-                output_logits=True,
-                **sampling_arguments(temperature),
+                **self._generate_arguments(temperature, stop),
             )
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"generation failed: {exc}") from exc
@@ -380,11 +369,8 @@ class LocalPolicy(LoraAdapters):
                 attention_mask=torch.tensor(mask, device=self.device),
                 past_key_values=self._cached_prefix(prefix, len(rows)),
                 max_new_tokens=max(r.max_new_tokens for r in rows),
-                stopping_criteria=StoppingCriteriaList([stops]),
-                pad_token_id=self._pad_id,
-                return_dict_in_generate=True,
-                output_logits=True,
-                **sampling_arguments(temperature),
+                stopping_criteria=StoppingCriteriaList([stops]),  # each row's own stop strings
+                **self._generate_arguments(temperature),
             )
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"generation failed: {exc}") from exc
@@ -405,28 +391,6 @@ class LocalPolicy(LoraAdapters):
             results.append(completions[start : start + r.n])
             start += r.n
         return results
-
-    def _completion(
-        self,
-        tokens: list[int],
-        logprobs: list[float],
-        stop: Sequence[str],
-        prompt_tokens: int,
-        adapter: str | None,
-    ) -> Completion:
-        """Cut one row after its last sampled token: the one completing a stop string, or end-of-turn."""
-        keep = sampled_length(tokens, stop, self._end_ids, self._decode)
-        stopped = keep is not None
-        if keep is not None:
-            tokens, logprobs = tokens[:keep], logprobs[:keep]
-        return Completion(
-            text=self._decode(tokens),
-            token_ids=tokens,
-            logprobs=logprobs,
-            finish_reason="stop" if stopped else "length",
-            prompt_tokens=prompt_tokens,
-            adapter=adapter,
-        )
 
     def __repr__(self) -> str:
         return (

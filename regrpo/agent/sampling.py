@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["end_of_turn_ids", "sampled_length", "sampled_logprobs", "sampling_arguments"]
+from regrpo.traces.schema import Completion
+
+__all__ = ["SampledRows", "end_of_turn_ids", "sampled_length", "sampled_logprobs", "sampling_arguments"]
 
 
 def sampling_arguments(temperature: float) -> dict[str, Any]:
@@ -70,3 +72,52 @@ def end_of_turn_ids(generation_config: Any, tokenizer: Any) -> set[int]:
     if tokenizer.eos_token_id is not None:
         found.add(tokenizer.eos_token_id)
     return found
+
+
+class SampledRows:
+    """What an in-process engine's ``generate`` calls share: their arguments (raw logits returned, the
+    sampling rule of :func:`sampling_arguments`) and the cut of each returned row into a
+    :class:`Completion`. A mixin over the engine's ``tokenizer``, ``_pad_id`` and ``_end_ids``."""
+
+    tokenizer: Any
+    _pad_id: int
+    _end_ids: set[int]
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes in this model's tokenizer."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _decode(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
+
+    def _generate_arguments(self, temperature: float, stop: Sequence[str] = ()) -> dict[str, Any]:
+        """``generate`` keyword arguments: stop strings (if any), padding, raw logits, sampling rule."""
+        return {
+            "stop_strings": list(stop) or None,
+            "tokenizer": self.tokenizer if stop else None,
+            "pad_token_id": self._pad_id,
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            **sampling_arguments(temperature),
+        }
+
+    def _completion(
+        self,
+        tokens: list[int],
+        logprobs: list[float],
+        stop: Sequence[str],
+        prompt_tokens: int,
+        adapter: str | None,
+    ) -> Completion:
+        """Cut one row after its last sampled token: the one completing a stop string, or end-of-turn."""
+        keep = sampled_length(tokens, stop, self._end_ids, self._decode)
+        if keep is not None:
+            tokens, logprobs = tokens[:keep], logprobs[:keep]
+        return Completion(
+            text=self._decode(tokens),
+            token_ids=tokens,
+            logprobs=logprobs,
+            finish_reason="stop" if keep is not None else "length",
+            prompt_tokens=prompt_tokens,
+            adapter=adapter,
+        )

@@ -38,7 +38,7 @@ import torch
 from regrpo.agent.local import checked_dtype
 from regrpo.agent.local_adapters import LoraAdapters
 from regrpo.agent.policy import check_sampling
-from regrpo.agent.sampling import end_of_turn_ids, sampled_length, sampled_logprobs, sampling_arguments
+from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
 from regrpo.errors import InputError, ModelError
 from regrpo.traces.schema import Completion, Message
 
@@ -66,7 +66,7 @@ def language_model_targets(modules: Sequence[str]) -> str:
     return rf"^(?!.*(?:vision|visual)).*\.(?:{names})$"
 
 
-class VisionPolicy(LoraAdapters):
+class VisionPolicy(LoraAdapters, SampledRows):
     """A Hugging Face image-text-to-text model as a :class:`~regrpo.agent.Policy` that takes images.
 
     Args:
@@ -171,12 +171,6 @@ class VisionPolicy(LoraAdapters):
             f"{{'type': 'image', 'image': PIL.Image}}; got {part!r:.80}"
         )
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _decode(self, tokens: list[int]) -> str:
-        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
-
     # -- sampling -----------------------------------------------------------------------------------
 
     def generate(
@@ -203,12 +197,7 @@ class VisionPolicy(LoraAdapters):
                     **inputs,
                     max_new_tokens=max_new_tokens,
                     num_return_sequences=rows,
-                    stop_strings=list(stop) or None,
-                    tokenizer=self.tokenizer if stop else None,
-                    pad_token_id=self._pad_id,
-                    return_dict_in_generate=True,
-                    output_logits=True,
-                    **sampling_arguments(temperature),
+                    **self._generate_arguments(temperature, stop),
                 )
             except (RuntimeError, ValueError) as exc:
                 raise ModelError(f"generation failed: {exc}") from exc
@@ -244,26 +233,6 @@ class VisionPolicy(LoraAdapters):
 
     def _rng_devices(self) -> list[torch.device]:
         return [self.device] if self.device.type == "cuda" else []
-
-    def _completion(
-        self,
-        tokens: list[int],
-        logprobs: list[float],
-        stop: Sequence[str],
-        prompt_tokens: int,
-        adapter: str | None,
-    ) -> Completion:
-        keep = sampled_length(tokens, stop, self._end_ids, self._decode)
-        if keep is not None:
-            tokens, logprobs = tokens[:keep], logprobs[:keep]
-        return Completion(
-            text=self._decode(tokens),
-            token_ids=tokens,
-            logprobs=logprobs,
-            finish_reason="stop" if keep is not None else "length",
-            prompt_tokens=prompt_tokens,
-            adapter=adapter,
-        )
 
     # -- scoring ------------------------------------------------------------------------------------
 
