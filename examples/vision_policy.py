@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regrpo import Agent, TraceStore
-from regrpo.agent.vision import VisionPolicy
+from regrpo import Agent, TraceStore, VisionPolicy
 from regrpo.agent.vision_models import build_tiny_qwen2_vl
 
 workdir = Path(tempfile.mkdtemp())

@@ -30,14 +30,20 @@ __all__ = [
     "ToolError",
     "TraceStore",
     "Usage",
+    "VisionPolicy",
     "__version__",
     "tool",
 ]
 
 
 def __getattr__(name: str) -> object:
-    if name == "LocalPolicy":  # imports torch: only on demand
+    # the in-process engines import torch and transformers (seconds): load them only when asked for
+    if name == "LocalPolicy":
         from regrpo.agent.local import LocalPolicy
 
         return LocalPolicy
+    if name == "VisionPolicy":
+        from regrpo.agent.vision import VisionPolicy
+
+        return VisionPolicy
     raise AttributeError(f"module 'regrpo' has no attribute {name!r}")

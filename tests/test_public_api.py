@@ -25,7 +25,7 @@ def test_every_exported_name_exists(module_name):
 
 
 def test_documented_names():
-    from regrpo import Agent, Result  # noqa: F401
+    from regrpo import Agent, Result, VisionPolicy  # noqa: F401
     from regrpo.agent import LocalPolicy  # noqa: F401
     from regrpo.tools import tool  # noqa: F401
     from regrpo.traces import TraceStore
