@@ -50,7 +50,7 @@ import torch
 
 from regrpo.agent.batching import BatchQueue, RowStops, padded_rows
 from regrpo.agent.local_adapters import LoraAdapters
-from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
+from regrpo.agent.model_files import DEFAULT_MODEL, is_vision_model_folder, resolve_model_dir
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
 from regrpo.errors import InputError, ModelError
@@ -127,6 +127,11 @@ class LocalPolicy(LoraAdapters, SampledRows):
                 f"need max_batch_size >= 1 and batch_window_s >= 0; got {max_batch_size}, {batch_window_s}"
             )
         self.model_dir = resolve_model_dir(model, cache_dir)
+        if is_vision_model_folder(self.model_dir):
+            raise ModelError(
+                f"{model} is an image-text-to-text model: run it with VisionPolicy (regrpo run and eval "
+                "pick it by themselves); training and serve-model take text-only models for now"
+            )
         self.model_name = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = checked_dtype(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)

@@ -11,6 +11,7 @@ and renamed into place only when complete; every later load reads that folder in
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "cached_model_dir",
     "gguf_path",
     "is_cached",
+    "is_vision_model_folder",
     "resolve_model_dir",
 ]
 
@@ -132,3 +134,13 @@ def resolve_model_dir(model: str | Path, cache_dir: Path | None = None) -> Path:
         f"unknown model {name!r}: not an offline model name ({known}) and no such folder. "
         "Pass a local Hugging Face model folder (with config.json) or one of those names."
     )
+
+
+def is_vision_model_folder(model: str | Path) -> bool:
+    """Whether ``model`` is a local Hugging Face folder of an image-text-to-text model (its
+    ``config.json`` has a ``vision_config``): :class:`~regrpo.agent.vision.VisionPolicy` runs it."""
+    config = Path(model) / "config.json"
+    try:
+        return "vision_config" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False

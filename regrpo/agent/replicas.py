@@ -51,6 +51,7 @@ class ReplicaPolicy:
             raise InputError(f"each replica needs its own base URL; got {urls}")
         self.replicas = list(replicas)
         self.model_name = replicas[0].model_name
+        self.takes_images = all(replica.takes_images for replica in replicas)
         self.active_adapter: str | None = None
         self.out_of_rotation: dict[str, str] = {}
         """Base URL → why that replica was taken out of rotation."""

@@ -95,6 +95,12 @@ def agent_options(max_steps: int, max_new_tokens: int) -> argparse.ArgumentParse
         help="seconds one model call to --base-url may take (a busy CPU server needs more)",
     )
     options.add_argument("--vllm", action="store_true", help="--base-url is vLLM: hot-swap adapters there")
+    options.add_argument(
+        "--remote-images",
+        action="store_true",
+        help="the --base-url model takes images (a multimodal vLLM): show it the episode's images as "
+        "image_url parts (an in-process --model folder with a vision config is detected by itself)",
+    )
     return options
 
 
@@ -192,14 +198,16 @@ def chosen_adapter(args: argparse.Namespace) -> AdapterChoice:
     return Path(args.adapter)
 
 
-def make_policy(args: argparse.Namespace, console: Console) -> Policy:
-    """The engine the options ask for: a remote OpenAI-compatible server, or the local model."""
+def make_policy(args: argparse.Namespace, console: Console, *, text_only: bool = False) -> Policy:
+    """The engine the options ask for: a remote OpenAI-compatible server, or the local model (a
+    ``VisionPolicy`` for a vision model folder, unless ``text_only``: ``LocalPolicy`` then says why not)."""
     if getattr(args, "base_url", None):
         from regrpo.agent.openai_policy import OpenAIPolicy
 
         key, vllm, timeout_s = args.remote_api_key, args.vllm, args.remote_timeout_s
+        images = bool(getattr(args, "remote_images", False))
         replicas = [
-            OpenAIPolicy(url, args.model, api_key=key, vllm=vllm, timeout_s=timeout_s)
+            OpenAIPolicy(url, args.model, api_key=key, vllm=vllm, timeout_s=timeout_s, images=images)
             for url in args.base_url
         ]
         if len(replicas) == 1:
@@ -210,9 +218,13 @@ def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     from transformers.utils import logging as hf_logging
 
     from regrpo.agent.local import LocalPolicy
-    from regrpo.agent.model_files import is_cached
+    from regrpo.agent.model_files import is_cached, is_vision_model_folder
 
     hf_logging.disable_progress_bar()  # our own output is enough
+    if is_vision_model_folder(args.model) and not text_only:
+        from regrpo.agent.vision import VisionPolicy
+
+        return VisionPolicy(args.model, dtype=args.dtype)
     if not is_cached(args.model, args.cache_dir):
         console.print(f"[dim]first use of {args.model}: de-quantising its weights once (about 40 s)...[/]")
     return LocalPolicy(

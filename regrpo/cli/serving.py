@@ -108,7 +108,7 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
     adapter = chosen_adapter(args)  # checked before the model loads
     folder = adapter_folder(adapter) if adapter is not None else None
     lora_modules = {adapter_name(folder): str(folder)} if folder is not None else {}
-    policy = make_policy(args, console)
+    policy = make_policy(args, console, text_only=True)
     served = "".join(f", adapter {name!r} ({path})" for name, path in lora_modules.items())
     console.print(
         f"serving {policy.model_name!r}{served} (vLLM's OpenAI dialect) on http://{args.host}:{args.port}/v1"
