@@ -235,6 +235,9 @@ def test_a_repeated_base_url_makes_a_replica_set_and_one_makes_a_single_client()
     assert isinstance(both, ReplicaPolicy)
     assert [r.base_url for r in both.replicas] == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
     assert all(r.vllm for r in both.replicas)
+    assert not one.takes_images and not both.takes_images  # a text-only server unless told otherwise
+    seeing = policy("--base-url", "http://127.0.0.1:1", "--base-url", "http://127.0.0.1:2", "--remote-images")
+    assert seeing.takes_images and all(r.takes_images for r in seeing.replicas)
 
 
 # -- a user's own tools: --tool MODULE:NAME on every command that runs or replays the agent ------------
