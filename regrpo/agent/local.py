@@ -56,7 +56,7 @@ from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
 from regrpo.errors import InputError, ModelError
 from regrpo.traces.schema import Completion
 
-__all__ = ["ACTIVE_ADAPTER", "DTYPES", "LocalPolicy", "checked_dtype"]
+__all__ = ["ACTIVE_ADAPTER", "DTYPES", "LocalPolicy", "checked_dtype", "placement"]
 
 
 class _ActiveAdapter:
@@ -133,8 +133,7 @@ class LocalPolicy(LoraAdapters, SampledRows):
                 "pick it by themselves); training and serve-model take text-only models for now"
             )
         self.model_name = str(model)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = checked_dtype(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.device, dtype = placement(device, dtype)
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_dir)
             loaded: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
@@ -405,6 +404,13 @@ class LocalPolicy(LoraAdapters, SampledRows):
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """The weight dtypes ``LocalPolicy(dtype=)`` takes by name (float16 is left out: it overflows on CPU)."""
+
+
+def placement(device: str | None, dtype: torch.dtype | str | None) -> tuple[torch.device, torch.dtype]:
+    """Where an in-process engine's weights go: ``device`` (default CUDA when available, else CPU) and
+    ``dtype`` (default bfloat16 on CUDA, float32 on CPU; :func:`checked_dtype`)."""
+    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return chosen, checked_dtype(dtype) or (torch.bfloat16 if chosen.type == "cuda" else torch.float32)
 
 
 def checked_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

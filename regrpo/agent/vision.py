@@ -30,12 +30,13 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from regrpo.agent.local import checked_dtype
+from regrpo.agent.local import placement
 from regrpo.agent.local_adapters import LoraAdapters
 from regrpo.agent.policy import check_sampling
 from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
@@ -95,8 +96,7 @@ class VisionPolicy(LoraAdapters, SampledRows):
             raise InputError(f"max_image_pixels must be >= 1; got {max_image_pixels}")
         self.model_name = str(model)
         self.max_image_pixels = max_image_pixels
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        chosen = checked_dtype(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.device, chosen = placement(device, dtype)
         try:
             config = AutoConfig.from_pretrained(model)
         except (OSError, ValueError) as exc:
@@ -189,7 +189,10 @@ class VisionPolicy(LoraAdapters, SampledRows):
         inputs = self.encode(messages)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         rows = n if temperature > 0 else 1  # greedy rows are all the same: decode one, copy it
-        with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
+        # only a seeded call runs under its own random state: forking every call would restore the
+        # global state after it, so unseeded calls in a row would all draw the same samples
+        seeded = torch.random.fork_rng(devices=self._rng_devices()) if seed is not None else nullcontext()
+        with self._lock, torch.inference_mode(), seeded:
             if seed is not None:
                 torch.manual_seed(seed)
             try:

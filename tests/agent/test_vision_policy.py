@@ -68,6 +68,11 @@ def test_a_seeded_call_repeats_and_a_stop_string_cuts_after_the_token_that_compl
     assert stop not in vlm._decode(cut.token_ids[:-1])  # nothing past the token that completed it
 
 
+def test_unseeded_sampled_calls_draw_new_samples(vlm):
+    first, second = (vlm.generate(chat(RED), temperature=1.0, max_new_tokens=8)[0] for _ in range(2))
+    assert first.token_ids != second.token_ids  # the random state moved on between the calls
+
+
 def test_an_image_over_the_pixel_budget_is_resized_and_the_scale_returned():
     big = Image.new("RGB", (400, 100))
     fitted, scale = fit_pixel_budget(big, 10_000)
