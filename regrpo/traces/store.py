@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import tenacity
 
 from regrpo.errors import TraceNotFoundError, TraceStoreError
 from regrpo.traces.schema import Episode, Feedback, Message, Step
@@ -34,6 +35,15 @@ from regrpo.traces.schema import Episode, Feedback, Message, Step
 __all__ = ["TraceStore", "open_store"]
 
 SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 10_000
+_OPEN_RETRY_S = 30.0
+
+
+def _is_lock_contention(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite saying another connection holds the lock (worth a retry)."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS episodes (
@@ -116,22 +126,35 @@ class TraceStore:
         except (OSError, sqlite3.Error) as exc:
             raise TraceStoreError(f"cannot open trace store {self.path!r}: {exc}") from exc
         try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):  # checked before anything is changed in the file
-                raise TraceStoreError(
-                    f"{self.path} has trace schema version {version}; this regrpo reads version "
-                    f"{SCHEMA_VERSION}. Use a new file or the regrpo version that wrote it."
-                )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # Processes opening one new file at once (ranks under torchrun) race on the switch to
+            # WAL and the schema; SQLite answers some of those races "locked" at once, without
+            # its busy handler, so the whole (idempotent) set-up is retried for a while.
+            for attempt in tenacity.Retrying(
+                retry=tenacity.retry_if_exception(_is_lock_contention),
+                stop=tenacity.stop_after_delay(_OPEN_RETRY_S),
+                wait=tenacity.wait_random_exponential(multiplier=0.01, max=0.5),
+                reraise=True,
+            ):
+                with attempt:
+                    self._set_up(sync)
         except (sqlite3.Error, TraceStoreError) as exc:
             self._db.close()
             if isinstance(exc, TraceStoreError):
                 raise
             raise TraceStoreError(f"cannot open trace store {self.path!r}: {exc}") from exc
+
+    def _set_up(self, sync: str) -> None:
+        self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):  # checked before anything is changed in the file
+            raise TraceStoreError(
+                f"{self.path} has trace schema version {version}; this regrpo reads version "
+                f"{SCHEMA_VERSION}. Use a new file or the regrpo version that wrote it."
+            )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- writing (used by TraceLogger) -------------------------------------------------------------
 
