@@ -158,11 +158,6 @@ class LocalPolicy(LoraAdapters, SampledRows):
             window_s=batch_window_s,
         )
 
-    @property
-    def dtype(self) -> torch.dtype:
-        """The base weights' dtype (LoRA adapters peft adds train in float32 whatever it is)."""
-        return next(self.model.parameters()).dtype
-
     # -- tokenisation: one path for rollout and training ------------------------------------------
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
@@ -201,11 +196,6 @@ class LocalPolicy(LoraAdapters, SampledRows):
         if n > 1:
             cache.batch_repeat_interleave(n)
         return cache
-
-    def weights_changed(self) -> None:
-        """Drop cached keys and values: call after changing the model's weights in place (training)."""
-        with self._lock:
-            self._prefix_cache.clear()
 
     # -- sampling ---------------------------------------------------------------------------------
 

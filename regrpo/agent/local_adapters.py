@@ -1,4 +1,5 @@
-"""LoRA adapters of a :class:`~regrpo.agent.local.LocalPolicy`: load, create, switch, rename, unload.
+"""LoRA adapters of a local engine (:class:`~regrpo.agent.local.LocalPolicy`,
+:class:`~regrpo.agent.vision.VisionPolicy`): load, create, switch, rename, unload.
 
 A mixin, so the adapter bookkeeping has a module of its own while the policy stays one object: it
 works on the policy's ``model`` (peft wraps it on the first adapter), ``_lock`` (every change to the
@@ -24,13 +25,23 @@ __all__ = ["LoraAdapters"]
 
 
 class LoraAdapters:
-    """Adapter management for ``LocalPolicy`` (see the module docstring for the state it shares)."""
+    """Adapter management for a local engine (see the module docstring for the state it shares)."""
 
     model: Any
     active_adapter: str | None
     _lock: threading.Lock
     _adapters: set[str]
     _prefix_cache: OrderedDict[tuple[int, ...], Any]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The base weights' dtype (LoRA adapters peft adds train in float32 whatever it is)."""
+        return next(self.model.parameters()).dtype
+
+    def weights_changed(self) -> None:
+        """Drop cached keys and values: call after changing the model's weights in place (training)."""
+        with self._lock:
+            self._prefix_cache.clear()
 
     def load_adapter(self, name: str, path: str) -> None:
         from peft import PeftModel

@@ -16,11 +16,13 @@ Completions follow the same rules as :class:`~regrpo.agent.local.LocalPolicy`
 (:mod:`regrpo.agent.sampling`): exactly the sampled tokens, cut after a stop string or the end of the
 turn, each with its log-prob under the distribution it was sampled from; :meth:`VisionPolicy.token_logprobs`
 recomputes them in one forward pass with the same images (tests/agent/test_vision_policy.py checks
-they agree). Calls run one at a time (no batching across calls yet, no prefix cache: a KV cache of a
-prompt with images is not reused), and ``n`` samples of one call share one ``generate``.
+they agree), and so does :class:`~regrpo.learning.lora_trainer.LoraTrainer` from the same
+:meth:`VisionPolicy.encode` and :func:`with_continuation` (tests/learning/test_vision_training.py).
+Calls run one at a time (no batching across calls yet, no prefix cache: a KV cache of a prompt with
+images is not reused), and ``n`` samples of one call share one ``generate``.
 
-Not built yet (issue 15 stays open): images in the agent's episodes and traces, and training
-(SFT, ReGRPO) with pixel inputs.
+Not built yet (issue 15 stays open): SFT with pixel inputs, and the trajectory GRPO baseline on an
+engine that takes images (ReGRPO trains on them).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
 from regrpo.errors import InputError, ModelError
 from regrpo.traces.schema import Completion, Message
 
-__all__ = ["VisionMessage", "VisionPolicy", "fit_pixel_budget", "language_model_targets"]
+__all__ = ["VisionMessage", "VisionPolicy", "fit_pixel_budget", "language_model_targets", "with_continuation"]
 
 VisionMessage = Message | Mapping[str, Any]
 """A chat message whose ``content`` is a string or a list of text and image parts (module docstring)."""
@@ -65,6 +67,22 @@ def language_model_targets(modules: Sequence[str]) -> str:
     LoRA leaves the vision tower alone, as vLLM's LoRA for Qwen-VL does by default."""
     names = "|".join(sorted(set(modules)))
     return rf"^(?!.*(?:vision|visual)).*\.(?:{names})$"
+
+
+def with_continuation(inputs: Mapping[str, torch.Tensor], tokens: Sequence[int]) -> dict[str, torch.Tensor]:
+    """A prompt's model inputs (:meth:`VisionPolicy.encode`) with ``tokens`` appended: the ids, and
+    every other per-token input grown to match (attention mask 1; Qwen2-VL's token types 0, text).
+    Image inputs (pixel values, grid sizes) stay as they are."""
+    ids = inputs["input_ids"]
+    prompt_tokens = int(ids.shape[1])
+    continuation = torch.tensor([list(tokens)], dtype=ids.dtype, device=ids.device)
+    grown = {}
+    for key, value in inputs.items():
+        if key != "input_ids" and value.dim() == 2 and value.shape == (1, prompt_tokens):
+            value = torch.cat([value, torch.full_like(continuation, int(key == "attention_mask"))], dim=1)
+        grown[key] = value
+    grown["input_ids"] = torch.cat([ids, continuation], dim=1)
+    return grown
 
 
 class VisionPolicy(LoraAdapters, SampledRows):
@@ -118,7 +136,7 @@ class VisionPolicy(LoraAdapters, SampledRows):
         self.active_adapter: str | None = None
         self._adapters: set[str] = set()
         self._lock = threading.Lock()
-        self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # unused: see module doc
+        self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # stays empty: module doc
         self._end_ids = end_of_turn_ids(self.model.generation_config, self.tokenizer)
         self._pad_id: int = self.tokenizer.pad_token_id or next(iter(self._end_ids))
 
@@ -253,18 +271,14 @@ class VisionPolicy(LoraAdapters, SampledRows):
             raise InputError("token_logprobs needs at least one token to score")
         if temperature <= 0:
             raise InputError(f"token_logprobs needs temperature > 0; got {temperature}")
-        inputs = self.encode(messages)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        continuation = torch.tensor([list(tokens)], device=self.device)
-        for key, value in inputs.items():  # per-token inputs grow too (mask 1; Qwen2-VL's types 0: text)
-            if value.dim() == 2 and value.shape == (1, prompt_tokens) and key != "input_ids":
-                grown = torch.full_like(continuation, int(key == "attention_mask"))
-                inputs[key] = torch.cat([value, grown], dim=1)
-        inputs["input_ids"] = torch.cat([inputs["input_ids"], continuation], dim=1)
+        prompt = self.encode(messages)
+        prompt_tokens = int(prompt["input_ids"].shape[1])
+        inputs = with_continuation(prompt, tokens)
         with torch.set_grad_enabled(grad):
             logits = self.model(**inputs).logits[0, prompt_tokens - 1 : -1].float()
             logprobs = (logits / temperature).log_softmax(-1)
-            return logprobs.gather(-1, continuation[0].unsqueeze(-1)).squeeze(-1)
+            chosen = inputs["input_ids"][0, prompt_tokens:]
+            return logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
 
     def __repr__(self) -> str:
         return (

@@ -1,4 +1,5 @@
-"""``LoraTrainer``: train a LoRA adapter in place inside a ``LocalPolicy``'s model.
+"""``LoraTrainer``: train a LoRA adapter in place inside a local engine's model (``LocalPolicy``, or
+``VisionPolicy`` for an image-text-to-text model).
 
 One model copy does everything (DESIGN step 7): the policy samples rollouts with the adapter being
 trained, the loss is computed on the same weights, and the KL reference is the same model with the
@@ -20,6 +21,13 @@ gradient leaves out the path through the system prompt's keys and values (the ta
 turns and the tool outputs keep theirs). Set it False for the exact gradient (tests do both).
 
 Backward runs sample by sample (gradient accumulation), so memory holds one sample's graph at a time.
+
+**Samples with images** (``TokenSample.model_inputs``, from a ``VisionPolicy``) are scored in one
+forward pass over the whole prompt with the processor's pixel inputs, exactly as
+``VisionPolicy.token_logprobs`` scores them (no system-prompt split: Qwen2-VL's rotary positions are
+computed over the whole sequence with its images). On a ``VisionPolicy`` a new adapter's LoRA targets
+the language model only (:func:`~regrpo.agent.vision.language_model_targets`: the vision tower is
+left alone, as vLLM's LoRA for Qwen-VL does).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import copy
 import math
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -37,11 +45,22 @@ import msgspec
 import torch
 
 from regrpo.agent.local import LocalPolicy
+from regrpo.agent.vision import VisionPolicy, language_model_targets, with_continuation
 from regrpo.errors import AdapterError, InputError
 from regrpo.learning.distributed import all_reduce_gradients
 from regrpo.learning.sequences import TokenSample
 
-__all__ = ["Backward", "LoraSettings", "LoraTrainer", "save_random_adapter", "warmup_cosine"]
+__all__ = [
+    "Backward",
+    "LoraSettings",
+    "LoraTrainer",
+    "TrainablePolicy",
+    "save_random_adapter",
+    "warmup_cosine",
+]
+
+TrainablePolicy = LocalPolicy | VisionPolicy
+"""An engine whose weights are in this process, so a LoRA in it can be trained."""
 
 
 class LoraSettings(msgspec.Struct, frozen=True):
@@ -61,16 +80,20 @@ class LoraSettings(msgspec.Struct, frozen=True):
         "down_proj",
     )
 
-    def peft_config(self) -> Any:
+    def peft_config(self, *, language_model_only: bool = False) -> Any:
+        """The ``peft.LoraConfig``; ``language_model_only``: the target modules of an
+        image-text-to-text model's language model, not of its vision tower."""
         from peft import LoraConfig
 
         if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
             raise InputError(f"LoRA needs rank >= 1, alpha > 0 and 0 <= dropout < 1; got {self}")
+        modules = list(self.target_modules)
+        targets = language_model_targets(modules) if language_model_only else modules
         return LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
+            target_modules=targets,
             task_type="CAUSAL_LM",
         )
 
@@ -146,7 +169,8 @@ class LoraTrainer:
     """A trainable adapter inside ``policy`` plus its optimizer.
 
     Args:
-        policy: The local engine; the adapter is added to its model and made active.
+        policy: The local engine (``LocalPolicy`` or ``VisionPolicy``); the adapter is added to its
+            model and made active.
         lora: The adapter's shape (ignored when ``init_from`` is given: its config is used).
         learning_rate: AdamW learning rate.
         name: The adapter's name inside the policy.
@@ -162,7 +186,7 @@ class LoraTrainer:
 
     def __init__(
         self,
-        policy: LocalPolicy,
+        policy: TrainablePolicy,
         lora: LoraSettings | None = None,
         *,
         learning_rate: float = 1e-4,
@@ -174,9 +198,10 @@ class LoraTrainer:
         temperature: float = 1.0,
         lr_scale: Callable[[int], float] | None = None,
     ) -> None:
-        if not isinstance(policy, LocalPolicy):
+        if not isinstance(policy, (LocalPolicy, VisionPolicy)):
             raise InputError(
-                f"training needs a LocalPolicy (weights in this process), got {type(policy).__name__}"
+                "training needs a LocalPolicy or VisionPolicy (weights in this process), got "
+                f"{type(policy).__name__}"
             )
         if learning_rate <= 0 or grad_clip <= 0 or temperature <= 0:
             raise InputError(
@@ -210,7 +235,7 @@ class LoraTrainer:
     @classmethod
     def for_config(
         cls,
-        policy: LocalPolicy,
+        policy: TrainablePolicy,
         config: TrainerSettings,
         init_from: str | os.PathLike[str] | None,
         *,
@@ -233,7 +258,7 @@ class LoraTrainer:
 
     def _config(self, init_from: str | os.PathLike[str] | None) -> Any:
         if init_from is None:
-            return self.lora.peft_config()
+            return self.lora.peft_config(language_model_only=isinstance(self.policy, VisionPolicy))
         from peft import LoraConfig
 
         folder = Path(init_from)
@@ -291,6 +316,8 @@ class LoraTrainer:
 
     def _token_logprobs(self, sample: TokenSample, reference: bool) -> torch.Tensor:
         """log π(completion token t | prefix) for every completion token, shape ``(len(completion),)``."""
+        if sample.model_inputs is not None:
+            return self._scored(sample, self._image_logits(sample, sample.model_inputs, reference))
         ids = sample.prompt_ids + sample.completion_ids
         split = sample.system_tokens if self.detach_system_prompt else 0
         split = min(
@@ -308,6 +335,23 @@ class LoraTrainer:
                 use_cache=past is not None,
                 logits_to_keep=targets + 1,
             ).logits[0, :-1]  # (completion tokens, vocab): row t scores completion token t
+        return self._scored(sample, logits)
+
+    def _image_logits(
+        self, sample: TokenSample, model_inputs: Mapping[str, torch.Tensor], reference: bool
+    ) -> torch.Tensor:
+        """The logits scoring each completion token of a sample with images (module docstring)."""
+        device = self.policy.device
+        prompt = {key: value.to(device) for key, value in model_inputs.items()}
+        prompt["input_ids"] = torch.tensor([sample.prompt_ids], device=device)
+        inputs = with_continuation(prompt, sample.completion_ids)
+        targets = len(sample.completion_ids)
+        with self._weights(reference):
+            return self.policy.model(**inputs, logits_to_keep=targets + 1).logits[0, :-1]
+
+    def _scored(self, sample: TokenSample, logits: torch.Tensor) -> torch.Tensor:
+        """The completion tokens' log-probs from the logits that score them (and the entropy tally)."""
+        device = self.policy.device
         scores = (logits.float() / self.temperature).log_softmax(-1)
         with torch.no_grad():  # telemetry only: mean per-token entropy of loss-carrying tokens
             entropy = -(scores.exp() * scores).sum(-1)

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 
 import torch
 
-from regrpo.agent.local import LocalPolicy
+from regrpo.agent.vision import VisionMessage
 from regrpo.errors import InputError
 from regrpo.learning.distributed import summed, summed_each
-from regrpo.learning.lora_trainer import LoraTrainer
+from regrpo.learning.lora_trainer import LoraTrainer, TrainablePolicy
 from regrpo.learning.sequences import TokenSample, rollout_sample
 from regrpo.traces.schema import Completion, Message
 
-Rollout = tuple[Sequence[Message], Completion, float]
+Rollout = tuple[Sequence[Message] | Sequence[VisionMessage], Completion, float]
 """One trained completion: ``(the prompt it answered, the completion, its advantage)``."""
 
 __all__ = [
@@ -96,7 +96,7 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
 
 def old_logprobs(
     trainer: LoraTrainer,
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     samples: Sequence[TokenSample],
     completions: Sequence[Completion],
     *,
@@ -128,7 +128,7 @@ def old_logprobs(
 
 def policy_gradient_steps(
     trainer: LoraTrainer,
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     rollouts: Sequence[Rollout],
     *,
     clip_eps: float,

@@ -90,13 +90,14 @@ from pathlib import Path
 import msgspec
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS, parse_action, parse_reflection, reflection_block
-from regrpo.agent.local import LocalPolicy
+from regrpo.agent.image_parts import chat_for, takes_images
 from regrpo.agent.policy import Policy
 from regrpo.agent.turn import execute_action
+from regrpo.agent.vision import VisionMessage
 from regrpo.errors import InputError
 from regrpo.learning.distributed import any_rank, ranks, reseed
 from regrpo.learning.judging import answer_score, judges_answers
-from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
+from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer, TrainablePolicy
 from regrpo.learning.outcome import roll_out
 from regrpo.learning.policy_gradient import Rollout, group_advantages, policy_gradient_steps
 from regrpo.learning.progress import training_bar
@@ -106,7 +107,7 @@ from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuati
 from regrpo.learning.round_report import RLReport, RoundTally
 from regrpo.learning.telemetry import StepLog
 from regrpo.tools import Tool, Toolbox, default_tools
-from regrpo.traces.schema import Action, Completion, Observation, Reflection, ToolCall
+from regrpo.traces.schema import Action, Completion, Message, Observation, Reflection, ToolCall
 from regrpo.verifier import VerifierError
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,14 @@ class Group:
     """Continuations dropped because the user's verifier failed on their answer (not scored as wrong)."""
     taken: int = 0
     """1 when the last of ``completions`` is the point's taken turn (not sampled by this round)."""
+    chat: Sequence[VisionMessage] | None = None
+    """The point's messages as the trained engine takes them, image parts included (:func:`engine_chat`);
+    ``None``: ``point.messages``."""
+
+    @property
+    def messages(self) -> Sequence[Message] | Sequence[VisionMessage]:
+        """What the completions were sampled after, as training scores them."""
+        return self.chat if self.chat is not None else self.point.messages
 
     @property
     def sampled(self) -> list[Completion]:
@@ -258,7 +267,7 @@ class Group:
 
 
 def sample_group(
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     environment: BranchEnvironment,
     point: BranchPoint,
     config: ReGRPOConfig,
@@ -272,8 +281,11 @@ def sample_group(
     ``version`` are dropped. A traffic point's taken turn joins them last (``config.taken_turn``).
     Returns the group and how many were dropped.
     """
-    completions = (sampler or policy).generate(
-        point.messages,
+    chat = engine_chat(policy, environment, point)  # what training scores
+    engine = sampler or policy
+    shown = chat if takes_images(engine) == takes_images(policy) else engine_chat(engine, environment, point)
+    completions = engine.generate(
+        shown,
         n=config.group_size,
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
@@ -301,8 +313,19 @@ def sample_group(
         if len(rewards) >= 2
         else None  # too few left to compare
     )
-    group = Group(point, completions, rewards, advantages, unscored, held)
+    group = Group(point, completions, rewards, advantages, unscored, held, chat=chat)
     return group, drawn - len(group.sampled) - unscored
+
+
+def engine_chat(
+    engine: object, environment: BranchEnvironment, point: BranchPoint
+) -> Sequence[VisionMessage]:
+    """``point.messages`` as ``engine`` takes them: for one that takes images, with the images each
+    message showed (rebuilt by replaying the point: the task's images and the tools' outputs)."""
+    if not takes_images(engine):
+        return point.messages
+    context = asyncio.run(environment.context(point))
+    return chat_for(engine, point.messages, context.images)
 
 
 def _taken_completion(point: BranchPoint) -> Completion | None:
@@ -321,7 +344,7 @@ def _version(sampler: Policy, completion: Completion) -> str:
 
 async def _score_all(
     roller: Policy,
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     environment: BranchEnvironment,
     point: BranchPoint,
     completions: Sequence[Completion],
@@ -349,7 +372,7 @@ async def _score_all(
 
 async def _score(
     roller: Policy,
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     environment: BranchEnvironment,
     point: BranchPoint,
     completion: Completion,
@@ -423,7 +446,7 @@ def scored_reflection(
 
 
 def train_regrpo(
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     points: Sequence[BranchPoint],
     config: ReGRPOConfig,
     out_dir: str | Path,
@@ -503,17 +526,17 @@ def step_rollouts(groups: Sequence[Group], anchors: Sequence[Group], config: ReG
         if group.advantages is None:
             raise InputError(f"group at point {group.point.id} was skipped; pass it as an anchor")
         rollouts += [
-            (group.point.messages, completion, advantage)
+            (group.messages, completion, advantage)
             for completion, advantage in zip(group.completions, group.advantages, strict=True)
         ]
     if config.kl_on_skipped and config.beta > 0:
-        rollouts += [(a.point.messages, completion, 0.0) for a in anchors for completion in a.completions]
+        rollouts += [(a.messages, completion, 0.0) for a in anchors for completion in a.completions]
     return rollouts
 
 
 def _update(
     trainer: LoraTrainer,
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     groups: Sequence[Group],
     anchors: Sequence[Group],
     config: ReGRPOConfig,

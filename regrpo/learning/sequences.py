@@ -16,16 +16,24 @@ one example into a single sequence (one forward pass) wherever each turn's promp
 previous turn's prompt + target + the tokens in between, with a mask saying which tokens carry loss.
 The check is on token ids, so a packed sample scores every target token exactly as its own sample
 would (``tests/learning/test_lora_trainer.py``).
+
+On an engine that takes images (:class:`~regrpo.agent.vision.VisionPolicy`) the prompt is
+``VisionPolicy.encode(chat)``, the chat with its image parts: the ids (image tokens included) and the
+processor's other inputs (pixel values, image grid sizes, attention mask) in
+``TokenSample.model_inputs``, so training feeds the model exactly what sampling fed it. Such samples
+are not packed (each turn shows other images).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import torch
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS, reflection_block
 from regrpo.agent.local import LocalPolicy
-from regrpo.agent.policy import ChatMessage
+from regrpo.agent.vision import VisionMessage, VisionPolicy
 from regrpo.errors import InputError
 from regrpo.learning.records import SFTExample
 from regrpo.traces.schema import Completion
@@ -44,12 +52,17 @@ class TokenSample:
     weights: tuple[float, ...] | None = None
     """Per completion token: its weight in the loss, 0 for context (a packed sample holds context
     between its turns, see :func:`pack_turns`). ``None``: every token weighs 1."""
+    model_inputs: Mapping[str, torch.Tensor] | None = None
+    """The prompt's other model inputs on an engine that takes images (module docstring); ``None``
+    for a text engine's sample."""
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.completion_ids:
             raise InputError("a training sample needs at least one prompt token and one completion token")
         if self.weights is not None and len(self.weights) != len(self.completion_ids):
             raise InputError("a sample's loss weights must have one entry per completion token")
+        if self.model_inputs is not None and self.system_tokens:
+            raise InputError("a sample with model inputs (images) is scored whole: system_tokens must be 0")
 
     @property
     def loss_tokens(self) -> int:
@@ -75,7 +88,8 @@ def pack_turns(samples: Sequence[TokenSample]) -> list[TokenSample]:
     packed: list[TokenSample] = []
     for sample in samples:
         last = packed[-1] if packed else None
-        if last is not None and sample.system_tokens == last.system_tokens:
+        text_only = sample.model_inputs is None and (last is None or last.model_inputs is None)
+        if last is not None and text_only and sample.system_tokens == last.system_tokens:
             held = last.prompt_ids + last.completion_ids
             if len(sample.prompt_ids) >= len(held) and sample.prompt_ids[: len(held)] == held:
                 between = sample.prompt_ids[len(held) :]
@@ -124,6 +138,11 @@ def example_samples(
     policy: LocalPolicy, example: SFTExample, *, balance_reflection: bool = False
 ) -> list[TokenSample]:
     """One sample per trained assistant turn of ``example`` (weights: :func:`balanced_weights`)."""
+    if isinstance(policy, VisionPolicy):
+        raise InputError(
+            "SFT on an engine that takes images is not built yet (the examples' images would have to be "
+            "rebuilt per turn); warm-start the language model with LocalPolicy, or train with ReGRPO"
+        )
     samples = []
     for turn in example.train_turns:
         if not 0 < turn < len(example.messages) or example.messages[turn].role != "assistant":
@@ -140,11 +159,18 @@ def example_samples(
 
 
 def rollout_sample(
-    policy: LocalPolicy, messages: Sequence[ChatMessage], completion: Completion
+    policy: LocalPolicy | VisionPolicy, messages: Sequence[VisionMessage], completion: Completion
 ) -> TokenSample:
-    """The sample of a sampled completion: its prompt and the token ids the policy generated."""
+    """The sample of a sampled completion: its prompt and the token ids the policy generated.
+
+    ``messages``: the chat as the engine was given it (for a :class:`VisionPolicy`, with its image
+    parts: :func:`regrpo.agent.image_parts.chat_for`)."""
     if not completion.token_ids:
         raise InputError("the completion has no token ids; RL needs an engine that returns them")
+    if isinstance(policy, VisionPolicy):
+        inputs = policy.encode(messages)
+        prompt_ids = [int(i) for i in inputs.pop("input_ids")[0].tolist()]
+        return TokenSample(prompt_ids, list(completion.token_ids), model_inputs=inputs)
     prompt = policy.encode_chat(messages)
     system = len(policy.system_prefix_ids(messages, prompt))
     return TokenSample(prompt, list(completion.token_ids), system)

@@ -3,8 +3,7 @@ in the observation after the crop, each shown once, recorded in the trace by id,
 from the trace by the same code path.
 
 The engine is the real :class:`VisionPolicy` (tiny Idefics3, real processor) with its sampling
-replaced by a script, because a randomly initialised model never writes a valid tool call: every
-chat the loop gives it still goes through the real processor (``encode``) before the scripted reply.
+replaced by a script (tests/vision_helpers.py).
 """
 
 from __future__ import annotations
@@ -16,29 +15,16 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from vision_helpers import ScriptedVision
 
 from regrpo import Agent, ScriptedPolicy
 from regrpo.agent.image_parts import chat_for, wire_messages
-from regrpo.agent.vision import VisionPolicy
 from regrpo.agent.vision_models import build_tiny_idefics3
 from regrpo.tools import ImageStore
-from regrpo.traces.schema import Completion, ImageRecord, Message
+from regrpo.traces.schema import ImageRecord, Message
 
 CROP = '<tool_call>{"name": "crop", "arguments": {"image": "img_0", "box": [0, 0, 30, 20]}}</tool_call>'
 PICTURE = Image.new("RGB", (60, 40), (200, 30, 30))
-
-
-class ScriptedVision(VisionPolicy):
-    """A real ``VisionPolicy`` whose replies come from a script; it records each chat it was given."""
-
-    def __init__(self, folder, script):
-        super().__init__(folder)
-        self.script, self.chats, self.prompt_tokens = list(script), [], []
-
-    def generate(self, messages, *, n=1, temperature=0.0, max_new_tokens=256, stop=(), seed=None):
-        self.chats.append(messages)
-        self.prompt_tokens.append(int(self.encode(messages)["input_ids"].shape[1]))  # the real processor
-        return [Completion(text=self.script.pop(0), adapter=self.active_adapter)] * n
 
 
 @pytest.fixture(scope="module")

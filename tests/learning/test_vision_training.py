@@ -1,0 +1,141 @@
+"""Training with pixels (issue 15): ``LoraTrainer`` on a ``VisionPolicy``, and one ReGRPO step at a
+branch point of an episode whose prompt holds a crop's output image.
+
+Tiny randomly initialised VLMs (regrpo/agent/vision_models.py: no pretrained VLM is reachable
+offline) with transformers' real processors. What is checked does not depend on what the weights
+know: the trainer scores the tokens the engine sampled with the same images to the same log-probs,
+a step changes them and closing the trainer restores the engine, and a traffic episode's branch
+point is replayed into the very prompt (ids and pixels) the engine was shown, then trained on.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from vision_helpers import ScriptedVision
+
+from regrpo import Agent
+from regrpo.agent.vision import VisionPolicy
+from regrpo.agent.vision_models import build_tiny_idefics3, build_tiny_qwen2_vl
+from regrpo.errors import InputError
+from regrpo.learning.data_engine import build_dataset
+from regrpo.learning.lora_trainer import LoraTrainer
+from regrpo.learning.records import SFTExample
+from regrpo.learning.regrpo import ReGRPOConfig, engine_chat, train_regrpo
+from regrpo.learning.replay import BranchEnvironment
+from regrpo.learning.sequences import TokenSample, example_samples, pack_turns, rollout_sample
+from regrpo.tools import Toolbox
+from regrpo.tools.image_ops import crop, rotate
+from regrpo.traces.schema import Message, ToolCall
+
+pytestmark = pytest.mark.slow
+
+PICTURE = Image.new("RGB", (56, 56), (30, 160, 40))
+
+
+def chat(image: Image.Image) -> list[dict[str, object]]:
+    return [
+        {"role": "system", "content": "Answer about the image."},
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Colour?"}]},
+    ]
+
+
+@pytest.fixture(
+    scope="module", params=[build_tiny_idefics3, build_tiny_qwen2_vl], ids=["idefics3", "qwen2-vl"]
+)
+def folder(request, tmp_path_factory):
+    return request.param(tmp_path_factory.mktemp("tiny-vlm"))
+
+
+def sampled(policy: VisionPolicy, n: int, seed: int):
+    completions = policy.generate(chat(PICTURE), n=n, temperature=1.0, max_new_tokens=8, seed=seed)
+    return completions, [rollout_sample(policy, chat(PICTURE), c) for c in completions]
+
+
+@pytest.mark.parametrize("n", [1, 3], ids=["one", "batched"])
+def test_the_trainer_scores_sampled_tokens_with_their_images_as_the_engine_did(folder, n):
+    policy = VisionPolicy(folder)
+    completions, samples = sampled(policy, n, seed=n)
+    assert all("pixel_values" in s.model_inputs for s in samples)  # the image reaches the trainer
+    assert samples[0].prompt_ids == policy.encode(chat(PICTURE))["input_ids"][0].tolist()
+    with LoraTrainer(policy) as trainer:
+        for completion, logprobs in zip(completions, trainer.logprobs(samples), strict=True):
+            assert logprobs.tolist() == pytest.approx(completion.logprobs, abs=1e-4)
+        blank = rollout_sample(policy, chat(Image.new("RGB", (56, 56))), completions[0])
+        assert not torch.allclose(trainer.logprobs([blank])[0], trainer.logprobs(samples[:1])[0], atol=1e-4)
+
+
+def test_a_step_changes_the_log_probs_and_closing_the_trainer_restores_the_engine(folder):
+    policy = VisionPolicy(folder)
+    completions, samples = sampled(policy, 2, seed=7)
+    tokens = completions[0].token_ids
+    before = policy.token_logprobs(chat(PICTURE), tokens)
+    with LoraTrainer(policy, learning_rate=1e-2) as trainer:
+        lora = [name for name, p in policy.model.named_parameters() if p.requires_grad]
+        assert lora and not any("vision" in name or "visual" in name for name in lora)  # language model only
+        trainer.backward(samples, lambda i, logprobs: -logprobs.sum())
+        trainer.step()
+        after = trainer.logprobs(samples[:1])[0]
+        assert float((after - before).abs().max()) > 1e-3
+        assert torch.allclose(trainer.logprobs(samples[:1], reference=True)[0], before, atol=1e-4)
+    assert torch.allclose(policy.token_logprobs(chat(PICTURE), tokens), before, atol=1e-5)
+
+
+def test_image_samples_are_not_packed_and_sft_with_images_says_it_is_not_built(folder):
+    inputs = {"attention_mask": torch.ones(1, 2, dtype=torch.long)}
+    first, second = (
+        TokenSample([1, 2], [3], model_inputs=inputs),
+        TokenSample([1, 2, 3], [4], model_inputs=inputs),
+    )
+    assert pack_turns([first, second]) == [first, second]  # each turn shows its own images
+    with pytest.raises(InputError, match="scored whole"):
+        TokenSample([1, 2], [3], system_tokens=1, model_inputs=inputs)
+    example = SFTExample([Message("user", "q"), Message("assistant", "<answer>a</answer>")], [1], "reference")
+    with pytest.raises(InputError, match="SFT on an engine that takes images is not built yet"):
+        example_samples(VisionPolicy(folder), example)
+
+
+# -- one ReGRPO step at a traffic branch point with a crop's image in its prompt -----------------------
+
+GOOD_CROP = ToolCall("crop", {"image": "img_0", "box": [0, 0, 28, 28]})
+BAD_CROP = ToolCall("crop", {"image": "img_1", "box": [40, 40, 90, 90]})  # outside the 28x28 crop
+FIX_CROP = ToolCall("crop", {"image": "img_1", "box": [0, 0, 14, 14]})
+
+
+def call(action: ToolCall) -> str:
+    return f"<tool_call>{json.dumps({'name': action.name, 'arguments': action.arguments})}</tool_call>"
+
+
+def says_seven(task: str, answer: str | None) -> float:
+    """The app's verifier (importable: the trainer calls it by name)."""
+    return 1.0 if (answer or "").strip() == "7" else 0.0
+
+
+def test_a_branch_point_replays_the_prompt_the_engine_saw_and_trains_one_regrpo_step(folder, store, tmp_path):
+    script = [call(GOOD_CROP), call(BAD_CROP), call(FIX_CROP), "<answer>7</answer>"]
+    engine = ScriptedVision(folder, script, token_ids=True)
+    user_image = np.random.default_rng(3).integers(0, 256, (56, 56, 3), dtype=np.uint8)
+    agent = Agent(engine, tools=[crop, rotate], store=store)
+    result = agent.run("How many birds are there?", [user_image], verifier=says_seven)
+    assert result.reward == 1.0 and result.steps[1].failed
+
+    (point,) = build_dataset([], store=store, image_dir=tmp_path / "images", progress=False).branch_points
+    assert point.failed_action == BAD_CROP and point.taken is not None
+    assert [m.images for m in point.messages] == [(), ("img_0",), (), ("img_1",), (), ()]
+    environment = BranchEnvironment(Toolbox([crop, rotate]))
+    policy = VisionPolicy(folder)
+    replayed, shown = policy.encode(engine_chat(policy, environment, point)), policy.encode(engine.chats[2])
+    assert replayed.keys() == shown.keys() and "pixel_values" in replayed
+    assert all(torch.equal(replayed[key], shown[key]) for key in replayed)  # the same ids and pixels
+
+    config = ReGRPOConfig(group_size=2, max_new_tokens=8, outcome_max_steps=3, learning_rate=1e-3, seed=0)
+    report = train_regrpo(policy, [point], config, tmp_path / "adapter", tools=[crop, rotate], progress=False)
+    assert report.steps == 1 and report.taken_turns == 1  # the taken fix gave the group its spread
+    weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert not any("vision" in key or "visual" in key for key in weights)
+    assert any(float(w.abs().max()) > 0 for key, w in weights.items() if "lora_B" in key)  # B left zero
