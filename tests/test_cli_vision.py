@@ -1,5 +1,5 @@
 """The CLI on a vision model folder: ``run`` picks ``VisionPolicy`` by itself and the image reaches the
-model; ``serve-model``, which serves text-only models, says so before loading any weights."""
+model (``serve-model`` on one: tests/server/test_serve_commands.py)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,3 @@ def test_run_on_a_vision_model_folder_shows_the_image_to_the_model(vlm_folder, t
     shown = policy.encode(chat_for(policy, prompt, images))["input_ids"].shape[1]
     text = policy.encode(chat_for(policy, prompt, None))["input_ids"].shape[1]
     assert step.completion.prompt_tokens == shown == text + 10
-
-
-def test_serve_model_refuses_a_vision_model_in_one_line(vlm_folder):
-    done = regrpo("serve-model", "--model", vlm_folder, "--port", "0")
-    assert done.returncode != 0
-    assert "image-text-to-text model" in done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr

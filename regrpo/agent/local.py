@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from regrpo.agent.batching import BatchQueue, RowStops, padded_rows
-from regrpo.agent.local_adapters import LoraAdapters
+from regrpo.agent.local_adapters import ACTIVE_ADAPTER, ActiveAdapter, LoraAdapters
 from regrpo.agent.model_files import DEFAULT_MODEL, is_vision_model_folder, resolve_model_dir
 from regrpo.agent.policy import ChatMessage, as_chat, check_sampling
 from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
@@ -57,17 +57,6 @@ from regrpo.errors import InputError, ModelError
 from regrpo.traces.schema import Completion
 
 __all__ = ["ACTIVE_ADAPTER", "DTYPES", "LocalPolicy", "checked_dtype", "placement"]
-
-
-class _ActiveAdapter:
-    """The type of :data:`ACTIVE_ADAPTER`."""
-
-    def __repr__(self) -> str:
-        return "ACTIVE_ADAPTER"
-
-
-ACTIVE_ADAPTER = _ActiveAdapter()
-"""``generate(adapter=ACTIVE_ADAPTER)``: whichever adapter is active when the call's batch runs."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,7 +69,7 @@ class _Request:
     temperature: float
     max_new_tokens: int
     stop: tuple[str, ...]
-    adapter: str | None | _ActiveAdapter
+    adapter: str | None | ActiveAdapter
     seed: int | None
 
     def batch_key(self) -> Hashable:
@@ -207,7 +196,7 @@ class LocalPolicy(LoraAdapters, SampledRows):
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
-        adapter: str | None | _ActiveAdapter = ACTIVE_ADAPTER,
+        adapter: str | None | ActiveAdapter = ACTIVE_ADAPTER,
         seed: int | None = None,
     ) -> list[Completion]:
         """Sample ``n`` completions of the chat (see :class:`~regrpo.agent.Policy`).
@@ -227,7 +216,7 @@ class LocalPolicy(LoraAdapters, SampledRows):
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
-        adapter: str | None | _ActiveAdapter = ACTIVE_ADAPTER,
+        adapter: str | None | ActiveAdapter = ACTIVE_ADAPTER,
         seed: int | None = None,
     ) -> list[Completion]:
         """:meth:`generate` in worker threads; a call cancelled before its batch starts leaves the queue."""
@@ -248,7 +237,7 @@ class LocalPolicy(LoraAdapters, SampledRows):
         temperature: float,
         max_new_tokens: int,
         stop: Sequence[str],
-        adapter: str | None | _ActiveAdapter,
+        adapter: str | None | ActiveAdapter,
         seed: int | None,
     ) -> _Request:
         """Check and tokenise a call in the caller's thread, so a bad one fails alone, before queueing."""
@@ -273,11 +262,6 @@ class LocalPolicy(LoraAdapters, SampledRows):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(first.seed)
                 return [self._generate_alone(first, adapter)]
-
-    def _use_adapter(self, adapter: str | None | _ActiveAdapter) -> None:
-        """Switch to ``adapter`` unless it is :data:`ACTIVE_ADAPTER` or already active (hold the lock)."""
-        if not isinstance(adapter, _ActiveAdapter) and adapter != self.active_adapter:
-            self._switch_adapter(adapter)
 
     def _generate_alone(self, request: _Request, adapter: str | None) -> list[Completion]:
         """One request: its ``n`` rows repeat one prompt, so no padding (hold the lock)."""
@@ -307,7 +291,7 @@ class LocalPolicy(LoraAdapters, SampledRows):
         tokens: list[int],
         k: int,
         *,
-        adapter: str | None | _ActiveAdapter = ACTIVE_ADAPTER,
+        adapter: str | None | ActiveAdapter = ACTIVE_ADAPTER,
     ) -> list[list[tuple[int, float]]]:
         """The ``k`` most likely ``(token id, log-prob)`` at each of ``tokens``' positions after ``prompt``.
 

@@ -21,7 +21,18 @@ import torch
 
 from regrpo.errors import AdapterError
 
-__all__ = ["LoraAdapters"]
+__all__ = ["ACTIVE_ADAPTER", "ActiveAdapter", "LoraAdapters"]
+
+
+class ActiveAdapter:
+    """The type of :data:`ACTIVE_ADAPTER`."""
+
+    def __repr__(self) -> str:
+        return "ACTIVE_ADAPTER"
+
+
+ACTIVE_ADAPTER = ActiveAdapter()
+"""``generate(adapter=ACTIVE_ADAPTER)``: whichever adapter is active when the call's batch runs."""
 
 
 class LoraAdapters:
@@ -109,6 +120,11 @@ class LoraAdapters:
             self.model.base_model.enable_adapter_layers()
         self.active_adapter = name
         self._prefix_cache.clear()
+
+    def _use_adapter(self, adapter: str | None | ActiveAdapter) -> None:
+        """Switch to ``adapter`` unless it is :data:`ACTIVE_ADAPTER` or already active (hold the lock)."""
+        if not isinstance(adapter, ActiveAdapter) and adapter != self.active_adapter:
+            self._switch_adapter(adapter)
 
     def unload_adapter(self, name: str) -> None:
         if name not in self._adapters:

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from regrpo.agent.local import placement
-from regrpo.agent.local_adapters import LoraAdapters
+from regrpo.agent.local_adapters import ACTIVE_ADAPTER, ActiveAdapter, LoraAdapters
 from regrpo.agent.policy import check_sampling
 from regrpo.agent.sampling import SampledRows, end_of_turn_ids, sampled_logprobs
 from regrpo.errors import InputError, ModelError
@@ -199,10 +199,12 @@ class VisionPolicy(LoraAdapters, SampledRows):
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
+        adapter: str | None | ActiveAdapter = ACTIVE_ADAPTER,
         seed: int | None = None,
     ) -> list[Completion]:
-        """Sample ``n`` completions of the chat (see :class:`~regrpo.agent.Policy`); ``seed`` makes a
-        sampled call repeatable."""
+        """Sample ``n`` completions of the chat (see :class:`~regrpo.agent.Policy`). ``adapter`` names
+        the LoRA adapter to decode with (``None``: the base model; default: the active one); ``seed``
+        makes a sampled call repeatable."""
         check_sampling(n, temperature, max_new_tokens)
         inputs = self.encode(messages)
         prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -211,6 +213,7 @@ class VisionPolicy(LoraAdapters, SampledRows):
         # global state after it, so unseeded calls in a row would all draw the same samples
         seeded = torch.random.fork_rng(devices=self._rng_devices()) if seed is not None else nullcontext()
         with self._lock, torch.inference_mode(), seeded:
+            self._use_adapter(adapter)  # unloaded meanwhile: AdapterError, for this call alone
             if seed is not None:
                 torch.manual_seed(seed)
             try:
@@ -239,6 +242,7 @@ class VisionPolicy(LoraAdapters, SampledRows):
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
+        adapter: str | None | ActiveAdapter = ACTIVE_ADAPTER,
         seed: int | None = None,
     ) -> list[Completion]:
         """:meth:`generate` in a worker thread."""
@@ -249,6 +253,7 @@ class VisionPolicy(LoraAdapters, SampledRows):
             temperature=temperature,
             max_new_tokens=max_new_tokens,
             stop=stop,
+            adapter=adapter,
             seed=seed,
         )
 
@@ -279,6 +284,27 @@ class VisionPolicy(LoraAdapters, SampledRows):
             logprobs = (logits / temperature).log_softmax(-1)
             chosen = inputs["input_ids"][0, prompt_tokens:]
             return logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+
+    def top_logprobs(
+        self,
+        messages: Sequence[VisionMessage],
+        tokens: Sequence[int],
+        k: int,
+        *,
+        adapter: str | None | ActiveAdapter = ACTIVE_ADAPTER,
+    ) -> list[list[tuple[int, float]]]:
+        """The ``k`` most likely ``(token id, log-prob)`` at each of ``tokens``' positions after the
+        chat, under ``adapter`` (default: the active one): one forward pass with the chat's images, of
+        the raw distribution (temperature 1), as ``LocalPolicy.top_logprobs``."""
+        if not tokens:
+            return []
+        prompt = self.encode(messages)
+        prompt_tokens = int(prompt["input_ids"].shape[1])
+        with self._lock, torch.inference_mode():
+            self._use_adapter(adapter)
+            logits = self.model(**with_continuation(prompt, tokens)).logits[0, prompt_tokens - 1 : -1].float()
+        values, indices = logits.log_softmax(-1).topk(k, dim=-1)
+        return [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices, values, strict=True)]
 
     def __repr__(self) -> str:
         return (

@@ -198,9 +198,9 @@ def chosen_adapter(args: argparse.Namespace) -> AdapterChoice:
     return Path(args.adapter)
 
 
-def make_policy(args: argparse.Namespace, console: Console, *, text_only: bool = False) -> Policy:
+def make_policy(args: argparse.Namespace, console: Console) -> Policy:
     """The engine the options ask for: a remote OpenAI-compatible server, or the local model (a
-    ``VisionPolicy`` for a vision model folder, unless ``text_only``: ``LocalPolicy`` then says why not)."""
+    ``VisionPolicy`` for a vision model folder, else a ``LocalPolicy``)."""
     if getattr(args, "base_url", None):
         from regrpo.agent.openai_policy import OpenAIPolicy
 
@@ -221,7 +221,7 @@ def make_policy(args: argparse.Namespace, console: Console, *, text_only: bool =
     from regrpo.agent.model_files import is_cached, is_vision_model_folder
 
     hf_logging.disable_progress_bar()  # our own output is enough
-    if is_vision_model_folder(args.model) and not text_only:
+    if is_vision_model_folder(args.model):
         from regrpo.agent.vision import VisionPolicy
 
         return VisionPolicy(args.model, dtype=args.dtype)

@@ -108,13 +108,13 @@ def cmd_serve_model(args: argparse.Namespace, console: Console) -> int:
     adapter = chosen_adapter(args)  # checked before the model loads
     folder = adapter_folder(adapter) if adapter is not None else None
     lora_modules = {adapter_name(folder): str(folder)} if folder is not None else {}
-    policy = make_policy(args, console, text_only=True)
+    policy = make_policy(args, console)
     served = "".join(f", adapter {name!r} ({path})" for name, path in lora_modules.items())
     console.print(
         f"serving {policy.model_name!r}{served} (vLLM's OpenAI dialect) on http://{args.host}:{args.port}/v1"
     )
     run_model_server(
-        policy,  # type: ignore[arg-type]  # serve-model has no --base-url: always a LocalPolicy
+        policy,  # type: ignore[arg-type]  # serve-model has no --base-url: a LocalPolicy or VisionPolicy
         args.host,
         args.port,
         served_model_name=args.served_model_name,
@@ -150,7 +150,8 @@ def register(commands: argparse._SubParsersAction) -> None:
             model_options(),
             adapter_options("to serve under its folder's name, as vLLM's --lora-modules"),
         ],
-        help="serve the local model with vLLM's OpenAI-compatible API (chat, models, LoRA load/unload)",
+        help="serve the local model with vLLM's OpenAI-compatible API (chat, models, LoRA load/unload); "
+        "a vision model folder takes image_url parts (data: URLs)",
     )
     model.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     model.add_argument("--port", type=int, default=8000)

@@ -31,6 +31,7 @@ from regrpo.server.responses import RequestError
 
 if TYPE_CHECKING:
     from regrpo.agent.local import LocalPolicy
+    from regrpo.agent.vision import VisionPolicy
 
 __all__ = ["Lora", "LoraSlots", "VALID_MAX_LORA_RANKS"]
 
@@ -60,7 +61,11 @@ class LoraSlots:
     """
 
     def __init__(
-        self, policy: LocalPolicy, max_loras: int, max_lora_rank: int, roots: Sequence[str | Path] = ()
+        self,
+        policy: LocalPolicy | VisionPolicy,
+        max_loras: int,
+        max_lora_rank: int,
+        roots: Sequence[str | Path] = (),
     ) -> None:
         if max_lora_rank not in VALID_MAX_LORA_RANKS:
             raise ValueError(f"max_lora_rank must be one of {VALID_MAX_LORA_RANKS}, got {max_lora_rank}")

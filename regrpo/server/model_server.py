@@ -1,4 +1,7 @@
-"""``regrpo serve-model``: an OpenAI-compatible model server over ``LocalPolicy``, speaking vLLM's dialect.
+"""``regrpo serve-model``: an OpenAI-compatible model server over a local engine, speaking vLLM's dialect.
+
+The engine is a ``LocalPolicy`` (text) or a ``VisionPolicy`` (an image-text-to-text model: requests
+may then carry ``image_url`` parts, as vLLM's multimodal chat takes them; :mod:`regrpo.server.chat_parts`).
 
 It is the embedded model server where no vLLM can run (CPU machines, CI) and the contract double the
 ``OpenAIPolicy`` tests talk to. It implements these parts of ``shared/VLLM_CONTRACT.md`` (vLLM 0.33.0),
@@ -22,7 +25,7 @@ which was **checked against vLLM's source, not against a live vLLM** (vLLM needs
 
 Not implemented, each answered with a 400 naming the parameter rather than silently ignored:
 ``top_p`` ≠ 1, ``top_k``, penalties, ``logit_bias``, ``stop_token_ids``, ``prompt_logprobs``,
-tool calling (as vLLM without ``--tool-call-parser``), and image parts (the model is text-only).
+tool calling (as vLLM without ``--tool-call-parser``), and image parts for a text-only model.
 Not emulated: dev-mode routes (sleep, pause, weight transfer), LoRA resolvers, vLLM's bugs B1–B3.
 
 Decisions:
@@ -69,6 +72,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from regrpo.agent.image_parts import takes_images
 from regrpo.errors import AdapterError, ModelError
 from regrpo.openai_wire import (
     ChatCompletionChunk,
@@ -90,6 +94,9 @@ from regrpo.openai_wire import (
     UsageInfo,
     random_id,
 )
+from regrpo.server.chat_parts import fetch_images, image_chat, text_chat
+from regrpo.server.config import ServerConfig
+from regrpo.server.image_urls import EncodedImage, ImageResolver, ImageURLError
 from regrpo.server.limits import ConnectionLimits, uvicorn_config
 from regrpo.server.lora_slots import Lora, LoraSlots
 from regrpo.server.model_http import BearerAuth, handled, http_error, parse_body, shown
@@ -100,6 +107,7 @@ T = TypeVar("T", bound=BaseModel)
 
 if TYPE_CHECKING:
     from regrpo.agent.local import LocalPolicy
+    from regrpo.agent.vision import VisionPolicy
 
 __all__ = ["CONTRACT_VERSION", "MAX_LOGPROBS", "build_model_app", "run_model_server", "running_server"]
 
@@ -122,7 +130,7 @@ class _ModelService:
 
     def __init__(
         self,
-        policy: LocalPolicy,
+        policy: LocalPolicy | VisionPolicy,
         *,
         served_model_name: str | Sequence[str] | None,
         max_loras: int,
@@ -133,6 +141,7 @@ class _ModelService:
         max_json_values: int,
         max_error_items: int,
         lora_roots: Sequence[str | Path],
+        images: ServerConfig,
     ) -> None:
         limits = {
             "max_n": max_n,
@@ -143,13 +152,14 @@ class _ModelService:
         if min(limits.values()) < 1:
             raise ValueError(f"each limit must be at least 1, got {limits}")
         self.policy = policy
+        self.images = ImageResolver(images) if takes_images(policy) else None
         names = [served_model_name] if isinstance(served_model_name, str) else served_model_name
         self.base_names = list(names or [policy.model_name])
         self.slots = LoraSlots(policy, max_loras, max_lora_rank, lora_roots)
         self.max_n, self.max_body_bytes, self.max_json_values = max_n, max_body_bytes, max_json_values
         self.max_error_items = max_error_items
         self.max_model_len = max_model_len or int(
-            getattr(policy.model.config, "max_position_embeddings", 2048)
+            getattr(policy.model.config.get_text_config(), "max_position_embeddings", 2048)
         )
 
     # -- routes -----------------------------------------------------------------------------------
@@ -197,7 +207,13 @@ class _ModelService:
         body = await self._parse(request, ChatCompletionRequest)
         lora = self._resolve(body.model)
         self._check_supported(body)
-        generated = await anyio.to_thread.run_sync(self._generate, body, lora)
+        images = None
+        if self.images is not None:
+            try:
+                images = await fetch_images(body, self.images)
+            except ImageURLError as exc:
+                raise RequestError(400, str(exc), "BadRequestError", "messages") from exc
+        generated = await anyio.to_thread.run_sync(self._generate, body, lora, images)
         model = body.model or self.base_names[0]
         if body.stream:
             return StreamingResponse(self._stream(body, model, generated), media_type="text/event-stream")
@@ -308,7 +324,7 @@ class _ModelService:
                     "BadRequestError",
                     param,
                 )
-        if any(message.image_urls() for message in body.messages):
+        if self.images is None and any(message.image_urls() for message in body.messages):
             raise RequestError(
                 400,
                 f"{self.policy.model_name} is a text-only model: image_url parts are not accepted.",
@@ -318,12 +334,11 @@ class _ModelService:
 
     # -- engine work (worker thread) --------------------------------------------------------------
 
-    def _generate(self, body: ChatCompletionRequest, lora: Lora | None) -> _Generated:
-        chat = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in body.messages
-        ]
-        prompt = self.policy.encode_chat(chat)
+    def _generate(
+        self, body: ChatCompletionRequest, lora: Lora | None, images: list[list[EncodedImage]] | None
+    ) -> _Generated:
+        chat = image_chat(body, images) if images is not None else text_chat(body)
+        prompt = self._prompt_ids(chat)
         limit = body.completion_limit() or self.max_model_len - len(prompt)
         if len(prompt) + limit > self.max_model_len or limit < 1:
             raise RequestError(
@@ -356,12 +371,29 @@ class _ModelService:
             generated = _Generated(prompt, completions)
             if body.logprobs and body.top_logprobs:
                 generated.top = [
-                    self.policy.top_logprobs(prompt, c.token_ids, body.top_logprobs, adapter=adapter)
+                    self._top_logprobs(prompt, chat, c.token_ids, body.top_logprobs, adapter)
                     for c in completions
                 ]
         except (ModelError, AdapterError) as exc:
             raise RequestError(500, str(exc), "InternalServerError") from exc
         return generated
+
+    def _prompt_ids(self, chat: list[dict[str, Any]]) -> list[int]:
+        """The prompt's token ids as the engine feeds them (an image's tokens included)."""
+        from regrpo.agent.local import LocalPolicy
+
+        if isinstance(self.policy, LocalPolicy):
+            return self.policy.encode_chat(chat)
+        return [int(i) for i in self.policy.encode(chat)["input_ids"][0].tolist()]
+
+    def _top_logprobs(
+        self, prompt: list[int], chat: list[dict[str, Any]], tokens: list[int], k: int, adapter: str | None
+    ) -> list[list[tuple[int, float]]]:
+        from regrpo.agent.local import LocalPolicy
+
+        if isinstance(self.policy, LocalPolicy):
+            return self.policy.top_logprobs(prompt, tokens, k, adapter=adapter)
+        return self.policy.top_logprobs(chat, tokens, k, adapter=adapter)
 
     # -- responses --------------------------------------------------------------------------------
 
@@ -485,7 +517,7 @@ def _usage(generated: _Generated) -> UsageInfo:
 
 
 def build_model_app(
-    policy: LocalPolicy,
+    policy: LocalPolicy | VisionPolicy,
     *,
     served_model_name: str | Sequence[str] | None = None,
     api_key: str | None = None,
@@ -498,6 +530,7 @@ def build_model_app(
     max_json_values: int = MAX_JSON_VALUES,
     max_error_items: int = MAX_ERROR_ITEMS,
     lora_roots: Sequence[str | Path] = (),
+    images: ServerConfig | None = None,
 ) -> Starlette:
     """An OpenAI/vLLM-compatible Starlette app serving ``policy`` (see the module docstring).
 
@@ -518,6 +551,8 @@ def build_model_app(
         max_error_items: Most errors a validation 400 lists.
         lora_roots: Folders adapters may be loaded from (``--lora-root``; empty: any local folder,
             as vLLM; :mod:`~regrpo.server.lora_slots`).
+        images: For an engine that takes images: where ``image_url`` parts may come from and how
+            large they may be (default ``ServerConfig()``: ``data:`` URLs only, its size limits).
     """
     service = _ModelService(
         policy,
@@ -530,6 +565,7 @@ def build_model_app(
         max_json_values=max_json_values,
         max_error_items=max_error_items,
         lora_roots=lora_roots,
+        images=images or ServerConfig(),
     )
     for name, path in (lora_modules or {}).items():
         service.preload(name, path)
@@ -550,7 +586,7 @@ def build_model_app(
 
 
 def run_model_server(
-    policy: LocalPolicy,
+    policy: LocalPolicy | VisionPolicy,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
