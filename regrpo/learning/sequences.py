@@ -36,7 +36,7 @@ from regrpo.agent.local import LocalPolicy
 from regrpo.agent.vision import VisionMessage, VisionPolicy
 from regrpo.errors import InputError
 from regrpo.learning.records import SFTExample
-from regrpo.traces.schema import Completion
+from regrpo.traces.schema import Completion, Message
 
 __all__ = ["TokenSample", "balanced_weights", "example_samples", "pack_turns", "rollout_sample", "target_ids"]
 
@@ -168,6 +168,11 @@ def rollout_sample(
     if not completion.token_ids:
         raise InputError("the completion has no token ids; RL needs an engine that returns them")
     if isinstance(policy, VisionPolicy):
+        if any(isinstance(m, Message) and m.images for m in messages):
+            raise InputError(
+                "the chat names images its messages showed but holds no image parts, so training would "
+                "not see what sampling saw; pass regrpo.agent.image_parts.chat_for(policy, messages, images)"
+            )
         inputs = policy.encode(messages)
         prompt_ids = [int(i) for i in inputs.pop("input_ids")[0].tolist()]
         return TokenSample(prompt_ids, list(completion.token_ids), model_inputs=inputs)

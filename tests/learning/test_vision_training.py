@@ -31,7 +31,7 @@ from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.sequences import TokenSample, example_samples, pack_turns, rollout_sample
 from regrpo.tools import Toolbox
 from regrpo.tools.image_ops import crop, rotate
-from regrpo.traces.schema import Message, ToolCall
+from regrpo.traces.schema import Completion, Message, ToolCall
 
 pytestmark = pytest.mark.slow
 
@@ -96,8 +96,12 @@ def test_image_samples_are_not_packed_and_sft_with_images_says_it_is_not_built(f
     with pytest.raises(InputError, match="scored whole"):
         TokenSample([1, 2], [3], system_tokens=1, model_inputs=inputs)
     example = SFTExample([Message("user", "q"), Message("assistant", "<answer>a</answer>")], [1], "reference")
+    policy = VisionPolicy(folder)
     with pytest.raises(InputError, match="SFT on an engine that takes images is not built yet"):
-        example_samples(VisionPolicy(folder), example)
+        example_samples(policy, example)
+    named = [Message("user", "What is in img_0 (56x56)?", images=("img_0",))]  # ids, no pixels
+    with pytest.raises(InputError, match="holds no image parts"):
+        rollout_sample(policy, named, Completion("x", token_ids=[1]))
 
 
 # -- one ReGRPO step at a traffic branch point with a crop's image in its prompt -----------------------
