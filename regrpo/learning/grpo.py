@@ -94,6 +94,11 @@ def train_grpo(
     """Run trajectory GRPO over ``tasks``, save the adapter to ``out_dir``; rollouts go to ``store``."""
     if not tasks:
         raise InputError("no tasks to train on; pass suite tasks (regrpo.tasks.suite.builtin_suite)")
+    if not isinstance(policy, LocalPolicy):
+        raise InputError(
+            f"the trajectory GRPO baseline trains a LocalPolicy (text), got {type(policy).__name__}; "
+            "on an engine that takes images, train with ReGRPO"
+        )
     started = time.perf_counter()
     toolbox = list(tools) if tools is not None else default_tools()
     if config.fault_rate > 0:

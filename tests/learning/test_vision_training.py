@@ -24,11 +24,13 @@ from regrpo.agent.vision import VisionPolicy
 from regrpo.agent.vision_models import build_tiny_idefics3, build_tiny_qwen2_vl
 from regrpo.errors import InputError
 from regrpo.learning.data_engine import build_dataset
+from regrpo.learning.grpo import GRPOConfig, train_grpo
 from regrpo.learning.lora_trainer import LoraTrainer
 from regrpo.learning.records import SFTExample
 from regrpo.learning.regrpo import ReGRPOConfig, engine_chat, train_regrpo
 from regrpo.learning.replay import BranchEnvironment
 from regrpo.learning.sequences import TokenSample, example_samples, pack_turns, rollout_sample
+from regrpo.tasks.suite import builtin_suite
 from regrpo.tools import Toolbox
 from regrpo.tools.image_ops import crop, rotate
 from regrpo.traces.schema import Completion, Message, ToolCall
@@ -86,7 +88,7 @@ def test_a_step_changes_the_log_probs_and_closing_the_trainer_restores_the_engin
     assert torch.allclose(policy.token_logprobs(chat(PICTURE), tokens), before, atol=1e-5)
 
 
-def test_image_samples_are_not_packed_and_sft_with_images_says_it_is_not_built(folder):
+def test_image_samples_are_not_packed_and_what_is_not_built_says_so(folder, store):
     inputs = {"attention_mask": torch.ones(1, 2, dtype=torch.long)}
     first, second = (
         TokenSample([1, 2], [3], model_inputs=inputs),
@@ -102,6 +104,8 @@ def test_image_samples_are_not_packed_and_sft_with_images_says_it_is_not_built(f
     named = [Message("user", "What is in img_0 (56x56)?", images=("img_0",))]  # ids, no pixels
     with pytest.raises(InputError, match="holds no image parts"):
         rollout_sample(policy, named, Completion("x", token_ids=[1]))
+    with pytest.raises(InputError, match="train with ReGRPO"):
+        train_grpo(policy, builtin_suite(2), GRPOConfig(), "unused", store=store)
 
 
 # -- one ReGRPO step at a traffic branch point with a crop's image in its prompt -----------------------
