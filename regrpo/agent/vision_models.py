@@ -10,6 +10,9 @@ needs added), a ChatML chat template that renders image parts, and randomly init
   always the same number of image tokens.
 * :func:`build_tiny_qwen2_vl` (Qwen2-VL, the Qwen2.5-VL layout): the image tokens grow with the
   image's pixels (one per 28 × 28 pixels), so the pixel budget decides the prompt's length.
+* :func:`build_smollm2_idefics3`: SmolLM2-135M-Instruct's **real** language weights inside an
+  Idefics3, with a freshly initialised vision tower and connector: a model that writes what SmolLM2
+  writes (text prompts score the same), with images going through vision weights that know nothing.
 
 Each is saved as an ordinary Hugging Face folder, so ``VisionPolicy`` loads it exactly as it loads a
 hub model such as ``Qwen/Qwen2.5-VL-3B-Instruct``: it exercises every code path, and knows nothing.
@@ -22,7 +25,7 @@ from typing import Any
 
 from regrpo.agent.model_files import DEFAULT_MODEL, resolve_model_dir
 
-__all__ = ["CHATML_WITH_IMAGES", "build_tiny_idefics3", "build_tiny_qwen2_vl"]
+__all__ = ["CHATML_WITH_IMAGES", "build_smollm2_idefics3", "build_tiny_idefics3", "build_tiny_qwen2_vl"]
 
 CHATML_WITH_IMAGES = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -38,16 +41,57 @@ CHATML_WITH_IMAGES = (
 def build_tiny_idefics3(folder: str | Path, *, image_size: int = 32, seed: int = 0) -> Path:
     """Save a randomly initialised Idefics3 with SmolLM2's tokenizer to ``folder`` and return it.
 
-    Every image is resized to ``image_size`` pixels on its longest side and becomes 4 image tokens
-    (8-pixel patches, pixel shuffle by 2). ``seed`` fixes the weights.
+    Every image is resized to ``image_size`` pixels on its longest side and becomes
+    ``(image_size / 16)²`` image tokens (8-pixel patches, pixel shuffle by 2; 4 at the default).
+    ``seed`` fixes the weights.
     """
-    from transformers import (
-        AutoTokenizer,
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-    )
+    from transformers import Idefics3ForConditionalGeneration
+
+    config, processor, tokenizer = _idefics3_parts(_text_sizes, image_size)
+    return _saved(Idefics3ForConditionalGeneration, config, processor, tokenizer, folder, seed)
+
+
+def build_smollm2_idefics3(
+    folder: str | Path, *, image_size: int = 64, seed: int = 0, cache_dir: str | Path | None = None
+) -> Path:
+    """Save SmolLM2-135M-Instruct's language weights inside an Idefics3 to ``folder`` and return it.
+
+    The language model (embeddings, 30 layers, final norm, the tied head) is SmolLM2's, copied
+    exactly; the embeddings of the three image tokens the processor adds are the mean embedding. The
+    vision tower and connector are randomly initialised under ``seed`` (images become
+    ``(image_size / 16)²`` tokens, 16 at the default). About 0.6 GB on disk in float32.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, Idefics3ForConditionalGeneration
+
+    source = resolve_model_dir(DEFAULT_MODEL, Path(cache_dir) if cache_dir is not None else None)
+
+    def smollm2_sizes(tokenizer: Any) -> dict[str, Any]:
+        text = AutoConfig.from_pretrained(source).to_dict()
+        return {**text, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+
+    config, processor, tokenizer = _idefics3_parts(smollm2_sizes, image_size)
+    config.tie_word_embeddings = False  # the head is saved as its own copy of the embeddings
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model: Any = Idefics3ForConditionalGeneration(config)
+    language: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    weights = language.model.state_dict()
+    known = weights["embed_tokens.weight"]
+    added = known.mean(0, keepdim=True).expand(len(tokenizer) - known.shape[0], -1)
+    weights["embed_tokens.weight"] = torch.cat([known, added])
+    model.model.text_model.load_state_dict(weights, strict=True)
+    with torch.no_grad():
+        model.lm_head.weight.copy_(weights["embed_tokens.weight"])
+    _set_generation(model, tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def _idefics3_parts(text_sizes: Any, image_size: int) -> tuple[Any, Any, Any]:
+    """The Idefics3 config, processor and tokenizer both Idefics3 builders share (SmolLM2's tokenizer)."""
+    from transformers import AutoTokenizer, Idefics3Config, Idefics3ImageProcessor, Idefics3Processor
 
     tokenizer: Any = AutoTokenizer.from_pretrained(resolve_model_dir(DEFAULT_MODEL, None))
     image_processor = Idefics3ImageProcessor(
@@ -63,7 +107,7 @@ def build_tiny_idefics3(folder: str | Path, *, image_size: int = 32, seed: int =
         chat_template=CHATML_WITH_IMAGES,
     )  # adds <image>, <fake_token_around_image> and <end_of_utterance> to the tokenizer
     config = Idefics3Config(
-        text_config={"model_type": "llama", **_text_sizes(tokenizer)},
+        text_config={**text_sizes(tokenizer), "model_type": "llama"},
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -75,7 +119,7 @@ def build_tiny_idefics3(folder: str | Path, *, image_size: int = 32, seed: int =
         scale_factor=2,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )
-    return _saved(Idefics3ForConditionalGeneration, config, processor, tokenizer, folder, seed)
+    return config, processor, tokenizer
 
 
 def build_tiny_qwen2_vl(folder: str | Path, *, seed: int = 0) -> Path:
@@ -150,9 +194,14 @@ def _saved(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = model_class(config)
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    _set_generation(model, tokenizer)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return Path(folder)
+
+
+def _set_generation(model: Any, tokenizer: Any) -> None:
+    """End turns at ``<|im_end|>``, as SmolLM2's chat does."""
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
