@@ -22,7 +22,7 @@ class ScriptedVision(VisionPolicy):
         self.script, self.chats, self.prompt_tokens = list(script), [], []
         self.token_ids = token_ids
 
-    def generate(self, messages, *, n=1, temperature=0.0, max_new_tokens=256, stop=(), seed=None):
+    def generate(self, messages, *, n=1, **sampling):
         self.chats.append(messages)
         self.prompt_tokens.append(int(self.encode(messages)["input_ids"].shape[1]))  # the real processor
         text = self.script.pop(0)

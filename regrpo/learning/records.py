@@ -33,7 +33,7 @@ import msgspec
 
 from regrpo.errors import ErrorType, InputError
 from regrpo.tasks.schema import AnswerSpec
-from regrpo.traces.schema import Answer, Message, Step, ToolCall, Unparseable
+from regrpo.traces.schema import Answer, ImageRecord, Message, Step, ToolCall, Unparseable
 
 __all__ = [
     "BranchPoint",
@@ -127,6 +127,10 @@ class BranchPoint(msgspec.Struct, frozen=True):
     """Where it came from: an executed near-miss, the reference call under an injected transient fault
     (``failed_action == target``: the right move is to retry), a suite episode's failure, a clean
     step, or a failure in a user's traffic (:mod:`regrpo.learning.traffic`)."""
+    replay_images: list[ImageRecord] = []
+    """The images ``replay``'s calls made when the episode ran (ids, sizes, pixel hashes): a replay
+    that makes other pixels is refused (:func:`~regrpo.learning.replay.restore`), since the prompt
+    would no longer be the one the model saw. Empty: not checked (suite points, older traces)."""
 
     @classmethod
     def at_failed_step(
@@ -144,6 +148,7 @@ class BranchPoint(msgspec.Struct, frozen=True):
         answer: AnswerSpec | None = None,
         verifier: UserVerifier | None = None,
         taken: TakenTurn | None = None,
+        replay_images: Sequence[ImageRecord] = (),
     ) -> BranchPoint:
         """The point right after a stored episode's failed ``step``, ``prompt`` being what came next."""
         return cls(
@@ -162,6 +167,7 @@ class BranchPoint(msgspec.Struct, frozen=True):
             verifier=verifier,
             taken=taken,
             source=source,
+            replay_images=list(replay_images),
         )
 
 

@@ -102,7 +102,7 @@ from regrpo.learning.outcome import roll_out
 from regrpo.learning.policy_gradient import Rollout, group_advantages, policy_gradient_steps
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import BranchPoint
-from regrpo.learning.replay import BranchEnvironment, Execution
+from regrpo.learning.replay import BranchEnvironment, Execution, ReplayError
 from regrpo.learning.rewards import LocalReward, RewardWeights, score_continuation
 from regrpo.learning.round_report import RLReport, RoundTally
 from regrpo.learning.telemetry import StepLog
@@ -474,7 +474,7 @@ def train_regrpo(
     version = (sampler.active_adapter or sampler.model_name) if sampler is not None else None
     with (
         LoraTrainer.for_config(policy, config, init_from, temperature=config.temperature) as trainer,
-        StepLog(out_dir, enabled=place.main) as log,
+        StepLog(out_dir, enabled=place.main) as step_log,
     ):
         if place.rank:  # the LoRA start is the same on every rank; the samples are not
             reseed(config.seed + place.rank)
@@ -492,9 +492,15 @@ def train_regrpo(
                     if sampler is not None and trainer.steps >= config.max_staleness:
                         stats.stopped_for_staleness = exhausted = True
                         break
-                    group, dropped = sample_group(
-                        policy, environment, point, config, sampler=sampler, version=version
-                    )
+                    try:
+                        group, dropped = sample_group(
+                            policy, environment, point, config, sampler=sampler, version=version
+                        )
+                    except ReplayError as exc:  # its state cannot be rebuilt: nothing was sampled
+                        log.warning("skipped branch point %s: %s", point.id, exc)
+                        stats.unreplayable += 1
+                        advance(stats.status())
+                        continue
                     stats.stale_dropped += dropped
                     stats.add_group(group)
                     if group.advantages is not None:
@@ -507,7 +513,7 @@ def train_regrpo(
                     break
                 step = trainer.steps + 1
                 update = _update(trainer, policy, pending, anchors, config, remote=sampler is not None)
-                stats.close_step(log, step, update)
+                stats.close_step(step_log, step, update)
                 pending, anchors = [], []
         if place.main:
             trainer.save(out_dir)

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import msgspec
 
+from regrpo.agent.loop import image_record
 from regrpo.agent.turn import observation_of
 from regrpo.errors import InputError
 from regrpo.learning.records import BranchPoint
 from regrpo.tools import ImageStore, Toolbox, ToolContext, ToolOutcome
-from regrpo.traces.schema import Observation, ToolCall
+from regrpo.traces.schema import ImageRecord, Observation, ToolCall
 
 __all__ = [
     "BranchEnvironment",
@@ -76,7 +77,9 @@ def copy_store(store: ImageStore) -> ImageStore:
 async def restore(source: StateSource, toolbox: Toolbox) -> ToolContext:
     """A fresh :class:`ToolContext` holding the task images and the replayed tool-made images.
 
-    Raises :class:`ReplayError` if a replay call fails (its message names the call and the failure).
+    Raises :class:`ReplayError` if a replay call fails (its message names the call and the failure),
+    or, at a branch point that recorded them (``BranchPoint.replay_images``), if the replayed images
+    are not the pixels the episode's calls made.
     """
     images, replay = _parts(source)
     store = ImageStore()
@@ -90,7 +93,26 @@ async def restore(source: StateSource, toolbox: Toolbox) -> ToolContext:
                 f"replay call {index} ({call.name} {call.arguments}) failed: {outcome.error_type}: "
                 f"{outcome.message}; rebuild the branch points with the current tools"
             )
+    if isinstance(source, BranchPoint):
+        _check_replayed(source.replay_images, store)
     return context
+
+
+def _check_replayed(recorded: Sequence[ImageRecord], store: ImageStore) -> None:
+    """Refuse a replay whose images differ from what the episode recorded (the tools changed since)."""
+    for record in recorded:
+        if record.image_id not in store:
+            raise ReplayError(
+                f"replaying the episode's calls did not make {record.image_id}, which they made when it "
+                "ran; the tools changed since, so its prompt cannot be rebuilt"
+            )
+        made = image_record(store, record.image_id)
+        if made.sha256 != record.sha256:
+            raise ReplayError(
+                f"replaying the episode's calls made {record.image_id} ({made.width}x{made.height}) with "
+                f"other pixels than it recorded ({record.width}x{record.height}, sha256 "
+                f"{record.sha256[:12]}...); the tools changed since, so its prompt cannot be rebuilt"
+            )
 
 
 async def execute_at(branch_point: StateSource, action: ToolCall, toolbox: Toolbox) -> ToolOutcome:

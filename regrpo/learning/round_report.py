@@ -43,6 +43,9 @@ class RLReport(msgspec.Struct, frozen=True):
     """Traffic points' taken turns held in their groups beside the samples (not in ``rollouts``)."""
     stopped_for_staleness: bool = False
     """The round stopped sampling ``max_staleness`` steps past the remote sampler's version."""
+    unreplayable: int = 0
+    """Branch points skipped because their state could not be rebuilt (a replayed call failed, or
+    made other pixels than the episode recorded: :class:`~regrpo.learning.replay.ReplayError`)."""
 
 
 class RoundTally:
@@ -50,7 +53,7 @@ class RoundTally:
 
     def __init__(self) -> None:
         self.groups = self.skipped = self.rollouts = self.tokens = self.stale_dropped = self.unscored = 0
-        self.taken = 0
+        self.taken = self.unreplayable = 0
         self.stopped_for_staleness = False
         self.mean_reward: list[float] = []
         self.fix_rate: list[float] = []
@@ -121,7 +124,7 @@ class RoundTally:
 
     def report(self, method: str, steps: int, seconds: float, config: dict[str, object]) -> RLReport:
         """The round's report, its counts summed over ranks (every rank calls this once, at the end)."""
-        groups, skipped, rollouts, tokens, stale, unscored, taken, stopped = summed_each(
+        groups, skipped, rollouts, tokens, stale, unscored, taken, stopped, unreplayable = summed_each(
             [
                 self.groups,
                 self.skipped,
@@ -131,6 +134,7 @@ class RoundTally:
                 self.unscored,
                 self.taken,
                 self.stopped_for_staleness,
+                self.unreplayable,
             ]
         )
         return RLReport(
@@ -148,4 +152,5 @@ class RoundTally:
             unscored=int(unscored),
             taken_turns=int(taken),
             stopped_for_staleness=stopped > 0,
+            unreplayable=int(unreplayable),
         )

@@ -48,8 +48,10 @@ is counted (``traffic_wrong_unnamed``) and not mined.
 
 Episodes whose images the store does not hold (``keep_images=False``, older stores) are skipped and
 counted (``traffic_images_missing``); so are steps whose stored prompt is not the runtime's
-(``traffic_unmatched``). A replay that diverges at training time (a replayed call fails) is a
-:class:`~regrpo.learning.replay.ReplayError`, counted by the trainer. Replays need the same tools the
+(``traffic_unmatched``). A replay that diverges at training time (a replayed call fails, or makes
+other pixels than the episode's ``Step.images_made`` recorded) is a
+:class:`~regrpo.learning.replay.ReplayError`: the round skips that point and counts it
+(``RLReport.unreplayable``). Replays need the same tools the
 agent ran with: pass them to the trainer.
 """
 
@@ -65,7 +67,7 @@ from regrpo.learning.judging import resolve
 from regrpo.learning.records import BranchPoint, TakenTurn, UserVerifier, branch_point_id
 from regrpo.tasks.schema import AnswerSpec
 from regrpo.traces import TraceStore
-from regrpo.traces.schema import Answer, Episode, Step, ToolCall
+from regrpo.traces.schema import Answer, Episode, ImageRecord, Step, ToolCall
 from regrpo.verifier import VerifierError, verifier_from_source
 
 __all__ = ["answered_wrong", "is_traffic", "learnable_trace_ids", "traffic_branch_points", "wrong_answers"]
@@ -196,7 +198,7 @@ def _wrong_answer_point(
     answer: Answer,
     judge: tuple[AnswerSpec | None, UserVerifier | None],
     paths: list[str],
-    replay: list[ToolCall],
+    replay: tuple[list[ToolCall], list[ImageRecord]],
     counts: Counter[str],
 ) -> BranchPoint | None:
     """The point at the answer turn (``step``, which gave ``answer``) that the user's feedback rejected,
@@ -210,7 +212,8 @@ def _wrong_answer_point(
         task_id=f"trace-{episode.trace_id}",
         messages=prompt,
         images=paths,
-        replay=list(replay),
+        replay=list(replay[0]),
+        replay_images=list(replay[1]),
         failed=False,
         error_type=None,
         observation=previous.content if previous is not None else "",
@@ -239,6 +242,7 @@ def traffic_branch_points(
         judge, after_failure = _judge(episode, counts), False
         answer, verifier = judge
         made: list[ToolCall] = []
+        made_images: list[ImageRecord] = []  # what those calls made, to check their replay against
         unnamed = _named_answer(episode) is None and _verifier_verdict(episode) is None
         if unnamed and episode.reward is not None and episode.reward <= 0:
             counts["traffic_wrong_unnamed"] += 1
@@ -247,7 +251,9 @@ def traffic_branch_points(
                 # right after a failure, that failure's point is this same prompt
                 judged = answer is not None or verifier is not None
                 if judged and not after_failure and answered_wrong(episode):
-                    point = _wrong_answer_point(episode, step, step.action, judge, paths, made, counts)
+                    point = _wrong_answer_point(
+                        episode, step, step.action, judge, paths, (made, made_images), counts
+                    )
                     if point is None:
                         counts["traffic_unmatched"] += 1
                     else:
@@ -261,6 +267,7 @@ def traffic_branch_points(
             if verdict is None:
                 if isinstance(step.action, ToolCall) and step.observation.new_images:
                     made.append(step.action)
+                    made_images.extend(step.images_made)
                 continue
             end = step.prompt_messages + 2
             prompt = episode.messages[:end]
@@ -275,6 +282,7 @@ def traffic_branch_points(
                     task_id=f"trace-{episode.trace_id}",
                     images=paths,
                     replay=made,
+                    replay_images=made_images,
                     source="traffic",
                     answer=answer,
                     verifier=verifier,

@@ -377,3 +377,21 @@ def test_the_taken_turn_joins_its_group_scored_by_where_the_episode_really_ended
     without = ReGRPOConfig(group_size=2, outcome_max_steps=2, taken_turn=False)
     alone, _ = sample_group(scorer, environment, point, without, sampler=sampler, version="given")
     assert alone.taken == 0 and len(alone.completions) == 2 and alone.advantages is None  # no spread
+
+
+def test_a_replay_that_makes_other_pixels_than_the_episode_recorded_is_refused(store, tmp_path):
+    from regrpo.learning.replay import ReplayError, restore
+
+    result = app_agent(store).run("How many birds are there?", [user_image()])
+    (point,) = build_dataset([], store=store, image_dir=tmp_path, progress=False).branch_points
+    (made,) = point.replay_images  # what the replayed crop made when the episode ran
+    assert made == store.get(result.trace_id).steps[0].images_made[0] and made.image_id == "img_1"
+    toolbox = Toolbox([crop, rotate])
+    assert asyncio.run(restore(point, toolbox)).images.info("img_1").width == 20  # the same pixels again
+
+    other = msgspec.structs.replace(made, sha256="0" * 64)  # as if crop now made something else
+    with pytest.raises(ReplayError, match="made img_1 .* with other pixels than it recorded"):
+        asyncio.run(restore(msgspec.structs.replace(point, replay_images=[other]), toolbox))
+    missing = msgspec.structs.replace(made, image_id="img_2")
+    with pytest.raises(ReplayError, match="did not make img_2"):
+        asyncio.run(restore(msgspec.structs.replace(point, replay_images=[made, missing]), toolbox))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -141,8 +142,14 @@ def test_a_branch_point_replays_the_prompt_the_engine_saw_and_trains_one_regrpo_
     assert replayed.keys() == shown.keys() and "pixel_values" in replayed
     assert all(torch.equal(replayed[key], shown[key]) for key in replayed)  # the same ids and pixels
 
+    (made,) = point.replay_images
+    changed = msgspec.structs.replace(  # as if the crop tool now made other pixels: not replayable
+        point, id="changed", replay_images=[msgspec.structs.replace(made, sha256="0" * 64)]
+    )
     config = ReGRPOConfig(group_size=2, max_new_tokens=8, outcome_max_steps=3, learning_rate=1e-3, seed=0)
-    report = train_regrpo(policy, [point], config, tmp_path / "adapter", tools=[crop, rotate], progress=False)
+    points = [changed, point]
+    report = train_regrpo(policy, points, config, tmp_path / "adapter", tools=[crop, rotate], progress=False)
+    assert report.unreplayable == 1 and report.groups == 1  # skipped and counted, not a crash
     assert report.steps == 1 and report.taken_turns == 1  # the taken fix gave the group its spread
     weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
     assert not any("vision" in key or "visual" in key for key in weights)
