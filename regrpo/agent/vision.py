@@ -21,8 +21,8 @@ they agree), and so does :class:`~regrpo.learning.lora_trainer.LoraTrainer` from
 Calls run one at a time (no batching across calls yet, no prefix cache: a KV cache of a prompt with
 images is not reused), and ``n`` samples of one call share one ``generate``.
 
-Not built yet (issue 15 stays open): SFT with pixel inputs, and the trajectory GRPO baseline on an
-engine that takes images (ReGRPO trains on them).
+Training with pixels: SFT and ReGRPO train a ``VisionPolicy`` (regrpo.learning); the trajectory
+GRPO baseline does not (it refuses one up front).
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ def _failure_records(
     turns = [len(prompt)] + [
         i for i in range(len(prompt) + 1, len(messages)) if messages[i].role == "assistant"
     ]
-    example = SFTExample(messages, turns, "rot", task.id, error_type, meta)
+    example = SFTExample(messages, turns, "rot", task.id, error_type, meta, images=list(task.images))
     if made_call is not None:
         replay = [*replay, made_call]  # an empty-but-ran call that made an image: later ids follow it
     point = BranchPoint(
@@ -347,7 +347,13 @@ def trace_branch_points(
                 meta = {"source": "trace", "trace_id": episode.trace_id, "step_index": step.index}
                 examples.append(
                     SFTExample(
-                        [*prompt, Message("assistant", turn)], [len(prompt)], "rot", task.id, verdict, meta
+                        [*prompt, Message("assistant", turn)],
+                        [len(prompt)],
+                        "rot",
+                        task.id,
+                        verdict,
+                        meta,
+                        images=list(task.images),
                     )
                 )
     return points, examples

@@ -62,6 +62,10 @@ class SFTExample(msgspec.Struct, frozen=True):
     """For RoT examples: the classifier's verdict on the near-miss observation."""
     meta: dict[str, Any] = {}
     """Provenance: perturbation kind, failed and corrected actions, reference step index, ..."""
+    images: list[str] = []
+    """The task's image paths (``img_0``, ``img_1``, ...): with the example's own tool calls, what
+    rebuilds every image its messages show, for an engine that takes images
+    (:func:`~regrpo.learning.replay.example_images`)."""
 
 
 class UserVerifier(msgspec.Struct, frozen=True):

@@ -117,7 +117,12 @@ def reference_sft(recording: ReferenceRecording) -> SFTExample:
     messages = [*recording.messages, Message("assistant", _answer_text(recording.task))]
     turns = [i for i, m in enumerate(messages) if m.role == "assistant"]
     return SFTExample(
-        messages, turns, "reference", recording.task.id, meta={"steps": len(recording.task.reference)}
+        messages,
+        turns,
+        "reference",
+        recording.task.id,
+        meta={"steps": len(recording.task.reference)},
+        images=list(recording.task.images),
     )
 
 

@@ -11,6 +11,9 @@ the restored states of the last few points (an LRU keyed by the point's images a
 each continuation a *copy* of the store: a continuation that crops gets ``img_2`` without the next
 continuation seeing it. The copy shares nothing mutable (arrays are copied, ids re-issued in order).
 There is no module-level cache: the state lives in the environment object its caller owns.
+
+An SFT example is rebuilt the same way for an engine that takes images (:func:`example_images`):
+its task images, then each of its own calls whose observation showed new images, re-run in order.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 
 import msgspec
 
+from regrpo.agent.actions import parse_action
 from regrpo.agent.loop import image_record
 from regrpo.agent.turn import observation_of
 from regrpo.errors import InputError
-from regrpo.learning.records import BranchPoint
+from regrpo.learning.records import BranchPoint, SFTExample
 from regrpo.tools import ImageStore, Toolbox, ToolContext, ToolOutcome
 from regrpo.traces.schema import ImageRecord, Observation, ToolCall
 
@@ -33,6 +37,7 @@ __all__ = [
     "Execution",
     "ReplayError",
     "copy_store",
+    "example_images",
     "execute_at",
     "observation_of",
     "restore",
@@ -96,6 +101,43 @@ async def restore(source: StateSource, toolbox: Toolbox) -> ToolContext:
     if isinstance(source, BranchPoint):
         _check_replayed(source.replay_images, store)
     return context
+
+
+async def example_images(example: SFTExample, toolbox: Toolbox) -> ImageStore:
+    """Every image ``example``'s messages show: its task images, then the output of each call whose
+    observation showed new images, re-run in order with ``toolbox``.
+
+    Raises :class:`ReplayError` when the example's images cannot be rebuilt: task images it does not
+    list (an example written before ``SFTExample.images``), or a call that now makes other ids than
+    the observation after it showed.
+    """
+    store = ImageStore()
+    for path in example.images:
+        store.add(path)
+    context = ToolContext(images=store)
+    messages = example.messages
+    task = next((i for i, m in enumerate(messages) if m.role == "user"), len(messages))
+    shown = messages[task].images if task < len(messages) else ()
+    if len(shown) != len(example.images):
+        raise ReplayError(
+            f"the example for {example.task_id!r} shows {len(shown)} task images but lists "
+            f"{len(example.images)}; rebuild the data with this regrpo"
+        )
+    for index in range(task + 1, len(messages)):
+        message = messages[index]
+        if message.role != "user" or not message.images:
+            continue
+        call = parse_action(messages[index - 1].content)
+        made: tuple[str, ...] = ()
+        if isinstance(call, ToolCall):
+            outcome = await toolbox.call(call.name, call.arguments, context)
+            made = tuple(outcome.new_images) if outcome.ok else ()
+        if made != message.images:
+            raise ReplayError(
+                f"re-running the example's call before {message.images} made {made or 'no images'}; "
+                "the tools changed since it was built, so its prompt cannot be rebuilt"
+            )
+    return store
 
 
 def _check_replayed(recorded: Sequence[ImageRecord], store: ImageStore) -> None:

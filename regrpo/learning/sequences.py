@@ -18,7 +18,8 @@ The check is on token ids, so a packed sample scores every target token exactly 
 would (``tests/learning/test_lora_trainer.py``).
 
 On an engine that takes images (:class:`~regrpo.agent.vision.VisionPolicy`) the prompt is
-``VisionPolicy.encode(chat)``, the chat with its image parts: the ids (image tokens included) and the
+``VisionPolicy.encode(chat)``, the chat with its image parts (an SFT example's images rebuilt by
+:func:`regrpo.learning.replay.example_images`): the ids (image tokens included) and the
 processor's other inputs (pixel values, image grid sizes, attention mask) in
 ``TokenSample.model_inputs``, so training feeds the model exactly what sampling fed it. Such samples
 are not packed (each turn shows other images).
@@ -32,10 +33,12 @@ from dataclasses import dataclass
 import torch
 
 from regrpo.agent.actions import ACTION_STOP_STRINGS, reflection_block
+from regrpo.agent.image_parts import chat_for
 from regrpo.agent.local import LocalPolicy
 from regrpo.agent.vision import VisionMessage, VisionPolicy
 from regrpo.errors import InputError
 from regrpo.learning.records import SFTExample
+from regrpo.tools import ImageStore
 from regrpo.traces.schema import Completion, Message
 
 __all__ = ["TokenSample", "balanced_weights", "example_samples", "pack_turns", "rollout_sample", "target_ids"]
@@ -104,7 +107,9 @@ def pack_turns(samples: Sequence[TokenSample]) -> list[TokenSample]:
     return packed
 
 
-def balanced_weights(policy: LocalPolicy, text: str, ids: Sequence[int]) -> tuple[float, ...] | None:
+def balanced_weights(
+    policy: LocalPolicy | VisionPolicy, text: str, ids: Sequence[int]
+) -> tuple[float, ...] | None:
     """Loss weights giving a target's reflection block and its action equal shares of the turn.
 
     A RoT target is mostly reflection JSON (86 % of the tokens of the first warm start's data), so a
@@ -126,7 +131,7 @@ def balanced_weights(policy: LocalPolicy, text: str, ids: Sequence[int]) -> tupl
     return tuple(total / (2 * reflection) if inside else total / (2 * action) for inside in in_block)
 
 
-def target_ids(policy: LocalPolicy, text: str) -> list[int]:
+def target_ids(policy: LocalPolicy | VisionPolicy, text: str) -> list[int]:
     """Token ids of a target assistant turn, ended as a rollout of it would end (module docstring)."""
     ids = list(policy.tokenizer(text, add_special_tokens=False)["input_ids"])
     if not any(text.rstrip().endswith(stop) for stop in ACTION_STOP_STRINGS):
@@ -135,13 +140,21 @@ def target_ids(policy: LocalPolicy, text: str) -> list[int]:
 
 
 def example_samples(
-    policy: LocalPolicy, example: SFTExample, *, balance_reflection: bool = False
+    policy: LocalPolicy | VisionPolicy,
+    example: SFTExample,
+    *,
+    balance_reflection: bool = False,
+    images: ImageStore | None = None,
 ) -> list[TokenSample]:
-    """One sample per trained assistant turn of ``example`` (weights: :func:`balanced_weights`)."""
-    if isinstance(policy, VisionPolicy):
+    """One sample per trained assistant turn of ``example`` (weights: :func:`balanced_weights`).
+
+    On a :class:`VisionPolicy`, each turn's prompt shows the images its messages name, from
+    ``images`` (:func:`regrpo.learning.replay.example_images`; needed when any message names one).
+    """
+    if isinstance(policy, VisionPolicy) and images is None and any(m.images for m in example.messages):
         raise InputError(
-            "SFT on an engine that takes images is not built yet (the examples' images would have to be "
-            "rebuilt per turn); warm-start the language model with LocalPolicy, or train with ReGRPO"
+            f"the example for {example.task_id!r} shows images; pass them as images= "
+            "(regrpo.learning.replay.example_images rebuilds them)"
         )
     samples = []
     for turn in example.train_turns:
@@ -150,10 +163,15 @@ def example_samples(
                 f"train turn {turn} of an SFT example for {example.task_id!r} is not an assistant turn"
             )
         context = example.messages[:turn]
-        prompt = policy.encode_chat(context)
         text = example.messages[turn].content
         target = target_ids(policy, text)
         weights = balanced_weights(policy, text, target) if balance_reflection else None
+        if isinstance(policy, VisionPolicy):
+            inputs = policy.encode(chat_for(policy, context, images))
+            prompt = [int(i) for i in inputs.pop("input_ids")[0].tolist()]
+            samples.append(TokenSample(prompt, target, 0, weights, model_inputs=inputs))
+            continue
+        prompt = policy.encode_chat(context)
         samples.append(TokenSample(prompt, target, len(policy.system_prefix_ids(context, prompt)), weights))
     return samples
 

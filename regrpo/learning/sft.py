@@ -30,6 +30,8 @@ tokens/s go to ``metrics.jsonl`` (and TensorBoard) beside the adapter.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -38,16 +40,20 @@ from pathlib import Path
 import msgspec
 import torch
 
-from regrpo.agent.local import LocalPolicy
+from regrpo.agent.image_parts import takes_images
 from regrpo.errors import InputError
 from regrpo.learning.distributed import ranks, summed
-from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer, warmup_cosine
+from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer, TrainablePolicy, warmup_cosine
 from regrpo.learning.progress import training_bar
 from regrpo.learning.records import SFTExample
+from regrpo.learning.replay import ReplayError, example_images
 from regrpo.learning.sequences import example_samples, pack_turns
 from regrpo.learning.telemetry import StepLog
+from regrpo.tools import ImageStore, Tool, Toolbox, default_tools
 
 __all__ = ["SFTConfig", "SFTReport", "stratified_rot", "train_sft"]
+
+log = logging.getLogger(__name__)
 
 
 class SFTConfig(msgspec.Struct, frozen=True):
@@ -105,6 +111,9 @@ class SFTReport(msgspec.Struct, frozen=True):
     target_tokens: int
     seconds: float
     config: SFTConfig
+    unreplayable: int = 0
+    """Examples left out because their images could not be rebuilt (an engine that takes images:
+    :func:`~regrpo.learning.replay.example_images` raised :class:`~regrpo.learning.replay.ReplayError`)."""
 
 
 def stratified_rot(examples: Sequence[SFTExample], limit: int | None, seed: int) -> list[SFTExample]:
@@ -131,17 +140,21 @@ def stratified_rot(examples: Sequence[SFTExample], limit: int | None, seed: int)
 
 
 def train_sft(
-    policy: LocalPolicy,
+    policy: TrainablePolicy,
     examples: Sequence[SFTExample],
     config: SFTConfig,
     out_dir: str | Path,
     *,
     init_from: str | Path | None = None,
     progress: bool = True,
+    tools: Sequence[Tool] | None = None,
 ) -> SFTReport:
     """Train a LoRA adapter on ``examples`` and save it to ``out_dir`` (a PEFT folder).
 
-    The adapter is taken out of ``policy`` afterwards; load ``out_dir`` to use it.
+    The adapter is taken out of ``policy`` afterwards; load ``out_dir`` to use it. On an engine that
+    takes images (a ``VisionPolicy``) every turn is shown the images its messages name, rebuilt with
+    ``tools`` (default: the built-in tools; the ones the examples were built with); an example whose
+    images cannot be rebuilt is left out and counted (``SFTReport.unreplayable``).
     """
     chosen = [e for e in examples if e.kind in config.kinds and e.kind != "rot"]
     if "rot" in config.kinds:
@@ -151,7 +164,12 @@ def train_sft(
     if not chosen:
         raise InputError(f"no SFT examples of kinds {list(config.kinds)} among {len(examples)} given")
     started = time.perf_counter()
-    turns = [example_samples(policy, e, balance_reflection=config.balance_reflection) for e in chosen]
+    images, unreplayable = _example_images(policy, chosen, tools)
+    turns = [
+        example_samples(policy, e, balance_reflection=config.balance_reflection, images=images.get(i))
+        for i, e in enumerate(chosen)
+        if i not in unreplayable
+    ]
     samples = [s for example in turns for s in example]
     # a long target is skipped (it stays context of a packed sample, where it carries no loss)
     kept_turns = [
@@ -178,7 +196,7 @@ def train_sft(
     )
     with (
         LoraTrainer.for_config(policy, config, init_from, lr_scale=schedule) as trainer,
-        StepLog(out_dir, enabled=place.main) as log,
+        StepLog(out_dir, enabled=place.main) as step_log,
     ):
         with training_bar("SFT", len(batches), progress and place.main) as advance:
             for global_batch in batches:
@@ -200,7 +218,7 @@ def train_sft(
                 grad_norm = trainer.step()
                 loss = summed(result.loss)
                 losses.append(loss)
-                log.log(
+                step_log.log(
                     trainer.steps,
                     {
                         "loss": loss,
@@ -223,4 +241,26 @@ def train_sft(
         target_tokens=sum(s.loss_tokens for s in kept) * config.epochs,
         seconds=time.perf_counter() - started,
         config=config,
+        unreplayable=len(unreplayable),
     )
+
+
+def _example_images(
+    policy: TrainablePolicy, examples: Sequence[SFTExample], tools: Sequence[Tool] | None
+) -> tuple[dict[int, ImageStore], set[int]]:
+    """For an engine that takes images: each example's rebuilt images by index, and the indices of
+    those that could not be rebuilt (logged); nothing for a text engine."""
+    if not takes_images(policy):
+        return {}, set()
+    toolbox = Toolbox(list(tools) if tools is not None else default_tools())
+    images: dict[int, ImageStore] = {}
+    failed: set[int] = set()
+    for index, example in enumerate(examples):
+        if not any(m.images for m in example.messages):
+            continue
+        try:
+            images[index] = asyncio.run(example_images(example, toolbox))
+        except ReplayError as exc:
+            log.warning("left out an SFT example for %s: %s", example.task_id, exc)
+            failed.add(index)
+    return images, failed

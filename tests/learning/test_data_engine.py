@@ -360,3 +360,22 @@ def test_rot_continuations_go_on_through_the_answer_and_train_those_turns(catego
         later = [i for i in range(fix + 1, len(example.messages)) if example.messages[i].role == "assistant"]
         assert later and example.train_turns == [fix, *later]
     assert any(e.meta.get("continued") for e in rot)
+
+
+def test_every_sft_example_rebuilds_each_image_its_messages_show():
+    """What SFT on an engine that takes images needs: the task images each example lists, and each
+    image its calls made, re-made by replaying them (regrpo.learning.replay.example_images)."""
+    from regrpo.learning.replay import example_images
+
+    with_tool_images = 0
+    for example in dataset().sft_examples:
+        store = asyncio.run(example_images(example, toolbox()))
+        shown = [image for message in example.messages for image in message.images]
+        assert shown and set(shown) <= {info.image_id for info in store.infos()}
+        assert (
+            len(store)
+            >= len(example.images)
+            == len(next(m for m in example.messages if m.role == "user").images)
+        )
+        with_tool_images += len(store) > len(example.images)
+    assert with_tool_images > 0  # some examples show a crop's or a rotation's output

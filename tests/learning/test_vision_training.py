@@ -10,6 +10,7 @@ point is replayed into the very prompt (ids and pixels) the engine was shown, th
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import msgspec
@@ -29,8 +30,9 @@ from regrpo.learning.grpo import GRPOConfig, train_grpo
 from regrpo.learning.lora_trainer import LoraTrainer
 from regrpo.learning.records import SFTExample
 from regrpo.learning.regrpo import ReGRPOConfig, engine_chat, train_regrpo
-from regrpo.learning.replay import BranchEnvironment
+from regrpo.learning.replay import BranchEnvironment, example_images
 from regrpo.learning.sequences import TokenSample, example_samples, pack_turns, rollout_sample
+from regrpo.learning.sft import SFTConfig, train_sft
 from regrpo.tasks.suite import builtin_suite
 from regrpo.tools import Toolbox
 from regrpo.tools.image_ops import crop, rotate
@@ -91,22 +93,58 @@ def test_a_step_changes_the_log_probs_and_closing_the_trainer_restores_the_engin
 
 def test_image_samples_are_not_packed_and_what_is_not_built_says_so(folder, store):
     inputs = {"attention_mask": torch.ones(1, 2, dtype=torch.long)}
-    first, second = (
-        TokenSample([1, 2], [3], model_inputs=inputs),
-        TokenSample([1, 2, 3], [4], model_inputs=inputs),
-    )
+    first = TokenSample([1, 2], [3], model_inputs=inputs)
+    second = TokenSample([1, 2, 3], [4], model_inputs=inputs)
     assert pack_turns([first, second]) == [first, second]  # each turn shows its own images
     with pytest.raises(InputError, match="scored whole"):
         TokenSample([1, 2], [3], system_tokens=1, model_inputs=inputs)
-    example = SFTExample([Message("user", "q"), Message("assistant", "<answer>a</answer>")], [1], "reference")
     policy = VisionPolicy(folder)
-    with pytest.raises(InputError, match="SFT on an engine that takes images is not built yet"):
-        example_samples(policy, example)
     named = [Message("user", "What is in img_0 (56x56)?", images=("img_0",))]  # ids, no pixels
     with pytest.raises(InputError, match="holds no image parts"):
         rollout_sample(policy, named, Completion("x", token_ids=[1]))
     with pytest.raises(InputError, match="train with ReGRPO"):
         train_grpo(policy, builtin_suite(2), GRPOConfig(), "unused", store=store)
+
+
+# -- SFT with pixels: each turn shows the images its messages name, rebuilt by replay ------------------
+
+
+def crop_example(tmp_path) -> SFTExample:
+    """A two-turn chat as the runtime renders one: the task with its image, a crop, its output, the answer."""
+    path = tmp_path / "birds.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (56, 56, 3), dtype=np.uint8)).save(path)
+    messages = [
+        Message("system", "You answer questions about images with tools."),
+        Message("user", "How many birds are in img_0 (56x56)?", images=("img_0",)),
+        Message("assistant", call(GOOD_CROP)),
+        Message("user", "<tool_response>made img_1 (28x28)</tool_response>", images=("img_1",)),
+        Message("assistant", "<answer>7</answer>"),
+    ]
+    return SFTExample(messages, [2, 4], "reference", "birds", images=[str(path)])
+
+
+def image_tokens(policy: VisionPolicy, sample: TokenSample) -> int:
+    return sample.prompt_ids.count(policy.tokenizer.convert_tokens_to_ids(policy.processor.image_token))
+
+
+def test_an_sft_example_shows_each_turn_its_rebuilt_images_and_trains(folder, tmp_path):
+    example = crop_example(tmp_path)
+    images = asyncio.run(example_images(example, Toolbox([crop, rotate])))
+    assert [(i.image_id, i.width, i.height) for i in images.infos()] == [("img_0", 56, 56), ("img_1", 28, 28)]
+    policy = VisionPolicy(folder)
+    crop_turn, answer_turn = example_samples(policy, example, images=images)
+    assert 0 < image_tokens(policy, crop_turn) < image_tokens(policy, answer_turn)  # the crop joined
+    with pytest.raises(InputError, match="pass them as images="):
+        example_samples(policy, example)
+
+    unlisted = msgspec.structs.replace(example, images=[])  # written before examples listed their images
+    config = SFTConfig(kinds=("reference",), epochs=1, batch_size=4, max_target_tokens=64)
+    report = train_sft(
+        policy, [example, unlisted], config, tmp_path / "sft", tools=[crop, rotate], progress=False
+    )
+    assert report.samples == 2 and report.steps == 1 and report.unreplayable == 1
+    weights = load_file(str(tmp_path / "sft" / "adapter_model.safetensors"))
+    assert any(float(w.abs().max()) > 0 for key, w in weights.items() if "lora_B" in key)
 
 
 # -- one ReGRPO step at a traffic branch point with a crop's image in its prompt -----------------------
