@@ -23,7 +23,7 @@ from regrpo.cli.common import chosen_tools, model_options, store_options, tool_o
 from regrpo.cli.evaluation import select_tasks, suite_selection_options
 from regrpo.errors import InputError
 from regrpo.learning.budget import DEFAULT_TARGET_TOKENS
-from regrpo.learning.lora_trainer import LoraSettings
+from regrpo.learning.lora_trainer import LoraSettings, TrainablePolicy
 from regrpo.traces import open_store
 
 __all__ = ["register"]
@@ -32,6 +32,18 @@ __all__ = ["register"]
 def _policy(args: argparse.Namespace, console: Console) -> LocalPolicy:
     console.print(f"loading {args.model} ...")
     return LocalPolicy(args.model, cache_dir=args.cache_dir, dtype=args.dtype)
+
+
+def _trainable(args: argparse.Namespace, console: Console) -> TrainablePolicy:
+    """What SFT and ReGRPO train: a ``VisionPolicy`` for a vision model folder, else ``_policy``."""
+    from regrpo.agent.model_files import is_vision_model_folder
+
+    if not is_vision_model_folder(args.model):
+        return _policy(args, console)
+    from regrpo.agent.vision import VisionPolicy
+
+    console.print(f"loading {args.model} (image-text-to-text) ...")
+    return VisionPolicy(args.model, dtype=args.dtype)
 
 
 def _finish(args: argparse.Namespace, console: Console, report: msgspec.Struct, kind: str) -> int:
@@ -120,7 +132,7 @@ def cmd_sft(args: argparse.Namespace, console: Console) -> int:
         max_rot_examples=args.max_rot,
         seed=args.train_seed,
     )
-    report = train_sft(_policy(args, console), data.sft_examples, config, args.out, init_from=args.init)
+    report = train_sft(_trainable(args, console), data.sft_examples, config, args.out, init_from=args.init)
     if not place.main:
         return 0  # rank 0 reports and writes
     console.print(
@@ -176,7 +188,7 @@ def cmd_regrpo(args: argparse.Namespace, console: Console) -> int:
             raise InputError("--sample-url needs --sample-model: the name the server serves --init under")
         sampler = OpenAIPolicy(args.sample_url, args.sample_model, api_key=args.sample_key)
     report = train_regrpo(
-        _policy(args, console), points, config, args.out, init_from=args.init, tools=tools, sampler=sampler
+        _trainable(args, console), points, config, args.out, init_from=args.init, tools=tools, sampler=sampler
     )
     if not place.main:
         return 0  # rank 0 reports and writes

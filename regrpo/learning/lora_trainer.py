@@ -79,6 +79,10 @@ class LoraSettings(msgspec.Struct, frozen=True):
         "up_proj",
         "down_proj",
     )
+    vision_tower: bool = False
+    """On an image-text-to-text model, also adapt the vision tower's modules named in
+    ``target_modules`` (off by default, as vLLM's LoRA for Qwen-VL; Idefics3's tower has ``q_proj``,
+    ``k_proj``, ``v_proj``, Qwen2-VL's names its own: ``qkv``, ``proj``, ``fc1``, ``fc2``)."""
 
     def peft_config(self, *, language_model_only: bool = False) -> Any:
         """The ``peft.LoraConfig``; ``language_model_only``: the target modules of an
@@ -258,7 +262,8 @@ class LoraTrainer:
 
     def _config(self, init_from: str | os.PathLike[str] | None) -> Any:
         if init_from is None:
-            return self.lora.peft_config(language_model_only=isinstance(self.policy, VisionPolicy))
+            vision = isinstance(self.policy, VisionPolicy)
+            return self.lora.peft_config(language_model_only=vision and not self.lora.vision_tower)
         from peft import LoraConfig
 
         folder = Path(init_from)

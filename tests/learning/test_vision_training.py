@@ -27,7 +27,7 @@ from regrpo.agent.vision_models import build_tiny_idefics3, build_tiny_qwen2_vl
 from regrpo.errors import InputError
 from regrpo.learning.data_engine import build_dataset
 from regrpo.learning.grpo import GRPOConfig, train_grpo
-from regrpo.learning.lora_trainer import LoraTrainer
+from regrpo.learning.lora_trainer import LoraSettings, LoraTrainer
 from regrpo.learning.records import SFTExample
 from regrpo.learning.regrpo import ReGRPOConfig, engine_chat, train_regrpo
 from regrpo.learning.replay import BranchEnvironment, example_images
@@ -89,6 +89,22 @@ def test_a_step_changes_the_log_probs_and_closing_the_trainer_restores_the_engin
         assert float((after - before).abs().max()) > 1e-3
         assert torch.allclose(trainer.logprobs(samples[:1], reference=True)[0], before, atol=1e-4)
     assert torch.allclose(policy.token_logprobs(chat(PICTURE), tokens), before, atol=1e-5)
+
+
+def test_the_vision_tower_is_adapted_only_when_asked(folder):
+    policy = VisionPolicy(folder)
+    targets = ("q_proj", "v_proj", "qkv")  # Idefics3's tower has q/v_proj, Qwen2-VL's qkv
+    with LoraTrainer(policy, LoraSettings(target_modules=targets, vision_tower=True)):
+        tower = [
+            n
+            for n, p in policy.model.named_parameters()
+            if p.requires_grad and ("vision" in n or "visual" in n)
+        ]
+        assert tower  # LoRA inside the vision tower too
+    with LoraTrainer(policy, LoraSettings(target_modules=targets)):
+        assert not any(
+            p.requires_grad and ("vision" in n or "visual" in n) for n, p in policy.model.named_parameters()
+        )
 
 
 def test_image_samples_are_not_packed_and_what_is_not_built_says_so(folder, store):
